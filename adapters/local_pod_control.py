@@ -1,0 +1,19 @@
+"""Pod control for local runs and tests: records the request instead of deleting anything."""
+
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger(__name__)
+
+
+class RecordingPodControl:
+    """Counts terminate calls in ``terminated`` and logs them; deletes nothing."""
+
+    def __init__(self, pod_id: str = "local") -> None:
+        self.pod_id = pod_id
+        self.terminated = 0
+
+    def terminate(self) -> None:
+        self.terminated += 1
+        log.info("pod terminate requested (local: nothing deleted)", extra={"pod_id": self.pod_id})

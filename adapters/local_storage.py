@@ -1,0 +1,47 @@
+"""Storage without a bucket: files in a local folder, or data URLs inside the result.
+
+``LocalFolderStorage`` is the local run's storage: ``{root}/{job}/{index}.{ext}``, written
+atomically (a temporary file renamed into place), the job id made safe for a path first, so no
+input can write outside ``root``. ``DataUrlStorage`` inlines small outputs as base64 data URLs
+for deployments without a bucket; the worker refuses results larger than the job API accepts.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import tempfile
+from pathlib import Path
+
+from domain.errors import UploadFailed
+from domain.job import Artifact, safe_name
+
+
+class LocalFolderStorage:
+    """Writes each output under ``root`` and returns the file's absolute path."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.stored: list[Path] = []
+
+    def store(self, job_id: str, index: int, artifact: Artifact) -> str:
+        folder = self.root / safe_name(job_id)
+        target = folder / f"{index}.{artifact.extension}"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{index}.", suffix=".tmp")
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(artifact.data)
+            os.replace(tmp, target)
+        except OSError as exc:
+            raise UploadFailed(f"could not write output to {folder}: {exc.strerror}") from None
+        self.stored.append(target)
+        return str(target)
+
+
+class DataUrlStorage:
+    """Returns each output as a ``data:`` URL (base64), for small outputs and no bucket."""
+
+    def store(self, job_id: str, index: int, artifact: Artifact) -> str:
+        encoded = base64.b64encode(artifact.data).decode("ascii")
+        return f"data:{artifact.content_type};base64,{encoded}"

@@ -1,0 +1,1 @@
+"""The composition root: settings, wiring, the worker process and the command line."""

@@ -1,0 +1,249 @@
+"""Settings, read once from the environment and a ``.env`` file, validated, then passed in.
+
+Names are the seed pod worker's (``WEBHOOK_GET_WORK``, ``AI_API_KEY``, ...). Today's RunPod
+platform sets ``RUNPOD_*`` names instead (``RUNPOD_WEBHOOK_GET_JOB``, ``RUNPOD_AI_API_KEY``, ...):
+both are accepted. **When both are set, the seed's name wins**: it is what you set yourself,
+while the ``RUNPOD_*`` value is what the platform injected. Real environment variables win over
+``.env``.
+
+Durations keep the seed's unit, milliseconds, and say so in their names' descriptions. A bad
+value is reported as one line naming the variable (never echoing a secret's value) and the
+process exits with code 2.
+"""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from domain.errors import ConfigurationError
+
+SECRET_FIELDS = frozenset(
+    {"AI_API_KEY", "RUNPOD_API_KEY", "BUCKET_ACCESS_KEY_ID", "BUCKET_SECRET_ACCESS_KEY"}
+)
+
+
+class StorageKind(enum.StrEnum):
+    """Where outputs go when they are binary (images)."""
+
+    AUTO = "auto"  # s3 when BUCKET_ENDPOINT_URL is set, else local
+    S3 = "s3"
+    LOCAL = "local"  # files under OUTPUT_DIR; the reference is the file's path
+    BASE64 = "base64"  # data URLs inside the result (small outputs only)
+
+
+class BucketNaming(enum.StrEnum):
+    """How the bucket name is chosen."""
+
+    FIXED = "fixed"  # BUCKET_NAME as given
+    MONTHLY = "monthly"  # the seed's scheme: one bucket a month named like ``11-26`` (MM-YY)
+
+
+class LogFormat(enum.StrEnum):
+    AUTO = "auto"  # json when not on a terminal, text on one
+    JSON = "json"
+    TEXT = "text"
+
+
+def _env(*names: str) -> Any:
+    """Field options for a setting read from ``names`` (the first one set wins)."""
+    return AliasChoices(*names) if len(names) > 1 else names[0]
+
+
+class Settings(BaseSettings):
+    """Every setting podworker reads. Field descriptions are the README's table."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=True,
+        populate_by_name=False,
+        frozen=True,
+    )
+
+    # --- process ------------------------------------------------------------------------
+    DEBUG: bool = Field(False, description="Log at DEBUG level (prompts and inputs included).")
+    TEST_LOCAL: bool = Field(
+        False,
+        description="Run the jobs in TEST_INPUT_FILE with local adapters, print the results, "
+        "exit. Also the mode when no take webhook is configured.",
+    )
+    TEST_INPUT_FILE: Path = Field(
+        Path("test_inputs.json"), description="The local run's jobs (one job or a list)."
+    )
+    LOG_FORMAT: LogFormat = Field(LogFormat.AUTO, description="auto, json or text.")
+    STATE_DIR: Path = Field(
+        Path(".podworker"),
+        description="Where the outbox and running-job marks are kept (must survive a restart).",
+    )
+
+    # --- model --------------------------------------------------------------------------
+    MODEL: str = Field(
+        "stable_diffusion",
+        description="stable_diffusion, echo, or module:factory for your own model.",
+    )
+    MODEL_PATH: str | None = Field(
+        None,
+        description="Weights: a local folder or a hub id in the local cache. Unset in a local "
+        "run: a tiny random pipeline is built and used.",
+    )
+    MODEL_ALLOW_DOWNLOAD: bool = Field(
+        False, description="Let diffusers download weights (off: local files only)."
+    )
+    MODEL_COMPILE: bool = Field(False, description="torch.compile the UNet on CUDA.")
+    MODEL_DEVICE: str = Field("auto", description="auto, cuda or cpu.")
+    ECHO_DELAY_MS: int = Field(0, ge=0, description="Echo model: time each job takes (ms).")
+    ECHO_FAIL: bool = Field(False, description="Echo model: fail every job.")
+
+    # --- lifecycle ----------------------------------------------------------------------
+    EXECUTION_TIMEOUT: int = Field(
+        300_000, gt=0, description="Work timeout per job (ms)."
+    )
+    TERMINATE_IDLE_TIME: int = Field(
+        60_000, ge=0, description="Idle time before the pod deletes itself (ms); 0 = never."
+    )
+    WORKER_ZERO: bool = Field(False, description="This worker never deletes its pod.")
+    OVERRUN_GRACE: int = Field(
+        10_000,
+        ge=0,
+        description="How long past the work timeout a model may take to stop before the worker "
+        "reports the job and exits with code 3 (ms).",
+    )
+    SHUTDOWN_GRACE: int = Field(
+        30_000, ge=0, description="After SIGTERM, longest wait for results to be delivered (ms)."
+    )
+
+    # --- job API ------------------------------------------------------------------------
+    AI_API_KEY: SecretStr | None = Field(
+        None,
+        validation_alias=_env("AI_API_KEY", "RUNPOD_AI_API_KEY"),
+        description="Job API key, sent raw in Authorization. Also RUNPOD_AI_API_KEY.",
+    )
+    WEBHOOK_GET_WORK: str | None = Field(
+        None,
+        validation_alias=_env("WEBHOOK_GET_WORK", "RUNPOD_WEBHOOK_GET_JOB"),
+        description="Take URL template ($ID = worker id). Also RUNPOD_WEBHOOK_GET_JOB.",
+    )
+    WEBHOOK_POST_OUTPUT: str | None = Field(
+        None,
+        validation_alias=_env("WEBHOOK_POST_OUTPUT", "RUNPOD_WEBHOOK_POST_OUTPUT"),
+        description="Result URL template ($ID = job id, $RUNPOD_POD_ID = worker id). "
+        "Also RUNPOD_WEBHOOK_POST_OUTPUT.",
+    )
+    WEBHOOK_PING: str | None = Field(
+        None,
+        validation_alias=_env("WEBHOOK_PING", "RUNPOD_WEBHOOK_PING"),
+        description="Heartbeat URL template ($RUNPOD_POD_ID = worker id). Also "
+        "RUNPOD_WEBHOOK_PING.",
+    )
+    PING_INTERVAL: int = Field(
+        10_000,
+        gt=0,
+        validation_alias=_env("PING_INTERVAL", "RUNPOD_PING_INTERVAL"),
+        description="Heartbeat period (ms). Also RUNPOD_PING_INTERVAL.",
+    )
+    RUNPOD_POD_ID: str | None = Field(
+        None, description="This worker's id (a random one when unset)."
+    )
+    JOB_API_TIMEOUT: int = Field(
+        5_000, gt=0, description="Connect timeout, and read timeout for non-polling calls (ms)."
+    )
+    JOB_TAKE_TIMEOUT: int = Field(
+        95_000,
+        gt=0,
+        description="Read timeout of a take or job-stop long-poll; longer than the server's "
+        "long-poll (ms).",
+    )
+    MAX_RESULT_BYTES: int = Field(
+        10_000_000,
+        gt=0,
+        description="Largest result body posted to the job API (bytes); larger results fail "
+        "with a message to configure a bucket.",
+    )
+
+    # --- pod control --------------------------------------------------------------------
+    RUNPOD_API_KEY: SecretStr | None = Field(
+        None, description="RunPod API key, used only to terminate this pod."
+    )
+    RUNPOD_API_URL: str = Field(
+        "https://api.runpod.io/graphql", description="RunPod's GraphQL endpoint."
+    )
+
+    # --- storage ------------------------------------------------------------------------
+    STORAGE: StorageKind = Field(StorageKind.AUTO, description="auto, s3, local or base64.")
+    OUTPUT_DIR: Path = Field(Path("outputs"), description="Local storage folder.")
+    BUCKET_ENDPOINT_URL: str | None = Field(None, description="S3 endpoint URL.")
+    BUCKET_ACCESS_KEY_ID: SecretStr | None = Field(None, description="S3 access key id.")
+    BUCKET_SECRET_ACCESS_KEY: SecretStr | None = Field(None, description="S3 secret key.")
+    BUCKET_NAME: str | None = Field(
+        None, description="Bucket name (required with BUCKET_NAMING=fixed)."
+    )
+    BUCKET_NAMING: BucketNaming = Field(
+        BucketNaming.FIXED, description="fixed (BUCKET_NAME) or monthly (the seed's MM-YY)."
+    )
+    BUCKET_REGION: str = Field("us-east-1", description="S3 region for signing.")
+    BUCKET_PUBLIC_URLS: bool = Field(
+        False, description="Return plain object URLs instead of presigned ones."
+    )
+    BUCKET_URL_EXPIRY: int = Field(
+        604_800, gt=0, le=604_800, description="Presigned URL lifetime (s); 7 days at most."
+    )
+
+    # --- operations ---------------------------------------------------------------------
+    HEALTH_PORT: int = Field(
+        0, ge=0, le=65535, description="Port of /health and /metrics; 0 = off."
+    )
+    HEALTH_HOST: str = Field("0.0.0.0", description="Address the health port binds.")
+
+    # --- input limits -------------------------------------------------------------------
+    MAX_INPUT_BYTES: int = Field(
+        1_000_000, gt=0, description="Largest job input accepted (bytes of JSON)."
+    )
+
+    @field_validator(
+        "WEBHOOK_GET_WORK", "WEBHOOK_POST_OUTPUT", "WEBHOOK_PING", "BUCKET_ENDPOINT_URL",
+        "MODEL_PATH", "RUNPOD_POD_ID", "BUCKET_NAME", mode="before",
+    )
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("WEBHOOK_GET_WORK", "WEBHOOK_POST_OUTPUT", "WEBHOOK_PING", "RUNPOD_API_URL")
+    @classmethod
+    def _must_be_http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+    # --- derived ------------------------------------------------------------------------
+    @property
+    def local_mode(self) -> bool:
+        """True for the seed's local test run: TEST_LOCAL, or no take webhook configured."""
+        return self.TEST_LOCAL or self.WEBHOOK_GET_WORK is None
+
+
+def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Settings:
+    """Read and validate the settings; raise ``ConfigurationError`` with one readable line."""
+    try:
+        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        raise ConfigurationError(describe_validation_error(exc)) from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line per bad variable: its name, and why; never a secret's value."""
+    lines = []
+    for err in exc.errors():
+        name = str(err["loc"][0]) if err["loc"] else "settings"
+        field = Settings.model_fields.get(name)
+        if field is not None and isinstance(field.validation_alias, str):
+            name = field.validation_alias
+        message = str(err["msg"]).removeprefix("Value error, ")
+        shown = "" if name in SECRET_FIELDS or "input" not in err else f" (got {err['input']!r:.60})"
+        lines.append(f"invalid setting {name}{shown}: {message}")
+    return "; ".join(lines)

@@ -1,0 +1,102 @@
+"""Every error podworker raises on purpose, and what the worker does with it.
+
+::
+
+    PodworkerError
+    ├── TransientError              retried (with backoff); never a job's final answer by itself
+    │   ├── ApiUnavailable          the job API could not be reached, timed out or answered 5xx
+    │   ├── RateLimited             the job API answered 429; ``retry_after`` says how long to wait
+    │   ├── StorageUnavailable      the object store could not be reached or answered 5xx
+    │   └── PodControlUnavailable   the pod-control API could not be reached or answered 5xx
+    ├── PermanentError              not retried: becomes the job's error string (``str(err)``)
+    │   ├── InvalidInput            the job's input is malformed or out of range
+    │   ├── ExecutionTimeout        the job ran past EXECUTION_TIMEOUT
+    │   ├── JobCancelled            the platform asked to stop the job, or the worker is stopping
+    │   ├── ModelError              the model raised; the message says what it said
+    │   │   └── OutOfMemory         the accelerator ran out of memory on this job
+    │   ├── UploadFailed            an output could not be stored (after retries)
+    │   ├── ResultTooLarge          the result is too large for the job API to accept
+    │   └── RejectedByApi           the job API refused a request for good (4xx other than 429)
+    └── ConfigurationError          a setting is missing or wrong; the process exits with code 2
+
+Callers catch ``TransientError`` to retry and ``PermanentError`` to report. Messages never
+contain a secret: adapters build them from names, hosts and status codes, never from headers
+or credentials.
+"""
+
+from __future__ import annotations
+
+
+class PodworkerError(Exception):
+    """Base of every error podworker raises on purpose."""
+
+
+class TransientError(PodworkerError):
+    """Something outside the worker failed for now; trying again later may work.
+
+    ``retry_after`` is the delay (seconds) the other side asked for, when it said one.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ApiUnavailable(TransientError):
+    """The job API could not be reached, timed out, or answered with a server error."""
+
+
+class RateLimited(TransientError):
+    """The job API answered 429 Too Many Requests."""
+
+
+class StorageUnavailable(TransientError):
+    """The object store could not be reached or answered with a server error."""
+
+
+class PodControlUnavailable(TransientError):
+    """The pod-control API could not be reached or answered with a server error."""
+
+
+class PermanentError(PodworkerError):
+    """Trying again will not help: the message becomes the job's error result."""
+
+
+class InvalidInput(PermanentError):
+    """The job's input is malformed, of the wrong type, or out of range."""
+
+
+class ExecutionTimeout(PermanentError):
+    """The job ran longer than its work timeout."""
+
+    def __init__(self, timeout_ms: int) -> None:
+        super().__init__(f"execution timeout after {timeout_ms} ms")
+        self.timeout_ms = timeout_ms
+
+
+class JobCancelled(PermanentError):
+    """The job was cancelled (a job-stop request from the platform, or a worker shutdown)."""
+
+
+class ModelError(PermanentError):
+    """The model raised while running the job."""
+
+
+class OutOfMemory(ModelError):
+    """The accelerator ran out of memory while running the job."""
+
+
+class UploadFailed(PermanentError):
+    """An output could not be stored, even after retries."""
+
+
+class ResultTooLarge(PermanentError):
+    """The result body is larger than the job API accepts."""
+
+
+class RejectedByApi(PermanentError):
+    """The job API refused a request for good (a 4xx answer other than 429)."""
+
+
+class ConfigurationError(PodworkerError):
+    """A setting is missing or invalid. Raised at start-up; the process exits with code 2."""

@@ -1,0 +1,58 @@
+"""The context one job runs in: its deadline, its cancel flag and its progress sink.
+
+:class:`RunningJob` is what a model receives as its ``JobContext``. It is pure: the clock and
+the progress sink are handed in, and cancellation is a plain attribute the worker sets (from the
+job-stop poller or a shutdown) and the model reads at its next step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from domain.errors import ExecutionTimeout, JobCancelled
+from domain.job import Job
+from domain.ports import Clock
+
+
+class RunningJob:
+    """A job on the model: ``check_cancelled()`` raises once its deadline passed or it was stopped."""
+
+    def __init__(
+        self,
+        job: Job,
+        *,
+        started: float,
+        timeout_s: float,
+        clock: Clock,
+        on_progress: Callable[[str, Any], None] | None = None,
+    ) -> None:
+        self.job = job
+        self.started = started
+        self.timeout_s = timeout_s
+        self.deadline = started + timeout_s
+        self._clock = clock
+        self._on_progress = on_progress
+        self.cancel_reason: str | None = None
+
+    @property
+    def job_id(self) -> str:
+        return self.job.id
+
+    def cancel(self, reason: str) -> None:
+        """Ask the job to stop at its next ``check_cancelled()``; the first reason wins."""
+        if self.cancel_reason is None:
+            self.cancel_reason = reason
+
+    def timed_out(self, now: float) -> bool:
+        return now >= self.deadline
+
+    def check_cancelled(self) -> None:
+        if self.cancel_reason is not None:
+            raise JobCancelled(self.cancel_reason)
+        if self.timed_out(self._clock.now()):
+            raise ExecutionTimeout(round(self.timeout_s * 1000))
+
+    def progress(self, update: Any) -> None:
+        if self._on_progress is not None:
+            self._on_progress(self.job.id, update)

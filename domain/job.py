@@ -1,0 +1,139 @@
+"""Jobs as the worker sees them, the results it sends back, and outputs to be stored.
+
+A :class:`Job` is built from the job API's JSON by :func:`job_from_wire`, which never raises:
+a job whose id can be read but whose shape is wrong comes back with ``problem`` set, so the
+worker can answer it with an error instead of dropping it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+MAX_JOB_ID_LENGTH = 256
+
+
+@dataclass(frozen=True)
+class Job:
+    """One unit of work taken from the job API.
+
+    ``taken_at`` is the monotonic time (seconds) the worker received it. ``problem`` is set when
+    the envelope was malformed (for example ``input`` was not a JSON object); such a job is
+    answered with an ``InvalidInput`` error and never reaches the model.
+    """
+
+    id: str
+    input: dict[str, Any]
+    taken_at: float
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A binary output (an image, say) the model produced, to be stored before the result is sent.
+
+    Models put artifacts anywhere in their output; the delivery stage stores each one through
+    the storage port and puts the reference (a URL or a path) in its place.
+    """
+
+    data: bytes = field(repr=False)
+    content_type: str = "image/png"
+    extension: str = "png"
+
+    def __repr__(self) -> str:
+        return f"Artifact({self.content_type}, {len(self.data)} bytes)"
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """The final answer for one job: an output, or an error string (never both)."""
+
+    job_id: str
+    output: Any = None
+    error: str | None = None
+
+    @classmethod
+    def success(cls, job_id: str, output: Any) -> JobResult:
+        return cls(job_id=job_id, output=output)
+
+    @classmethod
+    def failure(cls, job_id: str, error: str) -> JobResult:
+        return cls(job_id=job_id, error=error or "unknown error")
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_wire(self) -> dict[str, Any]:
+        """The body the job API expects: ``{"output": ...}`` or ``{"error": "<string>"}``."""
+        if self.error is not None:
+            return {"error": self.error}
+        return {"output": self.output}
+
+    def to_json(self) -> dict[str, Any]:
+        """A self-contained record (job id included), as kept in the outbox."""
+        return {"id": self.job_id, **self.to_wire()}
+
+    @classmethod
+    def from_json(cls, record: dict[str, Any]) -> JobResult:
+        if "error" in record:
+            return cls.failure(str(record["id"]), str(record["error"]))
+        return cls.success(str(record["id"]), record.get("output"))
+
+    def wire_size(self) -> int:
+        """Bytes of the JSON body that :meth:`to_wire` produces."""
+        return len(json.dumps(self.to_wire(), separators=(",", ":")).encode())
+
+
+def job_from_wire(payload: object, now: float) -> Job | None:
+    """Build a job from one JSON object as the take endpoint returns it.
+
+    Returns None when no usable id can be read (the caller logs the rejection: there is nothing
+    to answer). Never raises.
+    """
+    if not isinstance(payload, dict):
+        return None
+    raw_id = payload.get("id")
+    if isinstance(raw_id, bool) or not isinstance(raw_id, str | int):
+        return None
+    job_id = str(raw_id)
+    if not job_id or len(job_id) > MAX_JOB_ID_LENGTH or not job_id.isprintable():
+        return None
+    raw_input = payload.get("input")
+    if not isinstance(raw_input, dict):
+        kind = "missing" if raw_input is None else f"a JSON {_json_kind(raw_input)}"
+        return Job(job_id, {}, now, problem=f"input must be a JSON object, got {kind}")
+    return Job(job_id, raw_input, now)
+
+
+def _json_kind(value: object) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return type(value).__name__
+
+
+_SAFE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+
+
+def safe_name(job_id: str) -> str:
+    """A form of the job id that is safe as one path segment and one S3 key segment.
+
+    Ids made only of letters, digits, ``-``, ``_`` and ``.`` (not starting with a dot) are kept
+    as they are, so RunPod's ids map to themselves. Anything else (slashes, ``..``, unicode,
+    control characters) is replaced, and a short hash of the original id is appended so that two
+    different ids never share a name.
+    """
+    if job_id and job_id[0] != "." and all(c in _SAFE_CHARS for c in job_id) and len(job_id) <= 128:
+        return job_id
+    import hashlib
+
+    cleaned = "".join(c if c in _SAFE_CHARS else "_" for c in job_id[:96]).lstrip(".") or "job"
+    digest = hashlib.sha256(job_id.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return f"{cleaned}-{digest}"

@@ -1,0 +1,157 @@
+"""The ports: what the worker needs from the outside world, as ``typing.Protocol`` classes.
+
+Adapters implement these without inheriting from them (a typed assignment in their tests shows
+that they conform). Every method says what it promises, including which errors it raises; the
+error classes are drawn in :mod:`domain.errors`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from domain.job import Artifact, Job, JobResult
+
+
+class Clock(Protocol):
+    """The only source of time. ``now()`` is monotonic seconds: only differences mean anything."""
+
+    def now(self) -> float:
+        """Seconds on a clock that never goes backwards."""
+        ...
+
+
+class JobApi(Protocol):
+    """Where jobs come from and results go to (RunPod's webhook protocol, or a local fake)."""
+
+    def take(self, *, job_in_progress: bool) -> list[Job]:
+        """Take the next job(s), waiting up to the server's long-poll time.
+
+        Returns an empty list when no job is available. Jobs whose envelope is malformed but
+        whose id can be read come back with ``Job.problem`` set; payloads without a readable id
+        are logged and dropped here. Raises ``TransientError`` (``ApiUnavailable``,
+        ``RateLimited``) when the API could not be asked.
+        """
+        ...
+
+    def post_result(self, result: JobResult) -> None:
+        """Deliver one job's final result. Returns only once the API has accepted it.
+
+        Raises ``TransientError`` when it should be tried again later (the caller keeps the
+        result), ``RejectedByApi`` when the API refused it for good.
+        """
+        ...
+
+    def post_progress(self, job_id: str, progress: Any) -> None:
+        """Send a progress update for a running job. Best effort: never raises."""
+        ...
+
+    def ping(self, job_ids: Sequence[str]) -> None:
+        """Tell the platform this worker is alive and which jobs it holds. Never raises."""
+        ...
+
+
+class JobStopSource(Protocol):
+    """The platform's requests to cancel running jobs."""
+
+    def jobs_to_stop(self) -> list[str]:
+        """Wait (long-poll) for job-stop requests; returns the ids to cancel, maybe none.
+
+        Raises ``TransientError`` when the API could not be asked.
+        """
+        ...
+
+
+class Storage(Protocol):
+    """Where a job's binary outputs go (S3, a local folder, or inline data URLs)."""
+
+    def store(self, job_id: str, index: int, artifact: Artifact) -> str:
+        """Store one output and return a reference the user can fetch (a URL or a path).
+
+        The same ``(job_id, index)`` always maps to the same place, so storing again after a
+        crash overwrites rather than duplicates. Raises ``TransientError`` when worth retrying,
+        ``UploadFailed`` when not.
+        """
+        ...
+
+
+class PodControl(Protocol):
+    """Control over the pod this worker runs on."""
+
+    def terminate(self) -> None:
+        """Delete this pod (it stops billing). Raises ``TransientError`` or ``PermanentError``."""
+        ...
+
+
+class JobContext(Protocol):
+    """What a model sees of the worker while it runs one job."""
+
+    @property
+    def job_id(self) -> str:
+        """The id of the job being run."""
+        ...
+
+    def check_cancelled(self) -> None:
+        """Raise ``ExecutionTimeout`` or ``JobCancelled`` when the job must stop now.
+
+        Models call it at every step they can stop at (each denoising step, say).
+        """
+        ...
+
+    def progress(self, update: Any) -> None:
+        """Report progress (any JSON value). Cheap; updates are coalesced and sent in order."""
+        ...
+
+
+class Model(Protocol):
+    """The model the worker serves: loaded once, then run on one job's input at a time."""
+
+    def load(self) -> None:
+        """Load weights and warm up. Called once, before the first job. Raises ``ModelError``."""
+        ...
+
+    def run(self, job_input: dict[str, Any], ctx: JobContext) -> Any:
+        """Run one job and return its output (JSON values, with ``Artifact``s anywhere in it).
+
+        Raises ``InvalidInput`` for bad input, ``ExecutionTimeout``/``JobCancelled`` (from
+        ``ctx.check_cancelled()``), ``OutOfMemory``; any other exception is reported as the
+        job's error by the worker.
+        """
+        ...
+
+
+class Outbox(Protocol):
+    """Results written down before they are sent, and jobs started but not finished.
+
+    Promises: a result put here survives a crash of the process until ``remove`` is called for
+    it; ``started`` marks survive likewise until ``finished``.
+    """
+
+    def put(self, result: JobResult) -> None:
+        """Keep ``result`` durably (replacing any earlier one for the same job)."""
+        ...
+
+    def remove(self, job_id: str) -> None:
+        """Forget the result of ``job_id`` (it was delivered). Removing twice is harmless."""
+        ...
+
+    def pending(self) -> list[JobResult]:
+        """Every result kept and not yet removed, oldest first."""
+        ...
+
+    def started(self, job: Job) -> int:
+        """Mark ``job`` as running; returns how many times it was started before (crashes)."""
+        ...
+
+    def finished(self, job_id: str) -> None:
+        """Clear the running mark of ``job_id`` (its result is in the outbox or delivered)."""
+        ...
+
+    def abandoned(self, job_id: str) -> None:
+        """Clear the running mark of a job that an earlier process crashed on, but keep its
+        start count, so a job that keeps crashing the worker is recognised when it comes back."""
+        ...
+
+    def interrupted(self) -> list[tuple[str, int]]:
+        """Jobs marked running by an earlier process that never finished: ``(id, starts)``."""
+        ...
