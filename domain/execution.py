@@ -34,6 +34,7 @@ class RunningJob:
         self._clock = clock
         self._on_progress = on_progress
         self.cancel_reason: str | None = None
+        self.abandoned = False  # the worker gave up on it: its outcome must be dropped
 
     @property
     def job_id(self) -> str:

@@ -1,0 +1,211 @@
+"""The composition root: builds the worker from settings. Every adapter can be swapped.
+
+``build_worker(settings, job_api=..., model=..., ...)`` uses the adapters it is given and
+builds production ones for the rest, from the settings. Heavy adapters (boto3, diffusers) are
+imported here, inside the functions that need them, so a worker that does not use them never
+loads them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import uuid
+from typing import Any
+
+from adapters.clock import SystemClock
+from adapters.echo_model import EchoModel
+from adapters.local_pod_control import RecordingPodControl
+from adapters.local_storage import DataUrlStorage, LocalFolderStorage
+from adapters.memory_job_api import InMemoryJobApi
+from adapters.outbox import FileOutbox
+from app.logs import Redactor
+from app.metrics import Metrics
+from app.settings import Settings, StorageKind
+from app.worker import Worker
+from domain.errors import ConfigurationError
+from domain.lifecycle import LifecyclePolicy
+from domain.ports import Clock, JobApi, JobStopSource, Model, Outbox, PodControl, Storage
+
+log = logging.getLogger("podworker.bootstrap")
+
+
+def secret(value: Any) -> str | None:
+    return value.get_secret_value() if value is not None else None
+
+
+def redactor_for(settings: Settings) -> Redactor:
+    """The redactor that knows every secret in ``settings``."""
+    return Redactor(
+        secret(getattr(settings, name))
+        for name in ("AI_API_KEY", "RUNPOD_API_KEY", "BUCKET_ACCESS_KEY_ID",
+                     "BUCKET_SECRET_ACCESS_KEY")
+    )
+
+
+def worker_id(settings: Settings) -> str:
+    return settings.RUNPOD_POD_ID or f"podworker-{uuid.uuid4().hex[:12]}"
+
+
+def policy_for(settings: Settings) -> LifecyclePolicy:
+    return LifecyclePolicy.from_millis(
+        terminate_idle_time_ms=settings.TERMINATE_IDLE_TIME,
+        execution_timeout_ms=settings.EXECUTION_TIMEOUT,
+        worker_zero=settings.WORKER_ZERO,
+        overrun_grace_ms=settings.OVERRUN_GRACE,
+    )
+
+
+def build_job_api(settings: Settings, clock: Clock, pod_id: str) -> Any:
+    """The RunPod HTTP job API (it is also the job-stop source)."""
+    from adapters.runpod_job_api import RunPodJobApi
+
+    assert settings.WEBHOOK_GET_WORK is not None
+    if settings.WEBHOOK_POST_OUTPUT is None:
+        raise ConfigurationError(
+            "invalid setting WEBHOOK_POST_OUTPUT: required when WEBHOOK_GET_WORK is set "
+            "(or RUNPOD_WEBHOOK_POST_OUTPUT)"
+        )
+    return RunPodJobApi(
+        take_url=settings.WEBHOOK_GET_WORK,
+        result_url=settings.WEBHOOK_POST_OUTPUT,
+        ping_url=settings.WEBHOOK_PING,
+        api_key=secret(settings.AI_API_KEY),
+        worker_id=pod_id,
+        connect_timeout=settings.JOB_API_TIMEOUT / 1000,
+        read_timeout=settings.JOB_API_TIMEOUT / 1000,
+        take_timeout=settings.JOB_TAKE_TIMEOUT / 1000,
+        clock=clock,
+    )
+
+
+def build_pod_control(settings: Settings, pod_id: str) -> PodControl:
+    """RunPod's GraphQL pod control when a key and a pod id are set; else a recorder."""
+    api_key = secret(settings.RUNPOD_API_KEY)
+    if settings.local_mode or not api_key or not settings.RUNPOD_POD_ID:
+        if not settings.local_mode and not (settings.WORKER_ZERO or settings.TERMINATE_IDLE_TIME == 0):
+            log.warning(
+                "RUNPOD_API_KEY or RUNPOD_POD_ID is not set: when idle, this worker will exit "
+                "but cannot delete its pod", extra={"event": "no_pod_control"},
+            )
+        return RecordingPodControl(pod_id)
+    from adapters.runpod_pod_control import RunPodPodControl
+
+    return RunPodPodControl(settings.RUNPOD_API_URL, api_key, settings.RUNPOD_POD_ID)
+
+
+def storage_kind(settings: Settings) -> StorageKind:
+    if settings.STORAGE is StorageKind.AUTO:
+        return StorageKind.S3 if settings.BUCKET_ENDPOINT_URL else StorageKind.LOCAL
+    return settings.STORAGE
+
+
+def build_storage(settings: Settings) -> Storage:
+    kind = storage_kind(settings)
+    if kind is StorageKind.LOCAL:
+        return LocalFolderStorage(settings.OUTPUT_DIR)
+    if kind is StorageKind.BASE64:
+        return DataUrlStorage()
+    from adapters.s3_storage import S3Storage
+
+    if not settings.BUCKET_ENDPOINT_URL:
+        raise ConfigurationError("invalid setting BUCKET_ENDPOINT_URL: required with STORAGE=s3")
+    if settings.BUCKET_NAMING == "fixed" and not settings.BUCKET_NAME:
+        raise ConfigurationError(
+            "invalid setting BUCKET_NAME: required with BUCKET_NAMING=fixed "
+            "(or set BUCKET_NAMING=monthly for the seed's one-bucket-a-month names)"
+        )
+    storage: Storage = S3Storage(
+        endpoint_url=settings.BUCKET_ENDPOINT_URL,
+        access_key_id=secret(settings.BUCKET_ACCESS_KEY_ID),
+        secret_access_key=secret(settings.BUCKET_SECRET_ACCESS_KEY),
+        bucket=settings.BUCKET_NAME,
+        bucket_naming=settings.BUCKET_NAMING.value,
+        region=settings.BUCKET_REGION,
+        public_urls=settings.BUCKET_PUBLIC_URLS,
+        url_expiry_s=settings.BUCKET_URL_EXPIRY,
+    )
+    return storage
+
+
+def build_model(settings: Settings) -> Model:
+    """``echo``, ``stable_diffusion``, or ``module:factory`` (called with the settings)."""
+    name = settings.MODEL.strip()
+    if name == "echo":
+        return EchoModel(delay_s=settings.ECHO_DELAY_MS / 1000, fail=settings.ECHO_FAIL)
+    if name in ("stable_diffusion", "sd"):
+        from app.sd_wiring import build_stable_diffusion
+
+        return build_stable_diffusion(settings)
+    if ":" in name:
+        return load_user_model(name, settings)
+    raise ConfigurationError(
+        f"invalid setting MODEL ({name!r}): use stable_diffusion, echo, or module:factory"
+    )
+
+
+def load_user_model(spec: str, settings: Settings) -> Model:
+    """Import ``module:factory`` and call ``factory()`` (or ``factory(settings)``)."""
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+        factory = getattr(module, attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigurationError(f"invalid setting MODEL ({spec!r}): {exc}") from None
+    try:
+        model = factory(settings)
+    except TypeError:
+        model = factory()
+    for method in ("load", "run"):
+        if not callable(getattr(model, method, None)):
+            raise ConfigurationError(
+                f"invalid setting MODEL ({spec!r}): the factory's model has no {method}() method"
+            )
+    return model  # type: ignore[no-any-return]
+
+
+def build_worker(
+    settings: Settings,
+    *,
+    job_api: JobApi | None = None,
+    stop_source: JobStopSource | None = None,
+    storage: Storage | None = None,
+    pod_control: PodControl | None = None,
+    model: Model | None = None,
+    outbox: Outbox | None = None,
+    clock: Clock | None = None,
+    metrics: Metrics | None = None,
+    stop_when_drained: bool | None = None,
+) -> Worker:
+    """The worker with the given adapters, and production ones (from settings) for the rest."""
+    clock = clock or SystemClock()
+    pod_id = worker_id(settings)
+    if job_api is None:
+        if settings.local_mode:
+            raise ConfigurationError("local mode needs a job source: use app.local_run")
+        http_api = build_job_api(settings, clock, pod_id)
+        job_api = http_api
+        stop_source = stop_source or http_api
+    return Worker(
+        job_api=job_api,
+        stop_source=stop_source,
+        storage=storage or build_storage(settings),
+        pod_control=pod_control or build_pod_control(settings, pod_id),
+        model=model or build_model(settings),
+        outbox=outbox or FileOutbox(settings.STATE_DIR / "outbox"),
+        clock=clock,
+        policy=policy_for(settings),
+        metrics=metrics,
+        ping_interval_s=settings.PING_INTERVAL / 1000,
+        max_result_bytes=settings.MAX_RESULT_BYTES,
+        max_input_bytes=settings.MAX_INPUT_BYTES,
+        shutdown_grace_s=settings.SHUTDOWN_GRACE / 1000,
+        stop_when_drained=settings.local_mode if stop_when_drained is None else stop_when_drained,
+        redact=redactor_for(settings),
+    )
+
+
+def build_local_job_api(jobs: list[dict[str, Any]], clock: Clock) -> InMemoryJobApi:
+    api = InMemoryJobApi(clock)
+    api.submit_many(jobs)
+    return api

@@ -1,0 +1,93 @@
+"""The command line: ``python -m app`` / ``podworker``. Parse, load settings, build, run."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from domain.errors import ConfigurationError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="podworker",
+        description="Turns a GPU pod into a self-managing job worker for RunPod's job API.",
+    )
+    parser.add_argument("--env-file", default=".env", help="settings file (default: .env)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run",
+        help="run the worker (local mode when TEST_LOCAL=true or no take webhook is set)",
+        description="Run the worker. With TEST_LOCAL=true, or when no take webhook is "
+        "configured, run the jobs in test_inputs.json locally, print their results and exit "
+        "(0: all succeeded, 1: one failed).",
+    )
+    run.add_argument("--test-input", type=Path, help="local mode: jobs file to run")
+    run.add_argument("--env-file", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+    fake = sub.add_parser(
+        "fake-api",
+        help="serve a fake RunPod job API on loopback (for local runs, tests, benchmarks)",
+        add_help=False,
+    )
+    fake.add_argument("args", nargs=argparse.REMAINDER)
+
+    tiny = sub.add_parser(
+        "make-tiny-model",
+        help="build a tiny Stable Diffusion pipeline with random weights into DIR",
+        description="Build a tiny Stable Diffusion pipeline (random weights, a few channels, "
+        "its own tokenizer files) and save it with save_pretrained. No network needed.",
+    )
+    tiny.add_argument("directory", type=Path)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = _parser()
+    args = parser.parse_args(argv or ["run"])
+    command = args.command or "run"
+    try:
+        if command == "fake-api":
+            from adapters.fake_job_api_server import main as fake_api_main
+
+            return int(fake_api_main(args.args) or 0)
+        if command == "make-tiny-model":
+            from adapters.stable_diffusion.tiny import make_tiny_model
+
+            print(make_tiny_model(args.directory))
+            return 0
+        return _run(args)
+    except ConfigurationError as exc:
+        print(f"podworker: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    from app.bootstrap import build_worker, redactor_for, worker_id
+    from app.local_run import run_local
+    from app.logs import configure_logging
+    from app.settings import load_settings
+    from app.signals import install_stop_handlers
+
+    settings = load_settings(env_file=args.env_file)
+    fmt = settings.LOG_FORMAT.value
+    if fmt == "auto" and settings.local_mode:
+        fmt = "text"  # a person is reading: readable lines
+    configure_logging(
+        debug=settings.DEBUG,
+        fmt=fmt,
+        redactor=redactor_for(settings),
+        static=None if settings.local_mode else {"pod_id": worker_id(settings)},
+    )
+    if settings.local_mode:
+        return run_local(settings, getattr(args, "test_input", None))
+    worker = build_worker(settings)
+    install_stop_handlers(worker.request_stop)
+    if settings.HEALTH_PORT:
+        from app.health import start_health_server
+
+        start_health_server(worker, settings.HEALTH_HOST, settings.HEALTH_PORT)
+    return int(worker.run())

@@ -1,0 +1,60 @@
+"""The local run (the seed's ``TEST_LOCAL`` mode): run the jobs in ``test_inputs.json``.
+
+It uses the same worker as production with local adapters: an in-memory job API fed from the
+file, local-folder storage (or S3 when a bucket is configured), a pod control that only
+records, an in-memory outbox. It prints each result as JSON on standard output and exits 0
+when every job succeeded, 1 when one failed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from adapters.clock import SystemClock
+from adapters.local_jobs import read_test_inputs
+from adapters.local_pod_control import RecordingPodControl
+from adapters.outbox import InMemoryOutbox
+from app.bootstrap import build_local_job_api, build_worker
+from app.settings import Settings
+from app.signals import install_stop_handlers
+from app.worker import ExitCode
+from domain.job import JobResult
+from domain.ports import Model
+
+
+def run_local(
+    settings: Settings,
+    test_input: Path | None = None,
+    *,
+    out: TextIO | None = None,
+    model: Model | None = None,
+) -> int:
+    out = out or sys.stdout
+    jobs = read_test_inputs(test_input or settings.TEST_INPUT_FILE)
+    clock = SystemClock()
+    api = build_local_job_api(jobs, clock)
+    worker = build_worker(
+        settings,
+        job_api=api,
+        stop_source=api,
+        outbox=InMemoryOutbox(),
+        pod_control=RecordingPodControl(),
+        model=model,
+        clock=clock,
+        stop_when_drained=True,
+    )
+    install_stop_handlers(worker.request_stop)
+    code = worker.run()
+    results = [api.results[str(job["id"])] for job in jobs if str(job["id"]) in api.results]
+    if code is ExitCode.MODEL_LOAD:
+        error = f"model could not be loaded: {worker.model_load_error}"
+        results = [JobResult.failure(str(job["id"]), error) for job in jobs]
+    records = [result.to_json() for result in results]
+    print(json.dumps(records[0] if len(records) == 1 else records, indent=2), file=out)
+    if code not in (ExitCode.OK, ExitCode.MODEL_LOAD):
+        return int(code)
+    all_ok = len(results) == len(jobs) and all(result.ok for result in results)
+    return int(ExitCode.OK if all_ok else ExitCode.JOB_FAILED)

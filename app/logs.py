@@ -1,0 +1,127 @@
+"""Logging: one JSON object a line in production, readable lines locally, never a secret.
+
+``configure_logging`` installs one handler on the root logger with a :class:`Redactor` filter:
+every secret value from the settings (API keys, S3 credentials) is replaced by ``[redacted]``
+in the message, the arguments and the exception text before anything is written. Record
+attributes passed with ``extra=`` (``job_id``, ``event``, ``seconds`` ...) become JSON fields.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Iterable
+from typing import Any, TextIO
+
+REDACTED = "[redacted]"
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+
+
+class Redactor:
+    """Replaces every known secret in a text. Secrets shorter than 4 characters are ignored
+    (too short to be real keys, and redacting them would mangle ordinary words)."""
+
+    def __init__(self, secrets: Iterable[str | None]) -> None:
+        values = {s for s in secrets if s and len(s) >= 4}
+        self._secrets = sorted(values, key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        return text
+
+    def __bool__(self) -> bool:
+        return bool(self._secrets)
+
+
+class RedactingFilter(logging.Filter):
+    """Rewrites each record so no secret reaches a handler."""
+
+    def __init__(self, redact: Redactor) -> None:
+        super().__init__()
+        self._redact = redact
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self._redact:
+            return True
+        record.msg = self._redact(record.getMessage())
+        record.args = None
+        if record.exc_info and record.exc_info[1] is not None:
+            record.exc_text = self._redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        for key, value in list(vars(record).items()):
+            if key not in _STANDARD and isinstance(value, str):
+                setattr(record, key, self._redact(value))
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, then every ``extra`` field."""
+
+    def __init__(self, static: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self._static = static or {}
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+            **self._static,
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            entry["exception"] = record.exc_text
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    """``HH:MM:SS level message (job=... key=value)`` for people at a terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        extras = " ".join(
+            f"{key}={value}"
+            for key, value in vars(record).items()
+            if key not in _STANDARD and not key.startswith("_") and key != "event"
+        )
+        stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
+        line = f"{stamp} {record.levelname.lower():<7} {record.getMessage()}"
+        if extras:
+            line += f"  ({extras})"
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        elif record.exc_text:
+            line += "\n" + record.exc_text
+        return line
+
+
+def configure_logging(
+    *,
+    debug: bool,
+    fmt: str,
+    redactor: Redactor,
+    stream: TextIO | None = None,
+    static: dict[str, Any] | None = None,
+) -> None:
+    """Install the one handler on the root logger (replacing earlier ones)."""
+    stream = stream or sys.stderr
+    use_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RedactingFilter(redactor))
+    handler.setFormatter(JsonFormatter(static) if use_json else TextFormatter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    for noisy in ("urllib3", "botocore", "boto3", "s3transfer", "filelock", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.INFO if debug else logging.WARNING)

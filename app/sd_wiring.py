@@ -1,0 +1,51 @@
+"""Wiring of the Stable Diffusion adapter: weights from MODEL_PATH, or the tiny local pipeline.
+
+In a local run with no MODEL_PATH, a tiny Stable Diffusion pipeline with random weights is built
+once under STATE_DIR and loaded through the same ``from_pretrained`` path as real weights, so a
+fresh CPU machine with no network runs the real diffusers code. In production a missing
+MODEL_PATH is a configuration error: podworker never falls back to random weights there.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from app.settings import Settings
+from domain.errors import ConfigurationError
+from domain.ports import Model
+
+log = logging.getLogger("podworker.model")
+
+
+def sd_limits(settings: Settings) -> object:
+    from adapters.stable_diffusion.schema import SdLimits
+
+    return SdLimits()
+
+
+def build_stable_diffusion(settings: Settings) -> Model:
+    from adapters.stable_diffusion.model import StableDiffusionModel
+
+    path = settings.MODEL_PATH
+    if path is None:
+        if not settings.local_mode:
+            raise ConfigurationError(
+                "invalid setting MODEL_PATH: required for MODEL=stable_diffusion (a folder of "
+                "diffusers weights, such as the ones baked into the image)"
+            )
+        from adapters.stable_diffusion.tiny import make_tiny_model
+
+        folder = make_tiny_model(settings.STATE_DIR / "tiny-sd")
+        log.warning(
+            "MODEL_PATH is not set: using a tiny Stable Diffusion pipeline with random weights "
+            "(%s); images will be noise", folder, extra={"event": "tiny_model"},
+        )
+        path = str(folder)
+    model: Model = StableDiffusionModel(
+        path,
+        device=settings.MODEL_DEVICE,
+        allow_download=settings.MODEL_ALLOW_DOWNLOAD,
+        compile=settings.MODEL_COMPILE,
+        limits=sd_limits(settings),  # type: ignore[arg-type]
+    )
+    return model

@@ -1,0 +1,90 @@
+"""A worker wired to in-memory fakes, run on a thread, with deadline-bounded waits."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from adapters.clock import SystemClock
+from adapters.echo_model import EchoModel
+from adapters.local_pod_control import RecordingPodControl
+from adapters.local_storage import LocalFolderStorage
+from adapters.memory_job_api import InMemoryJobApi
+from adapters.outbox import InMemoryOutbox
+from app.worker import ExitCode, Worker
+from domain.lifecycle import LifecyclePolicy
+from domain.ports import Clock, Model, Outbox, Storage
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
+    """Poll ``condition`` until true; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or condition}")
+        pause.wait(0.002)
+
+
+@dataclass
+class Harness:
+    worker: Worker
+    api: InMemoryJobApi
+    pod: RecordingPodControl
+    model: Any
+    outbox: Any
+    thread: threading.Thread | None = None
+    exit_code: list[ExitCode] = field(default_factory=list)
+
+    def start(self) -> Harness:
+        def target() -> None:
+            self.exit_code.append(self.worker.run())
+
+        self.thread = threading.Thread(target=target, name="worker-under-test", daemon=True)
+        self.thread.start()
+        return self
+
+    def join(self, timeout: float = 10.0) -> ExitCode:
+        assert self.thread is not None
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "worker did not exit in time"
+        return self.exit_code[0]
+
+    def stop(self) -> ExitCode:
+        self.worker.request_stop("test over")
+        return self.join()
+
+
+def make_harness(
+    tmp_path: Any,
+    *,
+    model: Model | None = None,
+    clock: Clock | None = None,
+    policy: LifecyclePolicy | None = None,
+    outbox: Outbox | None = None,
+    storage: Storage | None = None,
+    ping_interval_s: float = 60.0,
+    **worker_kwargs: Any,
+) -> Harness:
+    clock = clock or SystemClock()
+    api = InMemoryJobApi(clock, poll_timeout=0.01)
+    pod = RecordingPodControl()
+    model = model or EchoModel()
+    outbox = outbox or InMemoryOutbox()
+    worker = Worker(
+        job_api=api,
+        stop_source=api,
+        storage=storage or LocalFolderStorage(tmp_path / "outputs"),
+        pod_control=pod,
+        model=model,
+        outbox=outbox,
+        clock=clock,
+        policy=policy or LifecyclePolicy(idle_ttl=None, execution_timeout=30.0),
+        ping_interval_s=ping_interval_s,
+        shutdown_grace_s=5.0,
+        **worker_kwargs,
+    )
+    return Harness(worker=worker, api=api, pod=pod, model=model, outbox=outbox)

@@ -1,0 +1,76 @@
+"""Building jobs from the wire, results to the wire, and names safe for paths and keys."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from domain.job import JobResult, job_from_wire, safe_name
+
+
+def test_a_well_formed_job_is_read_with_its_id_input_and_time() -> None:
+    job = job_from_wire({"id": "abc-1", "input": {"prompt": "x"}, "extra": 1}, now=12.5)
+    assert job is not None
+    assert (job.id, job.input, job.taken_at, job.problem) == ("abc-1", {"prompt": "x"}, 12.5, None)
+
+
+def test_a_numeric_id_is_read_as_a_string() -> None:
+    job = job_from_wire({"id": 42, "input": {}}, now=0)
+    assert job is not None and job.id == "42"
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [None, [], "x", 3, {}, {"id": None}, {"id": True}, {"id": ""}, {"id": ["a"]},
+     {"id": "x" * 300}, {"id": "line\nbreak"}],
+)
+def test_payloads_without_a_readable_id_are_rejected(payload: Any) -> None:
+    assert job_from_wire(payload, now=0) is None
+
+
+@pytest.mark.parametrize(
+    ("raw_input", "problem"),
+    [
+        (None, "input must be a JSON object, got missing"),
+        ([1], "input must be a JSON object, got a JSON array"),
+        ("s", "input must be a JSON object, got a JSON string"),
+        (1.5, "input must be a JSON object, got a JSON number"),
+        (False, "input must be a JSON object, got a JSON boolean"),
+    ],
+)
+def test_a_job_with_a_bad_input_keeps_its_id_and_says_what_is_wrong(
+    raw_input: Any, problem: str
+) -> None:
+    payload = {"id": "j"} if raw_input is None else {"id": "j", "input": raw_input}
+    job = job_from_wire(payload, now=0)
+    assert job is not None and job.id == "j" and job.problem == problem
+
+
+def test_results_go_on_the_wire_as_output_or_a_string_error() -> None:
+    assert JobResult.success("a", [1]).to_wire() == {"output": [1]}
+    assert JobResult.failure("a", "bad").to_wire() == {"error": "bad"}
+    assert JobResult.failure("a", "").to_wire() == {"error": "unknown error"}
+    record = JobResult.failure("a", "bad").to_json()
+    assert JobResult.from_json(record) == JobResult.failure("a", "bad")
+
+
+def test_runpod_style_ids_are_their_own_safe_names() -> None:
+    assert safe_name("sync-1b2c3d4e-5f60-7182-93a4-b5c6d7e8f901-u1") == (
+        "sync-1b2c3d4e-5f60-7182-93a4-b5c6d7e8f901-u1"
+    )
+
+
+@given(st.text(min_size=1, max_size=300))
+def test_every_id_maps_to_one_safe_path_segment(job_id: str) -> None:
+    name = safe_name(job_id)
+    assert name and "/" not in name and "\\" not in name and "\x00" not in name
+    assert name not in (".", "..") and not name.startswith(".")
+    assert len(name) <= 128 + 13
+
+
+def test_different_ids_that_clean_up_alike_keep_different_names() -> None:
+    assert safe_name("a/b") != safe_name("a_b")
+    assert safe_name("../x") != safe_name("__x")

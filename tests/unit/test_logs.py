@@ -1,0 +1,37 @@
+"""Logs: JSON lines with the extra fields, readable text locally, secrets always redacted."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+from app.logs import Redactor, configure_logging
+
+SECRET = "sk-live-0123456789abcdef"
+
+
+def test_json_lines_carry_the_extra_fields() -> None:
+    stream = io.StringIO()
+    configure_logging(debug=False, fmt="json", redactor=Redactor([]), stream=stream,
+                      static={"pod_id": "pod-1"})
+    logging.getLogger("podworker.test").info("job taken", extra={"job_id": "j1", "event": "e"})
+    entry = json.loads(stream.getvalue().splitlines()[-1])
+    assert entry["message"] == "job taken"
+    assert (entry["job_id"], entry["event"], entry["pod_id"], entry["level"]) == (
+        "j1", "e", "pod-1", "info")
+
+
+def test_secrets_are_redacted_from_messages_arguments_extras_and_tracebacks() -> None:
+    stream = io.StringIO()
+    configure_logging(debug=True, fmt="json", redactor=Redactor([SECRET, "abc"]), stream=stream)
+    log = logging.getLogger("podworker.test")
+    log.info("key is %s", SECRET, extra={"url": f"https://x/?key={SECRET}"})
+    try:
+        raise RuntimeError(f"failed with {SECRET}")
+    except RuntimeError:
+        log.exception("boom")
+    text = stream.getvalue()
+    assert SECRET not in text
+    assert text.count("[redacted]") >= 3
+    assert Redactor(["abc"])("abc") == "abc"  # under 4 characters: not a key, left alone
