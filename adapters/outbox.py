@@ -1,8 +1,8 @@
 """Outboxes: results kept until the job API accepts them, and marks of jobs being run.
 
 ``FileOutbox`` is the durable one. Each result is one JSON file, written to a temporary name,
-fsynced, then renamed into place (and the folder fsynced), so after a crash a result is either
-whole or absent, never half-written. Running-job marks live beside it, with a count of how many
+fsynced, then renamed into place (and the folder fsynced), so after a crash (of the process or
+of the machine) a result is either whole or absent, never half-written. Running-job marks live beside it, with a count of how many
 times each job was started, which is what the poison-job guard reads after a crash. File names
 are the job ids made safe (``domain.job.safe_name``); the real id is inside the file.
 
@@ -15,7 +15,6 @@ import contextlib
 import json
 import logging
 import os
-import tempfile
 import threading
 from pathlib import Path
 
@@ -32,7 +31,6 @@ class FileOutbox:
         self._results = root / "results"
         self._running = root / "running"
         self._fsync = fsync
-        self._lock = threading.Lock()
         self._results.mkdir(parents=True, exist_ok=True)
         self._running.mkdir(parents=True, exist_ok=True)
 
@@ -55,7 +53,7 @@ class FileOutbox:
         path = self._running / f"{safe_name(job.id)}.json"
         record = self._read(path) if path.exists() else None
         before = int(record.get("starts", 0)) if record else 0  # type: ignore[call-overload]
-        self._write(path, {"id": job.id, "starts": before + 1, "running": True})
+        self._write(path, {"id": job.id, "starts": before + 1, "running": True}, sync=False)
         return before
 
     def finished(self, job_id: str) -> None:
@@ -66,7 +64,7 @@ class FileOutbox:
         path = self._running / f"{safe_name(job_id)}.json"
         record = self._read(path) if path.exists() else None
         starts = int(record.get("starts", 1)) if record else 1
-        self._write(path, {"id": job_id, "starts": starts, "running": False})
+        self._write(path, {"id": job_id, "starts": starts, "running": False}, sync=False)
 
     def interrupted(self) -> list[tuple[str, int]]:
         out = []
@@ -77,27 +75,29 @@ class FileOutbox:
         return out
 
     # --- files --------------------------------------------------------------------------
-    def _write(self, path: Path, record: dict[str, object]) -> None:
+    def _write(self, path: Path, record: dict[str, object], *, sync: bool = True) -> None:
+        """Write ``record`` to ``path`` atomically (temporary file, then rename).
+
+        With ``sync`` (results) the file and its folder are fsynced, so the result survives a
+        crash of the machine, not only of the process. Running marks skip that: they only have
+        to survive the process dying, which the kernel's page cache already guarantees.
+        """
         data = json.dumps(record, separators=(",", ":")).encode()
-        with self._lock:
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
+        tmp = path.parent / f".{path.name}.{threading.get_ident()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, data)
+            if sync and self._fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        if sync and self._fsync:
+            dir_fd = os.open(path.parent, os.O_RDONLY)
             try:
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(data)
-                    if self._fsync:
-                        handle.flush()
-                        os.fsync(handle.fileno())
-                os.replace(tmp, path)
-            except BaseException:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
-                raise
-            if self._fsync:
-                dir_fd = os.open(path.parent, os.O_RDONLY)
-                try:
-                    os.fsync(dir_fd)
-                finally:
-                    os.close(dir_fd)
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
 
     @staticmethod
     def _sorted(folder: Path) -> list[Path]:
