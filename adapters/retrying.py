@@ -16,6 +16,7 @@ Tests pass ``sleep=`` (a recorder, or ``lambda s: None``) so they never sleep fo
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from typing import Any
 
@@ -30,13 +31,13 @@ from tenacity import (
 
 from domain.errors import TransientError
 
-Sleep = Callable[[float], None]
+Sleep = Callable[[float], object]
 
 
 def _wait_honouring_retry_after(
     initial: float, maximum: float
 ) -> Callable[[RetryCallState], float]:
-    backoff = wait_exponential_jitter(initial=initial, max=maximum, jitter=initial)
+    backoff = wait_exponential_jitter(multiplier=initial, max=maximum, jitter=initial)
 
     def wait(state: RetryCallState) -> float:
         delay = backoff(state)
@@ -90,15 +91,27 @@ class Backoff:
 
     Pure bookkeeping (no sleeping, no clock): the worker asks ``next_delay()`` after each failure
     and calls ``reset()`` after a success, so a dead API sees at most a few requests a second.
+    Each delay is jittered by up to ``jitter`` (a fraction, either way) so that many workers
+    coming back after the same outage do not all ask at the same instant.
     """
 
-    def __init__(self, initial: float = 0.25, maximum: float = 5.0) -> None:
+    def __init__(
+        self,
+        initial: float = 0.25,
+        maximum: float = 5.0,
+        *,
+        jitter: float = 0.2,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
         self.initial = initial
         self.maximum = maximum
+        self.jitter = jitter
+        self._rng = rng
         self.failures = 0
 
     def next_delay(self, retry_after: float | None = None) -> float:
-        delay = min(self.maximum, self.initial * (2**self.failures))
+        delay = min(self.maximum, self.initial * 2.0 ** min(self.failures, 30))
+        delay *= 1 + self.jitter * (2 * self._rng() - 1)
         self.failures += 1
         if retry_after is not None and retry_after > 0:
             delay = max(delay, min(retry_after, 60.0))

@@ -94,14 +94,20 @@ def build_pod_control(settings: Settings, pod_id: str) -> PodControl:
     return RunPodPodControl(settings.RUNPOD_API_URL, api_key, settings.RUNPOD_POD_ID)
 
 
-def storage_kind(settings: Settings) -> StorageKind:
-    if settings.STORAGE is StorageKind.AUTO:
+def storage_kind(settings: Settings) -> StorageKind | None:
+    """The built-in storage chosen, or None for a ``module:factory`` one."""
+    if ":" in settings.STORAGE:
+        return None
+    kind = StorageKind(settings.STORAGE)
+    if kind is StorageKind.AUTO:
         return StorageKind.S3 if settings.BUCKET_ENDPOINT_URL else StorageKind.LOCAL
-    return settings.STORAGE
+    return kind
 
 
 def build_storage(settings: Settings) -> Storage:
     kind = storage_kind(settings)
+    if kind is None:
+        return load_factory(settings.STORAGE, "STORAGE", settings, ("store",))  # type: ignore[no-any-return]
     if kind is StorageKind.LOCAL:
         return LocalFolderStorage(settings.OUTPUT_DIR)
     if kind is StorageKind.BASE64:
@@ -115,11 +121,14 @@ def build_storage(settings: Settings) -> Storage:
             "invalid setting BUCKET_NAME: required with BUCKET_NAMING=fixed "
             "(or set BUCKET_NAMING=monthly for the seed's one-bucket-a-month names)"
         )
+    monthly = settings.BUCKET_NAMING == "monthly"
+    if monthly and settings.BUCKET_NAME:
+        log.warning("BUCKET_NAMING=monthly: BUCKET_NAME is ignored", extra={"event": "config"})
     storage: Storage = S3Storage(
         endpoint_url=settings.BUCKET_ENDPOINT_URL,
         access_key_id=secret(settings.BUCKET_ACCESS_KEY_ID),
         secret_access_key=secret(settings.BUCKET_SECRET_ACCESS_KEY),
-        bucket=settings.BUCKET_NAME,
+        bucket=None if monthly else settings.BUCKET_NAME,
         bucket_naming=settings.BUCKET_NAMING.value,
         region=settings.BUCKET_REGION,
         public_urls=settings.BUCKET_PUBLIC_URLS,
@@ -138,30 +147,35 @@ def build_model(settings: Settings) -> Model:
 
         return build_stable_diffusion(settings)
     if ":" in name:
-        return load_user_model(name, settings)
+        return load_factory(name, "MODEL", settings, ("load", "run"))  # type: ignore[no-any-return]
     raise ConfigurationError(
         f"invalid setting MODEL ({name!r}): use stable_diffusion, echo, or module:factory"
     )
 
 
-def load_user_model(spec: str, settings: Settings) -> Model:
-    """Import ``module:factory`` and call ``factory()`` (or ``factory(settings)``)."""
+def load_factory(spec: str, setting: str, settings: Settings, methods: tuple[str, ...]) -> Any:
+    """Import ``module:factory`` and call ``factory(settings)`` (or ``factory()``).
+
+    Used for your own model (``MODEL=``) and storage (``STORAGE=``); the object it returns must
+    have the port's methods (``methods``), checked here so a mistake is a clear start-up error.
+    """
     module_name, _, attr = spec.partition(":")
     try:
         module = importlib.import_module(module_name)
         factory = getattr(module, attr)
     except (ImportError, AttributeError) as exc:
-        raise ConfigurationError(f"invalid setting MODEL ({spec!r}): {exc}") from None
+        raise ConfigurationError(f"invalid setting {setting} ({spec!r}): {exc}") from None
     try:
-        model = factory(settings)
+        built = factory(settings)
     except TypeError:
-        model = factory()
-    for method in ("load", "run"):
-        if not callable(getattr(model, method, None)):
+        built = factory()
+    for method in methods:
+        if not callable(getattr(built, method, None)):
             raise ConfigurationError(
-                f"invalid setting MODEL ({spec!r}): the factory's model has no {method}() method"
+                f"invalid setting {setting} ({spec!r}): what the factory returned has no "
+                f"{method}() method"
             )
-    return model  # type: ignore[no-any-return]
+    return built
 
 
 def build_worker(
@@ -185,7 +199,8 @@ def build_worker(
             raise ConfigurationError("local mode needs a job source: use app.local_run")
         http_api = build_job_api(settings, clock, pod_id)
         job_api = http_api
-        stop_source = stop_source or http_api
+        if stop_source is None and http_api.stop_polling:
+            stop_source = http_api
     return Worker(
         job_api=job_api,
         stop_source=stop_source,

@@ -34,6 +34,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     fake.add_argument("args", nargs=argparse.REMAINDER)
 
+    sub.add_parser(
+        "doctor",
+        help="check the configuration, job API, bucket, GPU, weights, disk and memory",
+        description="Check that this pod is ready to work: settings, job API and bucket "
+        "reachable (no job is taken), GPU, weights load, free disk and memory. Prints a table "
+        "with what to fix; exit code 0 only when every check passed.",
+    )
+
     tiny = sub.add_parser(
         "make-tiny-model",
         help="build a tiny Stable Diffusion pipeline with random weights into DIR",
@@ -54,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
             from adapters.fake_job_api_server import main as fake_api_main
 
             return int(fake_api_main(args.args) or 0)
+        if command == "doctor":
+            from app.doctor import run_doctor
+
+            return run_doctor(env_file=args.env_file)
         if command == "make-tiny-model":
             from adapters.stable_diffusion.tiny import make_tiny_model
 

@@ -123,5 +123,7 @@ def configure_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if debug else logging.INFO)
+    # Never below WARNING, even with DEBUG=true: at DEBUG botocore logs request headers (the S3
+    # access key id is in Authorization) and urllib3 logs URLs with their query strings.
     for noisy in ("urllib3", "botocore", "boto3", "s3transfer", "filelock", "PIL"):
-        logging.getLogger(noisy).setLevel(logging.INFO if debug else logging.WARNING)
+        logging.getLogger(noisy).setLevel(logging.WARNING)

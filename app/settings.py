@@ -175,7 +175,10 @@ class Settings(BaseSettings):
     )
 
     # --- storage ------------------------------------------------------------------------
-    STORAGE: StorageKind = Field(StorageKind.AUTO, description="auto, s3, local or base64.")
+    STORAGE: str = Field(
+        StorageKind.AUTO.value,
+        description="auto, s3, local, base64, or module:factory for your own storage.",
+    )
     OUTPUT_DIR: Path = Field(Path("outputs"), description="Local storage folder.")
     BUCKET_ENDPOINT_URL: str | None = Field(None, description="S3 endpoint URL.")
     BUCKET_ACCESS_KEY_ID: SecretStr | None = Field(None, description="S3 access key id.")
@@ -212,6 +215,14 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("STORAGE")
+    @classmethod
+    def _storage_kind_or_factory(cls, value: str) -> str:
+        value = value.strip()
+        if ":" in value or value in {kind.value for kind in StorageKind}:
+            return value
+        raise ValueError("must be auto, s3, local, base64, or module:factory")
 
     @field_validator("WEBHOOK_GET_WORK", "WEBHOOK_POST_OUTPUT", "WEBHOOK_PING", "RUNPOD_API_URL")
     @classmethod

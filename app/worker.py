@@ -96,6 +96,9 @@ class Worker:
         self.stop_event = threading.Event()  # set: take no new job, finish, exit
         self._changed = threading.Event()  # set: something the controller waits on happened
         self._backlog: collections.deque[Job] = collections.deque()
+        # stop requests that came before their job reached the model (the take's answer was
+        # still on its way): remembered, so the job is cancelled when it arrives
+        self._early_stops: collections.deque[str] = collections.deque(maxlen=256)
         self._take_backoff = Backoff(initial=0.25, maximum=5.0)
         self._take_failures_logged = 0.0
         self.stop_reason: str | None = None
@@ -265,6 +268,11 @@ class Worker:
         if problem is not None:
             self.delivery.submit_result(job, JobResult.failure(job.id, f"invalid input: {problem}"))
             return
+        if job.id in self._early_stops:
+            self.delivery.submit_result(
+                job, JobResult.failure(job.id, "job cancelled: the platform asked to stop it")
+            )
+            return
         earlier_starts = self.outbox.started(job)
         if earlier_starts >= POISON_STARTS:
             message = (
@@ -380,8 +388,13 @@ class Worker:
                 try:
                     self._backlog.remove(job)
                 except ValueError:  # the controller started it meanwhile
-                    continue
+                    break
                 self.delivery.submit_result(
                     job, JobResult.failure(job.id, "job cancelled before it started")
                 )
+                return
+        self._early_stops.append(job_id)
+        current = self.runner.current  # it may have reached the model meanwhile
+        if current is not None and current.job_id == job_id:
+            current.cancel("job cancelled: the platform asked to stop it")
 

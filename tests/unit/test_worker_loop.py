@@ -186,6 +186,16 @@ def test_a_job_stop_request_cancels_the_running_job(tmp_path: Path) -> None:
     assert h.api.results["long"].error == "job cancelled: the platform asked to stop it"
 
 
+def test_a_stop_request_that_arrives_before_its_job_still_cancels_it(tmp_path: Path) -> None:
+    h = make_harness(tmp_path).start()
+    h.api.request_stop("early")  # the platform's stop overtakes the take's answer
+    wait_until(lambda: not h.api._stops, what="the stop request to be read")
+    h.api.submit({"_echo": {"sleep_ms": 10_000}}, job_id="early")
+    assert h.api.wait_for_results(1)
+    h.stop()
+    assert h.api.results["early"].error == "job cancelled: the platform asked to stop it"
+
+
 def test_stop_mid_job_still_posts_that_jobs_result_and_exits_0(tmp_path: Path) -> None:
     h = make_harness(tmp_path).start()
     h.api.submit({"_echo": {"sleep_ms": 200}}, job_id="mid")

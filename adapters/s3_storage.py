@@ -1,0 +1,433 @@
+"""Outputs stored in an S3-compatible bucket, returned as presigned (or plain) URLs.
+
+Why it exists: users fetch their images from a bucket, not from the job result (results are
+capped at about 10 MB by the job API). ``S3Storage`` implements the ``Storage`` port
+(:class:`domain.ports.Storage`) for AWS S3 and any S3-protocol server (MinIO, R2, B2, moto).
+
+What it promises:
+
+- **Keys** are ``{safe_name(job_id)}/{index}.{extension}``: the job id is made safe by
+  :func:`domain.job.safe_name`, so no input can put a key outside its job's prefix, and the same
+  ``(job_id, index)`` always maps to the same key (storing again overwrites). ``Content-Type`` is
+  the artifact's.
+- **References** are presigned GET URLs valid ``url_expiry_s`` seconds (7 days at most, SigV4's
+  limit), or plain ``{endpoint}/{bucket}/{key}`` URLs with ``public_urls=True`` (the bucket must
+  then allow anonymous reads). A presigned URL carries the access key id in its query string
+  (``X-Amz-Credential``): that is how SigV4 works, so such URLs, like the results that hold them,
+  must not be logged. It never carries the secret.
+- **Bucket naming**: ``"fixed"`` uses ``bucket``; ``"monthly"`` is the seed worker's scheme, one
+  bucket a month named ``MM-YY`` (``11-26`` for November 2026) from ``today()`` (UTC by default;
+  injectable). The month is read once per ``store``/``store_many`` call, so one job's images
+  share a bucket. Each month's bucket must exist before its first upload: nothing is created.
+- **Retries**: only the shared ``adapters.retrying.storage_upload`` policy retries (botocore's
+  own retries are off, so attempts do not multiply and every wait goes through ``sleep``).
+  Connection errors, timeouts, 5xx and throttling are ``StorageUnavailable`` (transient) inside
+  the policy; when it gives up, ``UploadFailed`` names the bucket, the endpoint, the attempts
+  and the last reason. A missing bucket or refused credentials are ``UploadFailed`` at once.
+- **Secrets**: no message, log line or ``repr`` holds the access key id or the secret, in whole
+  or in part. Messages are built from S3 error *codes* and HTTP statuses, never from botocore's
+  text (some S3 servers echo the access key id in their error bodies), and botocore's exceptions
+  are not chained. botocore logs every request's headers at DEBUG (the ``Authorization`` header
+  names the access key id), so building an ``S3Storage`` raises the ``botocore``, ``boto3`` and
+  ``s3transfer`` loggers to WARNING.
+- **Parallel uploads**: ``store_many`` uploads one job's artifacts on a small shared thread pool
+  (``max_parallel`` threads) and returns the references in the artifacts' order.
+- **Imports**: boto3 is imported when an ``S3Storage`` is built, never when this module is
+  imported (it is an optional dependency: ``podworker[s3]``). Nothing touches the network until
+  the first upload or ``check()``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_all
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from adapters.retrying import storage_upload
+from domain.errors import (
+    ConfigurationError,
+    PodworkerError,
+    StorageUnavailable,
+    UploadFailed,
+)
+from domain.job import Artifact, safe_name
+
+logger = logging.getLogger(__name__)
+
+Sleep = Callable[[float], None]
+Today = Callable[[], datetime.date]
+
+BUCKET_NAMINGS = ("fixed", "monthly")
+
+#: SigV4 presigned URLs are valid for 7 days at most.
+MAX_URL_EXPIRY_S = 604_800
+
+#: Connecting to a healthy endpoint takes milliseconds; 5 s is a dead or unreachable host.
+CONNECT_TIMEOUT_S = 5.0
+#: Longest wait for the server's answer once a request is sent. An image of a few MB is sent in
+#: well under a second on a pod's network; 30 s leaves room for a slow server without letting a
+#: hung one hold a job for long (the retry policy bounds the total to about 30 s more).
+READ_TIMEOUT_S = 30.0
+
+#: botocore's DEBUG output carries credentials; these loggers are kept at WARNING or above.
+_SDK_LOGGERS = ("botocore", "boto3", "s3transfer")
+
+_MISSING_BUCKET_CODES = frozenset({"NoSuchBucket"})
+_DENIED_CODES = frozenset(
+    {
+        "AccessDenied",
+        "AllAccessDisabled",
+        "InvalidAccessKeyId",
+        "InvalidClientTokenId",
+        "InvalidToken",
+        "ExpiredToken",
+        "SignatureDoesNotMatch",
+        "AccountProblem",
+        "403",
+    }
+)
+_TRANSIENT_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "TooManyRequests",
+        "RequestLimitExceeded",
+        "RequestTimeout",
+        "InternalError",
+        "ServiceUnavailable",
+    }
+)
+_CODE_PATTERN = re.compile(r"[A-Za-z0-9.]{1,64}")
+_EXTENSION_PATTERN = re.compile(r"[A-Za-z0-9]{1,16}")
+
+
+def _utc_today() -> datetime.date:
+    return datetime.datetime.now(datetime.UTC).date()
+
+
+def monthly_bucket_name(day: datetime.date) -> str:
+    """The seed worker's bucket for ``day``'s month: ``MM-YY`` (``11-26`` for November 2026)."""
+    return f"{day.month:02d}-{day.year % 100:02d}"
+
+
+def object_key(job_id: str, index: int, artifact: Artifact) -> str:
+    """``{safe_name(job_id)}/{index}.{extension}``; raises ``UploadFailed`` for a bad extension."""
+    if not _EXTENSION_PATTERN.fullmatch(artifact.extension):
+        raise UploadFailed(
+            f"output {index} has an invalid file extension (letters and digits only, at most 16)"
+        )
+    return f"{safe_name(job_id)}/{index}.{artifact.extension}"
+
+
+def _display_endpoint(url: str) -> str:
+    """The endpoint as shown in messages: no user info, query or fragment, no trailing slash."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{parts.port}" if parts.port is not None else host
+    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+
+
+class S3Storage:
+    """Stores outputs in an S3 bucket; see the module docstring for what it promises.
+
+    ``access_key_id`` and ``secret_access_key`` are given together, or both left ``None`` to
+    use boto3's own credential chain (an instance role, say). ``endpoint_url=None`` means AWS.
+    ``sleep`` is the retry policy's wait (pass an interruptible one, such as a stop event's
+    ``wait``; tests pass a recorder). ``today`` picks the month under ``bucket_naming="monthly"``.
+    Raises ``ConfigurationError`` for inconsistent arguments; touches no network.
+    """
+
+    def __init__(
+        self,
+        *,
+        endpoint_url: str | None,
+        access_key_id: str | None,
+        secret_access_key: str | None,
+        bucket: str | None = None,
+        bucket_naming: str = "fixed",
+        region: str = "us-east-1",
+        public_urls: bool = False,
+        url_expiry_s: int = MAX_URL_EXPIRY_S,
+        sleep: Sleep | None = None,
+        max_parallel: int = 4,
+        today: Today = _utc_today,
+    ) -> None:
+        if bucket_naming not in BUCKET_NAMINGS:
+            raise ConfigurationError(
+                f"invalid bucket naming {bucket_naming!r}: must be 'fixed' or 'monthly'"
+            )
+        if bucket_naming == "fixed" and not bucket:
+            raise ConfigurationError("a bucket name is required with fixed bucket naming")
+        if bucket_naming == "monthly" and bucket:
+            raise ConfigurationError(
+                f"bucket {bucket!r} is given, but monthly naming picks the bucket (MM-YY): "
+                "unset the bucket name or use fixed naming"
+            )
+        if (access_key_id is None) != (secret_access_key is None):
+            raise ConfigurationError(
+                "give both the access key id and the secret access key, or neither"
+            )
+        if not 1 <= url_expiry_s <= MAX_URL_EXPIRY_S:
+            raise ConfigurationError(
+                f"URL expiry must be between 1 and {MAX_URL_EXPIRY_S} seconds, got {url_expiry_s}"
+            )
+        if max_parallel < 1:
+            raise ConfigurationError(f"max_parallel must be at least 1, got {max_parallel}")
+
+        self._bucket = bucket
+        self._naming = bucket_naming
+        self._public_urls = public_urls
+        self._url_expiry_s = url_expiry_s
+        self._sleep = sleep
+        self._today = today
+        self._client = self._make_client(
+            endpoint_url, access_key_id, secret_access_key, region, max_parallel
+        )
+        self.endpoint = _display_endpoint(str(self._client.meta.endpoint_url))
+        self._pool = ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="s3-upload")
+
+    @staticmethod
+    def _make_client(
+        endpoint_url: str | None,
+        access_key_id: str | None,
+        secret_access_key: str | None,
+        region: str,
+        max_parallel: int,
+    ) -> Any:
+        from botocore.config import Config  # lazily: boto3 is an optional dependency
+        from botocore.exceptions import InvalidRegionError
+
+        config = Config(
+            connect_timeout=CONNECT_TIMEOUT_S,
+            read_timeout=READ_TIMEOUT_S,
+            # One attempt per call: adapters.retrying.storage_upload does the retrying.
+            retries={"mode": "standard", "total_max_attempts": 1},
+            signature_version="s3v4",
+            # Custom endpoints (MinIO, moto, R2...) rarely resolve bucket subdomains.
+            s3={"addressing_style": "path" if endpoint_url else "auto"},
+            max_pool_connections=max(10, max_parallel),
+            # botocore >= 1.36 adds CRC checksums to every upload by default, which several
+            # S3-compatible servers reject; send them only where the API requires them.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            user_agent_extra="podworker",
+        )
+        try:
+            with _sdk_lock:
+                _quiet_sdk_loggers()
+                return _sdk_session().client(
+                    "s3",
+                    endpoint_url=endpoint_url,
+                    aws_access_key_id=access_key_id,
+                    aws_secret_access_key=secret_access_key,
+                    region_name=region,
+                    config=config,
+                )
+        except InvalidRegionError:
+            raise ConfigurationError(f"invalid S3 region {region!r}") from None
+        except ValueError:
+            # botocore's message quotes the endpoint, which may hold user info: not shown.
+            raise ConfigurationError(
+                "invalid S3 endpoint URL: it must look like https://host[:port]"
+            ) from None
+
+    # --- the Storage port ---------------------------------------------------------------
+
+    def store(self, job_id: str, index: int, artifact: Artifact) -> str:
+        """Upload one output and return its URL. Raises ``UploadFailed`` (after retries)."""
+        return self._store(self.current_bucket(), job_id, index, artifact)
+
+    def store_many(self, job_id: str, artifacts: list[Artifact]) -> list[str]:
+        """Upload one job's outputs in parallel (output ``i`` at index ``i``); URLs in order.
+
+        Waits for every upload to end, then raises the first failure (in index order) as
+        ``UploadFailed``, so no upload is left running behind an error.
+        """
+        bucket = self.current_bucket()
+        if len(artifacts) <= 1:
+            return [self._store(bucket, job_id, i, a) for i, a in enumerate(artifacts)]
+        futures: list[Future[str]] = [
+            self._pool.submit(self._store, bucket, job_id, i, artifact)
+            for i, artifact in enumerate(artifacts)
+        ]
+        wait_all(futures)
+        return [future.result() for future in futures]
+
+    def check(self) -> None:
+        """Check once that the current bucket exists and the credentials may use it.
+
+        Returns None, or raises ``UploadFailed`` with the message a job would get.
+        """
+        bucket = self.current_bucket()
+        try:
+            self._call(bucket, lambda: self._client.head_bucket(Bucket=bucket))
+        except StorageUnavailable as exc:
+            raise UploadFailed(
+                f"bucket '{bucket}' at {self.endpoint} is unreachable: {exc}"
+            ) from None
+
+    def current_bucket(self) -> str:
+        """The bucket uploads go to now (under monthly naming, this month's)."""
+        if self._naming == "monthly":
+            return monthly_bucket_name(self._today())
+        assert self._bucket is not None  # checked in __init__
+        return self._bucket
+
+    def close(self) -> None:
+        """Wait for running uploads, then release the thread pool and connections."""
+        self._pool.shutdown(wait=True)
+        self._client.close()
+
+    def __repr__(self) -> str:
+        bucket = self._bucket if self._naming == "fixed" else "MM-YY (monthly)"
+        return (
+            f"S3Storage(endpoint={self.endpoint!r}, bucket={bucket!r}, "
+            f"public_urls={self._public_urls})"
+        )
+
+    # --- internals ----------------------------------------------------------------------
+
+    def _store(self, bucket: str, job_id: str, index: int, artifact: Artifact) -> str:
+        key = object_key(job_id, index, artifact)
+        started = time.monotonic()
+        attempts = 0
+        try:
+            for attempt in storage_upload(sleep=self._sleep):
+                with attempt:
+                    attempts += 1
+                    try:
+                        self._put(bucket, key, artifact)
+                    except StorageUnavailable as exc:
+                        logger.warning(
+                            "s3 upload of %s to bucket '%s' failed (attempt %d): %s",
+                            key,
+                            bucket,
+                            attempts,
+                            exc,
+                            extra={"event": "storage_retry", "job_id": job_id},
+                        )
+                        raise
+        except StorageUnavailable as exc:
+            raise UploadFailed(
+                f"could not store output {index} in bucket '{bucket}' at {self.endpoint} "
+                f"after {attempts} attempts: {exc}"
+            ) from None
+        logger.debug(
+            "stored %s in bucket '%s' (%d bytes, %.3f s, %d attempts)",
+            key,
+            bucket,
+            len(artifact.data),
+            time.monotonic() - started,
+            attempts,
+            extra={"event": "output_stored", "job_id": job_id},
+        )
+        return self._reference(bucket, key)
+
+    def _put(self, bucket: str, key: str, artifact: Artifact) -> None:
+        self._call(
+            bucket,
+            lambda: self._client.put_object(
+                Bucket=bucket, Key=key, Body=artifact.data, ContentType=artifact.content_type
+            ),
+        )
+
+    def _reference(self, bucket: str, key: str) -> str:
+        url = self._call(
+            bucket,
+            lambda: self._client.generate_presigned_url(
+                "get_object",
+                Params={"Bucket": bucket, "Key": key},
+                ExpiresIn=self._url_expiry_s,
+            ),
+        )
+        if self._public_urls:
+            # The presigned URL minus its signature is the object's plain URL in whatever
+            # addressing style the client uses ({endpoint}/{bucket}/{key} for custom endpoints).
+            return str(url).split("?", 1)[0]
+        return str(url)
+
+    def _call(self, bucket: str, call: Callable[[], Any]) -> Any:
+        """Run one botocore call, translating its errors (never chaining botocore's text)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return call()
+        except ClientError as exc:
+            error = self._translate_client_error(exc.response, bucket)
+        except BotoCoreError as exc:
+            error = self._translate_botocore_error(exc)
+        raise error from None
+
+    def _translate_client_error(self, response: dict[str, Any], bucket: str) -> PodworkerError:
+        raw_code = str(response.get("Error", {}).get("Code", ""))
+        code = raw_code if _CODE_PATTERN.fullmatch(raw_code) else "unknown"
+        status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        where = f"bucket '{bucket}' at {self.endpoint}"
+        if code in _MISSING_BUCKET_CODES or code in {"404", "NotFound"}:
+            # A HEAD answer has no body: a bare 404 from head_bucket means no such bucket.
+            return UploadFailed(f"bucket '{bucket}' does not exist at {self.endpoint}")
+        if code == "RequestTimeTooSkewed":  # a 403, but the keys are not to blame
+            return UploadFailed(
+                f"S3 at {self.endpoint} refused the request: this machine's clock is off "
+                "by more than 15 minutes (RequestTimeTooSkewed)"
+            )
+        if code in _DENIED_CODES or status == 403:
+            return UploadFailed(
+                f"access denied to {where}: check BUCKET_ACCESS_KEY_ID and "
+                f"BUCKET_SECRET_ACCESS_KEY ({code})"
+            )
+        if code in _TRANSIENT_CODES or status >= 500 or status == 429:
+            return StorageUnavailable(f"S3 answered {status} {code}")
+        return UploadFailed(f"S3 refused the request for {where}: {status} {code}")
+
+    def _translate_botocore_error(self, exc: Exception) -> PodworkerError:
+        from botocore.exceptions import ConnectionError as BotoConnectionError
+        from botocore.exceptions import (
+            HTTPClientError,
+            NoCredentialsError,
+            PartialCredentialsError,
+        )
+
+        name = type(exc).__name__
+        if isinstance(exc, BotoConnectionError | HTTPClientError):
+            return StorageUnavailable(f"could not reach S3 ({name})")
+        if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+            return UploadFailed(
+                f"no S3 credentials for {self.endpoint}: set BUCKET_ACCESS_KEY_ID and "
+                "BUCKET_SECRET_ACCESS_KEY"
+            )
+        return UploadFailed(f"S3 client error talking to {self.endpoint} ({name})")
+
+
+# boto3 sessions are not thread-safe, the clients they make are. One session, used only under
+# this lock, makes every client: it loads S3's service model once (about 60 ms) for all of them.
+_sdk_lock = threading.Lock()
+_session: Any = None
+
+
+def _sdk_session() -> Any:
+    """The process's boto3 session (call with ``_sdk_lock`` held)."""
+    global _session
+    if _session is None:
+        import boto3.session
+
+        _session = boto3.session.Session()
+    return _session
+
+
+def _quiet_sdk_loggers() -> None:
+    """Keep the AWS SDK's loggers at WARNING or above: at DEBUG they log credentials."""
+    for name in _SDK_LOGGERS:
+        sdk_logger = logging.getLogger(name)
+        if sdk_logger.getEffectiveLevel() < logging.WARNING:
+            sdk_logger.setLevel(logging.WARNING)

@@ -1,0 +1,176 @@
+"""``python -m app doctor``: is this pod ready to work? A table of checks, and what to fix.
+
+It checks the configuration, that the job API and the bucket answer (without taking a job),
+the GPU, that the weights load, and the free disk and memory. It connects only to what the
+configuration names (the job API's host, the bucket's endpoint) and prints no secret. The exit
+code is 0 only when no check failed (warnings allowed).
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+from urllib.parse import urlsplit
+
+from app.settings import Settings, load_settings
+from domain.errors import ConfigurationError, PodworkerError
+
+OK, WARN, FAIL, SKIP = "ok", "warn", "FAIL", "skip"
+MIN_FREE_DISK = 2 * 1024**3
+MIN_FREE_MEMORY = 1 * 1024**3
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str
+    detail: str
+    fix: str = ""
+
+
+def check_job_api(settings: Settings) -> Check:
+    """An HTTP request to the job API's host that takes no job: a ping when a ping URL is set
+    (the platform expects those), else a GET of the take URL's origin (any answer counts)."""
+    import requests
+
+    if settings.local_mode:
+        return Check("job API", SKIP, "local mode: no take webhook configured")
+    assert settings.WEBHOOK_GET_WORK is not None
+    parts = urlsplit(settings.WEBHOOK_GET_WORK)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    if settings.WEBHOOK_PING:
+        url = settings.WEBHOOK_PING.replace("$RUNPOD_POD_ID", settings.RUNPOD_POD_ID or "doctor")
+    else:
+        url = f"{parts.scheme}://{parts.netloc}/"
+    headers = {}
+    if settings.AI_API_KEY is not None:
+        headers["Authorization"] = settings.AI_API_KEY.get_secret_value()
+    try:
+        response = requests.get(url, headers=headers, timeout=settings.JOB_API_TIMEOUT / 1000)
+    except requests.RequestException as exc:
+        return Check("job API", FAIL, f"{host} did not answer ({type(exc).__name__})",
+                     "check WEBHOOK_GET_WORK and that the job API is reachable from this pod")
+    if response.status_code in (401, 403):
+        return Check("job API", FAIL, f"{host} refused the key (HTTP {response.status_code})",
+                     "check AI_API_KEY (or RUNPOD_AI_API_KEY)")
+    if response.status_code >= 500:
+        return Check("job API", FAIL, f"{host} answered HTTP {response.status_code}",
+                     "the job API is failing; try again later")
+    return Check("job API", OK, f"{host} answered HTTP {response.status_code}")
+
+
+def check_storage(settings: Settings) -> Check:
+    from app.bootstrap import build_storage, storage_kind
+
+    kind = storage_kind(settings)
+    try:
+        storage = build_storage(settings)
+    except ConfigurationError as exc:
+        return Check("storage", FAIL, str(exc), "fix the BUCKET_* settings")
+    check = getattr(storage, "check", None)
+    if kind is None or not callable(check):
+        where = getattr(storage, "root", None)
+        if where is not None:
+            return Check("storage", OK, f"local folder {where}")
+        return Check("storage", OK, f"{settings.STORAGE} (no check available)")
+    try:
+        check()
+    except PodworkerError as exc:
+        return Check("storage", FAIL, str(exc), "fix the BUCKET_* settings or the bucket")
+    return Check("storage", OK, f"bucket answers at {urlsplit(settings.BUCKET_ENDPOINT_URL or '').netloc}")
+
+
+def check_gpu(settings: Settings) -> Check:
+    try:
+        import torch
+    except ImportError:
+        return Check("GPU", WARN, "torch is not installed", "install the [sd] extra for models")
+    if not torch.cuda.is_available():
+        status = FAIL if settings.MODEL_DEVICE == "cuda" else WARN
+        return Check("GPU", status, "no CUDA GPU visible: models run on the CPU",
+                     "run on a GPU pod, or set MODEL_DEVICE=cpu on purpose")
+    name = torch.cuda.get_device_name(0)
+    free, total = torch.cuda.mem_get_info(0)
+    return Check("GPU", OK, f"{name}, {free / 1024**3:.1f} of {total / 1024**3:.1f} GiB free")
+
+
+def check_model(settings: Settings) -> Check:
+    from app.bootstrap import build_model
+
+    try:
+        model = build_model(settings)
+        model.load()
+    except ConfigurationError as exc:
+        return Check("model", FAIL, str(exc), "fix MODEL / MODEL_PATH")
+    except Exception as exc:
+        return Check("model", FAIL, f"{settings.MODEL} did not load: {exc}",
+                     "check MODEL_PATH holds the weights (baked into the image)")
+    return Check("model", OK, f"{settings.MODEL} loaded")
+
+
+def check_disk(settings: Settings) -> Check:
+    folder = settings.STATE_DIR if settings.STATE_DIR.exists() else Path.cwd()
+    free = shutil.disk_usage(folder).free
+    if free < MIN_FREE_DISK:
+        return Check("disk", WARN, f"{free / 1024**3:.1f} GiB free at {folder}",
+                     "free some disk: the outbox and local outputs need room")
+    return Check("disk", OK, f"{free / 1024**3:.1f} GiB free at {folder}")
+
+
+def check_memory(settings: Settings) -> Check:
+    available = _available_memory()
+    if available is None:
+        return Check("memory", SKIP, "cannot read /proc/meminfo")
+    status = OK if available >= MIN_FREE_MEMORY else WARN
+    return Check("memory", status, f"{available / 1024**3:.1f} GiB available",
+                 "" if status == OK else "the model may not fit in memory")
+
+
+def _available_memory() -> int | None:
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+CHECKS: list[Callable[[Settings], Check]] = [
+    check_job_api, check_storage, check_gpu, check_model, check_disk, check_memory,
+]
+
+
+def run_doctor(env_file: str | None = ".env", out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    try:
+        settings = load_settings(env_file=env_file)
+    except ConfigurationError as exc:
+        _print_table([Check("settings", FAIL, str(exc), "fix the variable named")], out)
+        return 1
+    checks = [Check("settings", OK, "valid" + (" (local mode)" if settings.local_mode else ""))]
+    for check in CHECKS:
+        try:
+            checks.append(check(settings))
+        except Exception as exc:  # a check must never crash the doctor
+            checks.append(Check(check.__name__.removeprefix("check_"), FAIL,
+                                f"{type(exc).__name__}: {exc}"))
+    _print_table(checks, out)
+    return 1 if any(c.status == FAIL for c in checks) else 0
+
+
+def _print_table(checks: list[Check], out: TextIO) -> None:
+    width = max(len(c.name) for c in checks)
+    for c in checks:
+        line = f"{c.status:<4}  {c.name:<{width}}  {c.detail}"
+        if c.fix and c.status in (FAIL, WARN):
+            line += f"\n      {'':<{width}}  -> {c.fix}"
+        print(line, file=out)
+    failed = [c.name for c in checks if c.status == FAIL]
+    print("all checks passed" if not failed else f"failed: {', '.join(failed)}", file=out)
+    out.flush()
