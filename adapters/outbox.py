@@ -2,9 +2,10 @@
 
 ``FileOutbox`` is the durable one. Each result is one JSON file, written to a temporary name,
 fsynced, then renamed into place (and the folder fsynced), so after a crash (of the process or
-of the machine) a result is either whole or absent, never half-written. Running-job marks live beside it, with a count of how many
-times each job was started, which is what the poison-job guard reads after a crash. File names
-are the job ids made safe (``domain.job.safe_name``); the real id is inside the file.
+of the machine) a result is either whole or absent, never half-written. Running-job marks live
+beside it, with a count of how many times each job was started, which is what the poison-job
+guard reads after a crash. File names are the job ids made safe (``domain.job.safe_name``);
+the real id is inside the file.
 
 ``InMemoryOutbox`` keeps the same promises for the life of the process (unit tests).
 """
@@ -17,6 +18,7 @@ import logging
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 from domain.job import Job, JobResult, safe_name
 
@@ -52,7 +54,7 @@ class FileOutbox:
     def started(self, job: Job) -> int:
         path = self._running / f"{safe_name(job.id)}.json"
         record = self._read(path) if path.exists() else None
-        before = int(record.get("starts", 0)) if record else 0  # type: ignore[call-overload]
+        before = int(record.get("starts", 0)) if record else 0
         self._write(path, {"id": job.id, "starts": before + 1, "running": True}, sync=False)
         return before
 
@@ -105,7 +107,7 @@ class FileOutbox:
         return sorted(paths, key=lambda p: (p.stat().st_mtime_ns, p.name))
 
     @staticmethod
-    def _read(path: Path) -> dict[str, object] | None:
+    def _read(path: Path) -> dict[str, Any] | None:
         try:
             record = json.loads(path.read_bytes())
         except (OSError, ValueError) as exc:

@@ -81,7 +81,8 @@ def check_storage(settings: Settings) -> Check:
         check()
     except PodworkerError as exc:
         return Check("storage", FAIL, str(exc), "fix the BUCKET_* settings or the bucket")
-    return Check("storage", OK, f"bucket answers at {urlsplit(settings.BUCKET_ENDPOINT_URL or '').netloc}")
+    endpoint = urlsplit(settings.BUCKET_ENDPOINT_URL or "").netloc
+    return Check("storage", OK, f"bucket answers at {endpoint}")
 
 
 def check_gpu(settings: Settings) -> Check:

@@ -89,7 +89,7 @@ class HealthServer:
         from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(_MetricsCollector(worker))  # type: ignore[arg-type]
+        registry.register(_MetricsCollector(worker))
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"

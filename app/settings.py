@@ -241,7 +241,7 @@ class Settings(BaseSettings):
 def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Settings:
     """Read and validate the settings; raise ``ConfigurationError`` with one readable line."""
     try:
-        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+        return Settings(_env_file=env_file, **overrides)
     except ValidationError as exc:
         raise ConfigurationError(describe_validation_error(exc)) from None
 
@@ -255,6 +255,7 @@ def describe_validation_error(exc: ValidationError) -> str:
         if field is not None and isinstance(field.validation_alias, str):
             name = field.validation_alias
         message = str(err["msg"]).removeprefix("Value error, ")
-        shown = "" if name in SECRET_FIELDS or "input" not in err else f" (got {err['input']!r:.60})"
+        hidden = name in SECRET_FIELDS or "input" not in err
+        shown = "" if hidden else f" (got {err['input']!r:.60})"
         lines.append(f"invalid setting {name}{shown}: {message}")
     return "; ".join(lines)

@@ -308,7 +308,7 @@ class Worker:
     # --- start-up -----------------------------------------------------------------------
     def _recover(self) -> None:
         """Report jobs an earlier process died on; ``Delivery.start`` re-sends kept results."""
-        for job_id, starts in self.outbox.interrupted():
+        for job_id, _starts in self.outbox.interrupted():
             message = "worker restarted while running this job (the worker process died)"
             log.warning(message, extra={"event": "job_interrupted", "job_id": job_id})
             self.outbox.put(JobResult.failure(job_id, message))
@@ -353,8 +353,10 @@ class Worker:
         assert current is not None
         log.error(
             "job %s overran its %d ms timeout and the model did not stop; reporting it and "
-            "exiting so the platform restarts the worker", current.job_id,
-            round(current.timeout_s * 1000), extra={"event": "model_stuck", "job_id": current.job_id},
+            "exiting so the platform restarts the worker",
+            current.job_id,
+            round(current.timeout_s * 1000),
+            extra={"event": "model_stuck", "job_id": current.job_id},
         )
         current.abandoned = True  # if the model ever returns, its outcome is dropped
         error = ExecutionTimeout(round(current.timeout_s * 1000))

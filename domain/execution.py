@@ -16,7 +16,7 @@ from domain.ports import Clock
 
 
 class RunningJob:
-    """A job on the model: ``check_cancelled()`` raises once its deadline passed or it was stopped."""
+    """A job on the model: ``check_cancelled()`` raises once past its deadline or stopped."""
 
     def __init__(
         self,

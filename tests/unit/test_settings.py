@@ -26,7 +26,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 def test_defaults_are_the_seeds() -> None:
     s = load_settings(env_file=None)
-    assert (s.EXECUTION_TIMEOUT, s.TERMINATE_IDLE_TIME, s.PING_INTERVAL) == (300_000, 60_000, 10_000)
+    timings = (s.EXECUTION_TIMEOUT, s.TERMINATE_IDLE_TIME, s.PING_INTERVAL)
+    assert timings == (300_000, 60_000, 10_000)
     assert s.MODEL == "stable_diffusion"
     assert s.local_mode  # no take webhook: the local run
 
