@@ -9,18 +9,31 @@ MODEL_PATH is a configuration error: podworker never falls back to random weight
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from app.settings import Settings
 from domain.errors import ConfigurationError
 from domain.ports import Model
 
+if TYPE_CHECKING:
+    from adapters.stable_diffusion.schema import SdLimits
+
 log = logging.getLogger("podworker.model")
 
 
-def sd_limits(settings: Settings) -> object:
+def sd_limits(settings: Settings) -> SdLimits:
+    """The input limits from the SD_MAX_* settings."""
     from adapters.stable_diffusion.schema import SdLimits
 
-    return SdLimits()
+    try:
+        return SdLimits(
+            max_prompt_chars=settings.SD_MAX_PROMPT_CHARS,
+            max_pixels=settings.SD_MAX_PIXELS,
+            max_outputs=settings.SD_MAX_OUTPUTS,
+            max_steps=settings.SD_MAX_STEPS,
+        )
+    except ValueError as exc:
+        raise ConfigurationError(f"invalid SD_MAX_* setting: {exc}") from None
 
 
 def build_stable_diffusion(settings: Settings) -> Model:
@@ -46,6 +59,6 @@ def build_stable_diffusion(settings: Settings) -> Model:
         device=settings.MODEL_DEVICE,
         allow_download=settings.MODEL_ALLOW_DOWNLOAD,
         compile=settings.MODEL_COMPILE,
-        limits=sd_limits(settings),  # type: ignore[arg-type]
+        limits=sd_limits(settings),
     )
     return model

@@ -97,6 +97,18 @@ class Settings(BaseSettings):
     )
     MODEL_COMPILE: bool = Field(False, description="torch.compile the UNet on CUDA.")
     MODEL_DEVICE: str = Field("auto", description="auto, cuda or cpu.")
+    SD_MAX_PROMPT_CHARS: int = Field(
+        2000, ge=1, description="Stable Diffusion: longest prompt accepted (characters)."
+    )
+    SD_MAX_PIXELS: int = Field(
+        1024 * 1024,
+        ge=512 * 512,
+        description="Stable Diffusion: largest width x height accepted (pixels).",
+    )
+    SD_MAX_OUTPUTS: int = Field(4, ge=1, description="Stable Diffusion: most images per job.")
+    SD_MAX_STEPS: int = Field(
+        500, ge=25, description="Stable Diffusion: most denoising steps per job."
+    )
     ECHO_DELAY_MS: int = Field(0, ge=0, description="Echo model: time each job takes (ms).")
     ECHO_FAIL: bool = Field(False, description="Echo model: fail every job.")
 

@@ -80,6 +80,7 @@ class Worker:
         shutdown_grace_s: float = 30.0,
         stop_when_drained: bool = False,
         redact: Callable[[str], str] = lambda text: text,
+        min_poll_interval_s: float = 0.2,
     ) -> None:
         self.job_api = job_api
         self.pod_control = pod_control
@@ -91,6 +92,9 @@ class Worker:
         self.max_input_bytes = max_input_bytes
         self.shutdown_grace_s = shutdown_grace_s
         self.stop_when_drained = stop_when_drained
+        # an empty take (or job-stop poll) that came back faster than this is followed by a
+        # pause, so a server that answers "no job" at once instead of long-polling is not hammered
+        self.min_poll_interval_s = min_poll_interval_s
         self._redact = redact
         self._stop_source = stop_source
         self.stop_event = threading.Event()  # set: take no new job, finish, exit
@@ -241,11 +245,18 @@ class Worker:
             if not jobs:
                 if self.stop_when_drained and self.delivery.undelivered == 0:
                     self.request_stop("all local jobs done")
+                    return
+                self._pause_after_quick_empty_poll(started)
                 return
             self.metrics.observe("take", self.clock.now() - started)
             self.metrics.count("jobs_taken", len(jobs))
             self._backlog.extend(jobs)
         self._start(self._backlog.popleft())
+
+    def _pause_after_quick_empty_poll(self, started: float) -> None:
+        left = self.min_poll_interval_s - (self.clock.now() - started)
+        if left > 0:
+            self.stop_event.wait(left)
 
     def _take_failed(self, exc: BaseException) -> None:
         self.metrics.count("take_errors")
@@ -263,6 +274,8 @@ class Worker:
         self.stop_event.wait(delay)
 
     def _start(self, job: Job) -> None:
+        # the running mark first: from here on, a crash is reported at the next start
+        earlier_starts = self.outbox.started(job)
         log.info("job taken", extra={"event": "job_taken", "job_id": job.id})
         problem = job.problem or self._input_problem(job)
         if problem is not None:
@@ -273,7 +286,6 @@ class Worker:
                 job, JobResult.failure(job.id, "job cancelled: the platform asked to stop it")
             )
             return
-        earlier_starts = self.outbox.started(job)
         if earlier_starts >= POISON_STARTS:
             message = (
                 f"job not run: it was running when the worker died {earlier_starts} times "
@@ -308,7 +320,11 @@ class Worker:
     # --- start-up -----------------------------------------------------------------------
     def _recover(self) -> None:
         """Report jobs an earlier process died on; ``Delivery.start`` re-sends kept results."""
+        kept = {result.job_id for result in self.outbox.pending()}
         for job_id, _starts in self.outbox.interrupted():
+            if job_id in kept:  # it died after writing the result down: that result stands
+                self.outbox.finished(job_id)
+                continue
             message = "worker restarted while running this job (the worker process died)"
             log.warning(message, extra={"event": "job_interrupted", "job_id": job_id})
             self.outbox.put(JobResult.failure(job_id, message))
@@ -370,12 +386,15 @@ class Worker:
         assert self._stop_source is not None
         backoff = Backoff(initial=0.5, maximum=10.0)
         while not self.stop_event.is_set() or self.runner.current is not None:
+            started = self.clock.now()
             try:
                 ids = self._stop_source.jobs_to_stop()
             except Exception:
                 self.stop_event.wait(backoff.next_delay())
                 continue
             backoff.reset()
+            if not ids:
+                self._pause_after_quick_empty_poll(started)
             for job_id in ids:
                 self._cancel(job_id)
 

@@ -85,6 +85,7 @@ def make_harness(
         policy=policy or LifecyclePolicy(idle_ttl=None, execution_timeout=30.0),
         ping_interval_s=ping_interval_s,
         shutdown_grace_s=5.0,
+        min_poll_interval_s=worker_kwargs.pop("min_poll_interval_s", 0.0),
         **worker_kwargs,
     )
     return Harness(worker=worker, api=api, pod=pod, model=model, outbox=outbox)

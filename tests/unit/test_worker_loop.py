@@ -13,7 +13,7 @@ from adapters.clock import ManualClock
 from adapters.outbox import InMemoryOutbox
 from app.worker import ExitCode, WorkerState
 from domain.errors import InvalidInput
-from domain.job import JobResult
+from domain.job import Job, JobResult
 from domain.lifecycle import LifecyclePolicy
 from domain.ports import JobContext
 from tests.support.harness import make_harness, wait_until
@@ -340,3 +340,38 @@ def test_a_model_that_cannot_load_ends_the_worker_with_code_4_before_taking_a_jo
     assert h.join() is ExitCode.MODEL_LOAD
     assert h.api.taken == []
     assert h.worker.model_load_error == "OSError: weights not found"
+
+
+def test_a_job_api_that_answers_no_job_at_once_is_not_hammered(tmp_path: Path) -> None:
+    h = make_harness(tmp_path, min_poll_interval_s=0.2)
+    h.api._poll_timeout = 0.0  # answers "no job" at once instead of long-polling
+    calls: list[int] = []
+    take = h.api.take
+
+    def counting_take(*, job_in_progress: bool) -> list[Job]:
+        calls.append(1)
+        return take(job_in_progress=job_in_progress)
+
+    h.api.take = counting_take  # type: ignore[method-assign]
+    h.start()
+    wait_until(lambda: len(calls) >= 3, what="a few polls")
+    started = len(calls)
+    assert not threading.Event().wait(1.0)  # watch the request rate for one second
+    polls_in_a_second = len(calls) - started
+    h.stop()
+    assert polls_in_a_second <= 6
+
+
+def test_a_result_written_down_just_before_a_crash_is_kept_not_replaced_by_a_failure(
+    tmp_path: Path,
+) -> None:
+    from domain.job import Job
+
+    outbox = InMemoryOutbox()
+    outbox.started(Job("done-then-died", {}, 0.0))
+    outbox.put(JobResult.success("done-then-died", {"x": 1}))  # died before clearing the mark
+    h = make_harness(tmp_path, outbox=outbox).start()
+    assert h.api.wait_for_results(1)
+    h.stop()
+    assert h.api.results["done-then-died"] == JobResult.success("done-then-died", {"x": 1})
+    assert outbox.interrupted() == []

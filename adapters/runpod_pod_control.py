@@ -1,0 +1,139 @@
+"""Pod control over RunPod's GraphQL API: the ``PodControl`` port's ``terminate``.
+
+Exists so that an idle worker can delete its own pod (it stops billing). It sends one GraphQL
+mutation with the pod id as a *variable* (never spliced into the query text, so no id can break
+or change the query)::
+
+    POST {api_url}
+    Authorization: Bearer <RUNPOD_API_KEY>
+    {"query": "mutation Terminate($podId: String!) { podTerminate(input: {podId: $podId}) }",
+     "variables": {"podId": "<pod id>"}}
+
+What it promises: the key travels only in the ``Authorization`` header (the seed put it in the
+URL's query string, and so in every access log) and appears in no log line, exception or
+``repr``. ``5xx``, ``429`` and connection errors raise ``PodControlUnavailable`` and are retried
+with ``adapters.retrying.pod_control``; a ``200`` carrying a GraphQL ``errors`` array and any other
+``4xx`` raise ``RejectedByApi`` at once (``401``/``403`` say to check ``RUNPOD_API_KEY``); a
+``200`` that is not JSON is treated as transient.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import requests
+
+from adapters import retrying
+from adapters.runpod_job_api import (
+    describe_failure,
+    excerpt,
+    host_of,
+    parse_retry_after,
+    pooled_session,
+)
+from domain.errors import PodControlUnavailable, RejectedByApi
+
+log = logging.getLogger(__name__)
+
+TERMINATE_MUTATION = (
+    "mutation Terminate($podId: String!) { podTerminate(input: {podId: $podId}) }"
+)
+
+
+def terminate_request(pod_id: str) -> dict[str, Any]:
+    """The JSON body of the podTerminate mutation for ``pod_id``."""
+    return {"query": TERMINATE_MUTATION, "variables": {"podId": pod_id}}
+
+
+class RunPodPodControl:
+    """Deletes the pod ``pod_id`` through RunPod's GraphQL endpoint ``api_url``."""
+
+    def __init__(
+        self,
+        api_url: str,
+        api_key: str,
+        pod_id: str,
+        *,
+        timeout: float = 10.0,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] | None = None,
+    ) -> None:
+        self._url = api_url
+        self._key = api_key
+        self.pod_id = pod_id
+        self._timeout = (timeout, timeout)
+        self._owns_session = session is None
+        self._session = session if session is not None else pooled_session(pool_maxsize=1)
+        self._sleep = sleep
+        self._host = host_of(api_url)
+
+    def __repr__(self) -> str:
+        return f"RunPodPodControl(host={self._host!r}, pod_id={self.pod_id!r}, api_key=***)"
+
+    def terminate(self) -> None:
+        body = json.dumps(terminate_request(self.pod_id)).encode()
+        for attempt in retrying.pod_control(self._sleep):
+            with attempt:
+                self._terminate_once(body)
+        log.info("pod terminate accepted", extra={"event": "pod_terminated",
+                                                   "pod_id": self.pod_id})
+
+    def close(self) -> None:
+        if self._owns_session:
+            self._session.close()
+
+    def _terminate_once(self, body: bytes) -> None:
+        try:
+            response = self._session.post(
+                self._url, data=body, timeout=self._timeout, allow_redirects=False,
+                headers={"Authorization": f"Bearer {self._key}",
+                         "Content-Type": "application/json"},
+            )
+        except requests.RequestException as exc:
+            raise PodControlUnavailable(
+                f"pod control at {self._host} unreachable: {describe_failure(exc)}"
+            ) from None
+        status = response.status_code
+        if status in (401, 403):
+            raise RejectedByApi(
+                f"pod control at {self._host} answered {status}: check RUNPOD_API_KEY"
+            )
+        if status == 429:
+            raise PodControlUnavailable(
+                f"pod control at {self._host} answered 429",
+                retry_after=parse_retry_after(response.headers.get("Retry-After"),
+                                              date_header=response.headers.get("Date")),
+            )
+        if status >= 500 or status == 408:
+            raise PodControlUnavailable(f"pod control at {self._host} answered {status}")
+        if not 200 <= status < 300:
+            raise RejectedByApi(
+                f"pod control at {self._host} refused podTerminate: {status} "
+                f"{self._scrub(excerpt(response.content, 200))}".rstrip()
+            )
+        try:
+            data = json.loads(response.content)
+        except ValueError:
+            raise PodControlUnavailable(
+                f"pod control at {self._host} sent an unreadable answer ({status})"
+            ) from None
+        errors = data.get("errors") if isinstance(data, dict) else None
+        if errors:
+            raise RejectedByApi(
+                f"pod control at {self._host}: podTerminate failed: {self._messages(errors)}"
+            )
+
+    def _messages(self, errors: object) -> str:
+        items = errors if isinstance(errors, list) else [errors]
+        texts = []
+        for item in items[:3]:
+            message = item.get("message") if isinstance(item, dict) else item
+            texts.append(self._scrub(excerpt(str(message), 200)))
+        more = f" (+{len(items) - 3} more)" if len(items) > 3 else ""
+        return "; ".join(texts) + more
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._key, "***") if self._key else text

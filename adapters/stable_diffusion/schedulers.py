@@ -1,0 +1,66 @@
+"""The schedulers a job may ask for: a whitelist of names, mapped to diffusers scheduler classes.
+
+Why a whitelist: diffusers has dozens of schedulers, some of which do not fit a text-to-image SD
+pipeline, and a class name taken from user input must never be looked up freely. The names are
+the ones RunPod's Stable Diffusion worker templates accept, with their common spellings as
+aliases; matching ignores case, ``-``, ``_`` and spaces, so ``k_euler_ancestral``,
+``EULER-A`` and ``Euler A`` all mean the same scheduler.
+
+This module is pure: it names diffusers classes as strings and imports diffusers only inside
+:func:`scheduler_class`, so the input schema can validate a name without importing torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# canonical name -> (diffusers class name, aliases besides the canonical name)
+_SCHEDULERS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "DDIM": ("DDIMScheduler", ()),
+    "DDPM": ("DDPMScheduler", ()),
+    "PNDM": ("PNDMScheduler", ()),
+    "K-LMS": ("LMSDiscreteScheduler", ("KLMS", "K_LMS", "LMS")),
+    "EULER": ("EulerDiscreteScheduler", ("K_EULER", "K-EULER")),
+    "EULER-A": (
+        "EulerAncestralDiscreteScheduler",
+        ("EULER_A", "K_EULER_ANCESTRAL", "EULER-ANCESTRAL", "K_EULER_A"),
+    ),
+    "DPM++": ("DPMSolverMultistepScheduler", ("DPMSolverMultistep", "DPM++ 2M", "DPMPP")),
+    "HEUN": ("HeunDiscreteScheduler", ("K_HEUN", "K-HEUN")),
+}
+
+SCHEDULER_NAMES: tuple[str, ...] = tuple(sorted(_SCHEDULERS))
+"""The canonical names, as error messages list them."""
+
+
+def _key(name: str) -> str:
+    return "".join(c for c in name.upper() if c not in "-_ ")
+
+
+_BY_KEY: dict[str, str] = {
+    _key(alias): canonical
+    for canonical, (_cls, aliases) in _SCHEDULERS.items()
+    for alias in (canonical, *aliases)
+}
+
+
+def canonical_scheduler(name: str) -> str | None:
+    """The canonical whitelist name for ``name`` (any alias, any case), or None if unknown."""
+    return _BY_KEY.get(_key(name))
+
+
+def scheduler_class_name(canonical: str) -> str:
+    """The diffusers class name behind a canonical name (``"DDIM"`` -> ``"DDIMScheduler"``)."""
+    return _SCHEDULERS[canonical][0]
+
+
+def scheduler_class(canonical: str) -> Any:
+    """The diffusers scheduler class behind a canonical name. Imports diffusers.
+
+    Raises ``KeyError`` for a name outside the whitelist. A class whose extra dependency is
+    missing (``LMSDiscreteScheduler`` needs scipy) comes back as diffusers' placeholder, which
+    raises ``ImportError`` when used.
+    """
+    import diffusers
+
+    return getattr(diffusers, scheduler_class_name(canonical))

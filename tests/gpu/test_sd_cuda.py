@@ -1,0 +1,121 @@
+"""The Stable Diffusion adapter's CUDA path, with the tiny pipeline: skipped where no GPU is.
+
+Checks what only a GPU can show: fp16 weights, SDPA attention and a channels-last UNet after
+``load()``, jobs that still stop at a denoising step, and a real CUDA out-of-memory (provoked by
+capping this process's share of GPU memory) that fails one job, gives its memory back and leaves
+the model working. Speed is measured by ``python -m bench.sd_gpu``, not here.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters.stable_diffusion.model import StableDiffusionModel
+from domain.errors import ExecutionTimeout, OutOfMemory
+
+torch = pytest.importorskip("torch")
+PIL_Image = pytest.importorskip("PIL.Image")
+np = pytest.importorskip("numpy")
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
+
+SMALL = {"prompt": "a lighthouse at dusk", "width": 64, "height": 64, "num_inference_steps": 3}
+MIB = 1024 * 1024
+
+
+class StepContext:
+    """Records progress; raises ExecutionTimeout once ``stop_after_step`` steps were reported."""
+
+    def __init__(self, stop_after_step: int | None = None) -> None:
+        self.stop_after_step = stop_after_step
+        self.updates: list[Any] = []
+
+    @property
+    def job_id(self) -> str:
+        return "gpu-job"
+
+    def check_cancelled(self) -> None:
+        if self.stop_after_step is not None and len(self.updates) >= self.stop_after_step:
+            raise ExecutionTimeout(1000)
+
+    def progress(self, update: Any) -> None:
+        self.updates.append(update)
+
+
+@pytest.fixture(scope="module")
+def cuda_model(tiny_sd_path: Path) -> Iterator[StableDiffusionModel]:
+    model = StableDiffusionModel(str(tiny_sd_path), device="cuda")
+    model.load()
+    yield model
+    del model
+    torch.cuda.empty_cache()
+
+
+def pixels(item: dict[str, Any]) -> Any:
+    return np.asarray(PIL_Image.open(io.BytesIO(item["image"].data)), dtype=int)
+
+
+def test_load_on_cuda_uses_fp16_sdpa_and_a_channels_last_unet(
+    cuda_model: StableDiffusionModel,
+) -> None:
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    pipe = cuda_model.pipeline
+
+    assert cuda_model.device == "cuda"
+    assert pipe.unet.dtype == torch.float16
+    assert pipe.vae.dtype == torch.float16
+    assert pipe.unet.device.type == "cuda"
+    assert all(isinstance(p, AttnProcessor2_0) for p in pipe.unet.attn_processors.values())
+    conv = pipe.unet.conv_in.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_a_cuda_job_returns_pngs_of_the_requested_size_and_repeats_for_a_seed(
+    cuda_model: StableDiffusionModel,
+) -> None:
+    first = cuda_model.run({**SMALL, "num_outputs": 2, "seed": 7}, StepContext())
+    again = cuda_model.run({**SMALL, "num_outputs": 2, "seed": 7}, StepContext())
+
+    assert [item["seed"] for item in first] == [7, 8]
+    assert all(pixels(item).shape == (64, 64, 3) for item in first)
+    assert np.abs(pixels(first[0]) - pixels(again[0])).max() <= 1
+
+
+def test_a_cuda_job_stops_at_a_denoising_step(cuda_model: StableDiffusionModel) -> None:
+    ctx = StepContext(stop_after_step=2)
+
+    with pytest.raises(ExecutionTimeout):
+        cuda_model.run({**SMALL, "num_inference_steps": 20}, ctx)
+
+    assert [u["step"] for u in ctx.updates] == [1, 2]
+
+
+def test_a_real_cuda_out_of_memory_fails_the_job_frees_its_memory_and_the_next_job_runs(
+    cuda_model: StableDiffusionModel,
+) -> None:
+    torch.cuda.empty_cache()
+    allocated_before = torch.cuda.memory_allocated()
+    total = torch.cuda.get_device_properties(0).total_memory
+    # Room for 64 MiB more than now: a 1024x1024 batch of 4 needs far more in the VAE alone.
+    fraction = (torch.cuda.memory_reserved() + 64 * MIB) / total
+    torch.cuda.set_per_process_memory_fraction(fraction)
+    try:
+        with pytest.raises(OutOfMemory, match="fewer num_outputs or a smaller width/height"):
+            cuda_model.run(
+                {**SMALL, "width": 1024, "height": 1024, "num_outputs": 4}, StepContext()
+            )
+        assert torch.cuda.memory_allocated() <= allocated_before + MIB
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0)
+
+    output = cuda_model.run({**SMALL, "num_outputs": 1, "seed": 1}, StepContext())
+    assert pixels(output[0]).shape == (64, 64, 3)

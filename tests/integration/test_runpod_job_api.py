@@ -1,0 +1,364 @@
+"""The real ``RunPodJobApi`` against real HTTP servers on loopback (the fake job API, replay
+servers, and a closed port). Retry policies get a sleep recorder: nothing here sleeps."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from functools import partial
+
+import pytest
+
+from adapters.clock import ManualClock
+from adapters.fake_job_api_server import FakeJobApiServer
+from adapters.runpod_job_api import RunPodJobApi, parse_retry_after
+from domain.errors import (
+    ApiUnavailable,
+    ConfigurationError,
+    PodworkerError,
+    RateLimited,
+    RejectedByApi,
+    TransientError,
+)
+from domain.job import JobResult
+from domain.ports import JobApi, JobStopSource
+from tests.support.http_fixtures import API_KEY, WORKER_ID, SleepRecorder
+from tests.support.replay_server import Recorded, ReplayServer
+
+MakeApi = Callable[..., RunPodJobApi]
+Replay = Callable[..., ReplayServer]
+
+
+def test_the_adapter_conforms_to_the_job_api_and_job_stop_ports(make_job_api: MakeApi) -> None:
+    api = make_job_api("http://127.0.0.1:9")
+    as_job_api: JobApi = api
+    as_stop_source: JobStopSource = api
+    assert callable(as_job_api.take) and callable(as_stop_source.jobs_to_stop)
+
+
+def test_takes_results_and_pings_share_one_kept_alive_connection(
+    fake_api: FakeJobApiServer, make_job_api: MakeApi
+) -> None:
+    api = make_job_api(fake_api.url)
+    for n in range(5):
+        fake_api.submit({"n": n})
+    for _ in range(5):
+        [job] = api.take(job_in_progress=False)
+        api.post_progress(job.id, {"step": 1})
+        api.post_result(JobResult.success(job.id, job.input))
+        api.ping([job.id])
+    assert len(fake_api.results) == 5
+    assert fake_api.stats()["connections"] == 1
+
+
+def test_take_stamps_jobs_with_the_clock_and_returns_one_submitted_during_the_long_poll(
+    make_job_api: MakeApi,
+) -> None:
+    with FakeJobApiServer(long_poll_s=5.0, api_key=API_KEY) as fake:
+        api = make_job_api(fake.url, clock=ManualClock(start=42.0))
+        taken: list[object] = []
+        thread = threading.Thread(target=lambda: taken.extend(api.take(job_in_progress=True)))
+        started = time.monotonic()
+        thread.start()
+        assert fake.wait_until(lambda s: s.requests["take"] == 1, timeout=2)
+        job_id = fake.submit({"prompt": "fox"})
+        thread.join(timeout=5)
+        assert time.monotonic() - started < 2.5  # answered on submit, not at the poll's end
+    [job] = taken
+    assert (job.id, job.input, job.taken_at) == (job_id, {"prompt": "fox"}, 42.0)  # type: ignore[attr-defined]
+
+
+def test_take_waits_one_long_poll_then_returns_no_job_without_asking_again(
+    fake_api: FakeJobApiServer, make_job_api: MakeApi
+) -> None:
+    api = make_job_api(fake_api.url)
+    started = time.monotonic()
+    assert api.take(job_in_progress=False) == []
+    assert time.monotonic() - started >= fake_api.long_poll_s * 0.9
+    assert fake_api.requests["take"] == 1
+
+
+def test_take_gives_up_on_a_server_slower_than_the_take_timeout(
+    fake_api: FakeJobApiServer, make_job_api: MakeApi
+) -> None:
+    fake_api.inject_fault("take", delay_s=30)
+    api = make_job_api(fake_api.url, take_timeout=0.2)
+    started = time.monotonic()
+    with pytest.raises(ApiUnavailable, match="timed out"):
+        api.take(job_in_progress=False)
+    assert time.monotonic() - started < 3
+
+
+def test_take_reports_429_with_the_retry_after_seconds_and_does_not_retry_by_itself(
+    fake_api: FakeJobApiServer, make_job_api: MakeApi, sleeps: SleepRecorder
+) -> None:
+    fake_api.inject_fault("take", status=429, retry_after=3)
+    api = make_job_api(fake_api.url)
+    with pytest.raises(RateLimited) as caught:
+        api.take(job_in_progress=False)
+    assert caught.value.retry_after == 3.0
+    assert fake_api.requests["take"] == 1
+    assert sleeps.waits == []
+
+
+def test_take_reads_a_retry_after_date_against_the_answer_s_own_date(
+    replay: Replay, make_job_api: MakeApi
+) -> None:
+    server = replay(Recorded(429, {"Date": "Wed, 21 Oct 2015 07:28:00 GMT",
+                                   "Retry-After": "Wed, 21 Oct 2015 07:28:07 GMT"}))
+    with pytest.raises(RateLimited) as caught:
+        make_job_api(server.url).take(job_in_progress=False)
+    assert caught.value.retry_after == 7.0
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [("5", 5.0), ("0.5", 0.5), ("-3", 0.0), ("soon", None), (None, None), ("", None)],
+)
+def test_retry_after_values_are_read_as_seconds_or_ignored(
+    value: str | None, seconds: float | None
+) -> None:
+    assert parse_retry_after(value) == seconds
+
+
+def test_post_result_waits_as_long_as_retry_after_asks_then_delivers_once(
+    fake_api: FakeJobApiServer, make_job_api: MakeApi, sleeps: SleepRecorder
+) -> None:
+    job_id = fake_api.submit({"n": 1})
+    api = make_job_api(fake_api.url)
+    [job] = api.take(job_in_progress=False)
+    fake_api.inject_fault("done", status=429, retry_after=2, count=2)
+    api.post_result(JobResult.success(job.id, "ok"))
+    assert len(sleeps.waits) == 2
+    assert all(wait >= 2 for wait in sleeps.waits)
+    assert fake_api.results[job_id] == {"output": "ok"}
+    assert fake_api.requests["done"] == 3
+    assert fake_api.duplicates == []
+
+
+def test_post_result_retries_server_errors_then_succeeds(
+    fake_api: FakeJobApiServer, make_job_api: MakeApi, sleeps: SleepRecorder
+) -> None:
+    job_id = fake_api.submit({"n": 1})
+    api = make_job_api(fake_api.url)
+    api.take(job_in_progress=False)
+    fake_api.inject_fault("done", status=503, count=3)
+    api.post_result(JobResult.failure(job_id, "model exploded"))
+    assert len(sleeps.waits) == 3
+    assert fake_api.status(job_id) == {"id": job_id, "status": "FAILED",
+                                       "error": "model exploded"}
+
+
+def test_post_result_raises_a_transient_error_once_the_policy_gives_up(
+    fake_api: FakeJobApiServer, make_job_api: MakeApi, sleeps: SleepRecorder
+) -> None:
+    job_id = fake_api.submit({"n": 1})
+    api = make_job_api(fake_api.url)
+    api.take(job_in_progress=False)
+    fake_api.inject_fault("done", status=503, count=100)
+    with pytest.raises(TransientError, match="503"):
+        api.post_result(JobResult.success(job_id, "ok"))
+    assert fake_api.requests["done"] == 8
+    assert len(sleeps.waits) == 7
+    assert fake_api.results == {}
+
+
+def test_post_result_to_an_unreachable_api_is_transient_and_names_only_the_host(
+    closed_port_url: str, make_job_api: MakeApi, sleeps: SleepRecorder
+) -> None:
+    api = make_job_api(closed_port_url)
+    with pytest.raises(ApiUnavailable) as caught:
+        api.post_result(JobResult.success("job-1", "ok"))
+    assert str(caught.value).startswith(f"job API at {closed_port_url.removeprefix('http://')}")
+    assert "gpu=" not in str(caught.value)
+    assert len(sleeps.waits) == 7
+
+
+def test_a_result_for_a_job_the_api_does_not_know_is_rejected_at_once(
+    fake_api: FakeJobApiServer, make_job_api: MakeApi, sleeps: SleepRecorder
+) -> None:
+    api = make_job_api(fake_api.url)
+    with pytest.raises(RejectedByApi, match="404"):
+        api.post_result(JobResult.success("never-queued", "ok"))
+    assert fake_api.requests["done"] == 1
+    assert sleeps.waits == []
+
+
+def test_ping_and_progress_never_raise_when_the_api_is_down(
+    closed_port_url: str, make_job_api: MakeApi, sleeps: SleepRecorder
+) -> None:
+    api = make_job_api(closed_port_url)
+    api.ping(["job-1"])
+    api.post_progress("job-1", {"step": 3})
+    assert len(sleeps.waits) == 2  # one quick retry each, then given up quietly
+
+
+def test_ping_and_progress_never_raise_on_a_refusal_either(
+    fake_api: FakeJobApiServer, make_job_api: MakeApi, sleeps: SleepRecorder
+) -> None:
+    api = make_job_api(fake_api.url, api_key="wrong-key")
+    api.ping(["job-1"])
+    api.post_progress("unknown-job", {"step": 3})
+    assert fake_api.requests["ping"] == 1  # a 4xx is not retried
+    assert sleeps.waits == []
+
+
+def test_ping_names_the_held_jobs_only_when_busy(
+    fake_api: FakeJobApiServer, make_job_api: MakeApi
+) -> None:
+    api = make_job_api(fake_api.url)
+    api.ping([])
+    api.ping(["job-a", "job-b"])
+    assert fake_api.pings == [(WORKER_ID, ()), (WORKER_ID, ("job-a", "job-b"))]
+
+
+def test_without_a_ping_url_ping_sends_nothing(
+    replay: Replay, make_job_api: MakeApi
+) -> None:
+    server = replay(Recorded(200))
+    make_job_api(server.url, ping_url=None).ping(["job-a"])
+    assert server.captured == []
+
+
+@pytest.mark.parametrize(
+    "job_id",
+    ["a/b c?d&e#f%g", "x$RUNPOD_POD_ID-$ID", "ünïcødé-✓", "..", "plus+sign", "semi;colon=1"],
+)
+def test_odd_job_ids_reach_the_api_intact_inside_one_path_segment(
+    fake_api: FakeJobApiServer, make_job_api: MakeApi, job_id: str
+) -> None:
+    fake_api.submit({"n": 1}, job_id=job_id)
+    api = make_job_api(fake_api.url)
+    [job] = api.take(job_in_progress=False)
+    api.post_progress(job.id, "half")
+    api.post_result(JobResult.success(job.id, "done"))
+    assert fake_api.progress == [(job_id, "half")]
+    assert fake_api.results == {job_id: {"output": "done"}}
+
+
+def test_job_in_progress_starts_the_query_when_the_template_has_none(
+    replay: Replay, make_job_api: MakeApi
+) -> None:
+    server = replay(Recorded(204))
+    api = make_job_api(server.url, take_url=f"{server.url}/job-take/$ID")
+    assert api.take(job_in_progress=True) == []
+    assert server.captured[0].target == f"/job-take/{WORKER_ID}?job_in_progress=1"
+
+
+def test_without_an_api_key_no_authorization_header_is_sent(
+    replay: Replay, make_job_api: MakeApi
+) -> None:
+    server = replay(Recorded(204))
+    make_job_api(server.url, api_key=None).take(job_in_progress=False)
+    assert "authorization" not in server.captured[0].headers
+
+
+def test_a_server_error_names_host_and_status_but_not_the_query(
+    replay: Replay, make_job_api: MakeApi
+) -> None:
+    server = replay(Recorded(502))
+    api = make_job_api(server.url, take_url=f"{server.url}/v2/e/job-take/$ID?token=abc123")
+    with pytest.raises(ApiUnavailable) as caught:
+        api.take(job_in_progress=False)
+    message = str(caught.value)
+    assert "502" in message
+    assert server.url.removeprefix("http://") in message
+    assert "abc123" not in message
+
+
+def test_an_unreadable_take_answer_is_logged_briefly_and_gives_no_job(
+    replay: Replay, make_job_api: MakeApi, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = b"<html>" + b"x" * 200_000 + b"</html>"
+    server = replay(Recorded(200, {"Content-Type": "text/html"}, body))
+    with caplog.at_level(logging.WARNING, logger="adapters.runpod_job_api"):
+        assert make_job_api(server.url).take(job_in_progress=False) == []
+    [record] = caplog.records
+    assert "not JSON" in record.getMessage()
+    assert "<html>" in record.getMessage()
+    assert len(record.getMessage()) < 400
+
+
+def test_objects_without_a_usable_id_are_logged_and_the_other_jobs_returned(
+    replay: Replay, make_job_api: MakeApi, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = b'[{"input": {"a": 1}}, {"id": "good", "input": {}}, {"id": true, "input": {}}]'
+    server = replay(Recorded(200, {"Content-Type": "application/json"}, body))
+    with caplog.at_level(logging.WARNING, logger="adapters.runpod_job_api"):
+        jobs = make_job_api(server.url).take(job_in_progress=False)
+    assert [job.id for job in jobs] == ["good"]
+    assert len(caplog.records) == 2
+    assert all("without a usable id" in r.getMessage() for r in caplog.records)
+
+
+def test_jobs_to_stop_returns_the_jobs_the_platform_cancelled(
+    fake_api: FakeJobApiServer, make_job_api: MakeApi
+) -> None:
+    job_id = fake_api.submit({"n": 1})
+    api = make_job_api(fake_api.url)
+    api.take(job_in_progress=False)
+    assert api.jobs_to_stop() == []  # a long poll that ended empty
+    fake_api.cancel(job_id)
+    assert api.jobs_to_stop() == [job_id]
+    assert api.stop_polling is True
+
+
+def test_jobs_to_stop_is_off_without_a_job_take_url_and_says_so_once(
+    replay: Replay, make_job_api: MakeApi, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = replay(Recorded(204))
+    api = make_job_api(server.url, take_url=f"{server.url}/take/$ID")
+    with caplog.at_level(logging.INFO, logger="adapters.runpod_job_api"):
+        assert [api.jobs_to_stop() for _ in range(3)] == [[], [], []]
+    assert api.stop_polling is False
+    assert len(caplog.records) == 1
+    assert server.captured == []
+
+
+def test_jobs_to_stop_raises_a_transient_error_when_the_api_is_down(
+    closed_port_url: str, make_job_api: MakeApi
+) -> None:
+    with pytest.raises(ApiUnavailable):
+        make_job_api(closed_port_url).jobs_to_stop()
+
+
+def test_a_result_url_without_the_job_id_placeholder_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match=r"\$ID"):
+        RunPodJobApi(take_url="http://h/job-take/$ID", result_url="http://h/done",
+                     ping_url=None, api_key=None, worker_id="w", clock=ManualClock())
+
+
+def test_the_api_key_never_appears_in_errors_logs_or_repr(
+    fake_api: FakeJobApiServer, replay: Replay, closed_port_url: str, make_job_api: MakeApi,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    secret = "sk-CANARY-do-not-log-8c1f"
+    echo = replay(Recorded(200, {}, f"not json {secret}".encode()),  # take
+                  Recorded(400, {}, f'{{"error": "bad key {secret}"}}'.encode()),  # result
+                  Recorded(200, {}, f'[{{"input": "{secret}"}}]'.encode()))  # take, stop...
+    errors: list[PodworkerError] = []
+    with caplog.at_level(logging.DEBUG):
+        for base in (fake_api.url, closed_port_url, echo.url):
+            api = make_job_api(base, api_key=secret)
+            assert secret not in repr(api)
+            attempts: list[Callable[[], object]] = [
+                partial(api.take, job_in_progress=False),
+                partial(api.post_result, JobResult.success("job-x", "ok")),
+                partial(api.take, job_in_progress=False),
+                api.jobs_to_stop,
+            ]
+            for attempt in attempts:
+                try:
+                    attempt()
+                except PodworkerError as exc:
+                    errors.append(exc)
+            api.ping(["job-x"])
+            api.post_progress("job-x", 1)
+    assert len(errors) >= 6
+    assert any("401" in str(e) for e in errors)
+    assert any("refused" in str(e) and "***" in str(e) for e in errors)
+    assert all(secret not in str(e) for e in errors)
+    assert caplog.records
+    assert secret not in caplog.text

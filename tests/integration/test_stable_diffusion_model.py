@@ -1,0 +1,371 @@
+"""The Stable Diffusion adapter against the real diffusers code, with the tiny offline pipeline.
+
+The pipeline is built once per session by ``make_tiny_model`` (tests/support/tiny_sd.py) and
+loaded through the same ``from_pretrained`` path as real weights; every job here is 64x64 with a
+few steps, so the module runs in seconds on a CPU.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters.clock import ManualClock
+from adapters.stable_diffusion.model import StableDiffusionModel
+from adapters.stable_diffusion.schedulers import SCHEDULER_NAMES, scheduler_class_name
+from adapters.stable_diffusion.tiny import make_tiny_model
+from domain.errors import ExecutionTimeout, InvalidInput, JobCancelled, ModelError, OutOfMemory
+from domain.execution import RunningJob
+from domain.job import Artifact, Job
+from domain.ports import Model
+
+torch = pytest.importorskip("torch")
+PIL_Image = pytest.importorskip("PIL.Image")
+np = pytest.importorskip("numpy")
+
+SMALL = {"prompt": "a photo of an astronaut riding a horse", "width": 64, "height": 64}
+
+
+class RecordingContext:
+    """A job context that records progress and can stop the job once a step count is reached."""
+
+    def __init__(
+        self, *, stop_after_step: int | None = None, error: Exception | None = None
+    ) -> None:
+        self.stop_after_step = stop_after_step
+        self.error = error or ExecutionTimeout(1000)
+        self.updates: list[Any] = []
+        self.checks = 0
+
+    @property
+    def job_id(self) -> str:
+        return "job-1"
+
+    def check_cancelled(self) -> None:
+        self.checks += 1
+        if self.stop_after_step is not None and len(self.updates) >= self.stop_after_step:
+            raise self.error
+
+    def progress(self, update: Any) -> None:
+        self.updates.append(update)
+
+
+@pytest.fixture
+def model(tiny_sd_model: StableDiffusionModel) -> StableDiffusionModel:
+    return tiny_sd_model
+
+
+@pytest.fixture
+def unet_calls(model: StableDiffusionModel) -> Iterator[list[int]]:
+    """How many times the UNet ran (one call per denoising evaluation, batch included)."""
+    calls: list[int] = []
+    handle = model.pipeline.unet.register_forward_hook(lambda *_: calls.append(1))
+    yield calls
+    handle.remove()
+
+
+def run(model: StableDiffusionModel, ctx: RecordingContext | None = None, **fields: Any) -> Any:
+    return model.run({**SMALL, "num_inference_steps": 3, **fields}, ctx or RecordingContext())
+
+
+def decode(artifact: Artifact) -> Any:
+    return PIL_Image.open(io.BytesIO(artifact.data))
+
+
+def test_the_adapter_conforms_to_the_model_port(tiny_sd_path: Path) -> None:
+    conforming: Model = StableDiffusionModel(str(tiny_sd_path))
+
+    assert conforming.run is not None
+
+
+def test_a_job_returns_one_png_artifact_of_the_requested_size_per_output(
+    model: StableDiffusionModel,
+) -> None:
+    output = run(model, num_outputs=3, width=64, height=96, seed=41)
+
+    assert [item["seed"] for item in output] == [41, 42, 43]
+    for item in output:
+        artifact = item["image"]
+        assert isinstance(artifact, Artifact)
+        assert (artifact.content_type, artifact.extension) == ("image/png", "png")
+        image = decode(artifact)
+        assert (image.format, image.mode, image.size) == ("PNG", "RGB", (64, 96))
+
+
+def test_the_same_seed_gives_byte_identical_pngs_and_another_seed_does_not(
+    model: StableDiffusionModel,
+) -> None:
+    first = run(model, seed=1234, num_outputs=2)
+    again = run(model, seed=1234, num_outputs=2)
+    other = run(model, seed=1235, num_outputs=2)
+
+    assert [i["image"].data for i in first] == [i["image"].data for i in again]
+    assert first[0]["image"].data != first[1]["image"].data
+    assert first[0]["image"].data != other[0]["image"].data
+    # seed 1235 is also image 1 of the first job
+    assert other[0]["seed"] == first[1]["seed"] == 1235
+
+
+def test_image_i_of_a_job_is_reproduced_alone_with_seed_plus_i(model: StableDiffusionModel) -> None:
+    batch = run(model, seed=500, num_outputs=3)
+    alone = run(model, seed=502, num_outputs=1)
+    unrelated = run(model, seed=9, num_outputs=1)
+
+    pixels = [np.asarray(decode(i["image"]), dtype=int) for i in (batch[2], alone[0], unrelated[0])]
+    # Batched and single convolutions may round differently: one level at most.
+    assert np.abs(pixels[0] - pixels[1]).max() <= 1
+    assert np.abs(pixels[0] - pixels[2]).mean() > 5
+
+
+def test_a_job_without_a_seed_gets_a_random_one_and_reports_it(model: StableDiffusionModel) -> None:
+    first = run(model, num_outputs=2)
+    second = run(model, num_outputs=1)
+
+    seeds = [item["seed"] for item in first]
+    assert 0 <= seeds[0] < 2**32
+    assert seeds[1] == (seeds[0] + 1) % 2**32
+    assert second[0]["seed"] not in seeds
+    assert run(model, seed=seeds[0], num_outputs=2)[0]["image"].data == first[0]["image"].data
+
+
+def test_seeds_wrap_around_at_2_to_the_32(model: StableDiffusionModel) -> None:
+    output = run(model, seed=2**32 - 1, num_outputs=2)
+
+    assert [item["seed"] for item in output] == [2**32 - 1, 0]
+
+
+def test_progress_is_reported_for_every_step_in_order(model: StableDiffusionModel) -> None:
+    ctx = RecordingContext()
+
+    run(model, ctx, num_inference_steps=5)
+
+    assert ctx.updates == [{"step": s, "of": 5} for s in range(1, 6)]
+
+
+def test_a_cancel_check_that_raises_stops_the_job_at_a_denoising_step(
+    model: StableDiffusionModel, unet_calls: list[int]
+) -> None:
+    ctx = RecordingContext(stop_after_step=2)
+
+    with pytest.raises(ExecutionTimeout):
+        run(model, ctx, num_inference_steps=10)
+
+    assert ctx.updates == [{"step": 1, "of": 10}, {"step": 2, "of": 10}]
+    assert len(unet_calls) == 3  # the third step ran, then its check stopped the job
+    assert len(unet_calls) < 10
+
+
+def test_a_job_stop_propagates_unchanged(model: StableDiffusionModel) -> None:
+    ctx = RecordingContext(stop_after_step=1, error=JobCancelled("job-stop request"))
+
+    with pytest.raises(JobCancelled, match="job-stop request"):
+        run(model, ctx, num_inference_steps=4)
+
+
+def test_a_work_timeout_ends_the_job_at_a_step_and_the_next_job_runs_normally(
+    model: StableDiffusionModel, unet_calls: list[int]
+) -> None:
+    clock = ManualClock(start=0.0)
+    job = Job("job-slow", {}, taken_at=0.0)
+    # Each step takes one second on this clock; the job may run for 2.5 s.
+    running = RunningJob(
+        job, started=0.0, timeout_s=2.5, clock=clock, on_progress=lambda _id, _u: clock.advance(1)
+    )
+
+    with pytest.raises(ExecutionTimeout, match="2500 ms"):
+        model.run({**SMALL, "num_inference_steps": 20}, running)
+    assert len(unet_calls) == 4
+
+    ctx = RecordingContext()
+    assert len(run(model, ctx, num_inference_steps=3, num_outputs=2)) == 2
+    assert ctx.updates[-1] == {"step": 3, "of": 3}
+
+
+@pytest.mark.parametrize("name", SCHEDULER_NAMES)
+def test_every_whitelisted_scheduler_runs(model: StableDiffusionModel, name: str) -> None:
+    if scheduler_class_name(name) == "LMSDiscreteScheduler":
+        pytest.importorskip("scipy", reason="diffusers' K-LMS needs scipy")
+    ctx = RecordingContext()
+
+    output = run(model, ctx, scheduler=name.lower(), num_inference_steps=2, seed=3)
+
+    assert type(model.pipeline.scheduler).__name__ == scheduler_class_name(name)
+    assert decode(output[0]["image"]).size == (64, 64)
+    assert ctx.updates == [{"step": 1, "of": 2}, {"step": 2, "of": 2}]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("scipy") is not None, reason="scipy is installed")
+def test_a_scheduler_whose_dependency_is_missing_is_refused_with_the_alternatives(
+    model: StableDiffusionModel,
+) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        run(model, scheduler="K-LMS")
+
+    assert str(caught.value) == (
+        "invalid input: scheduler: K-LMS is not available on this worker "
+        "(LMSDiscreteScheduler needs scipy); available: DDIM, DDPM, DPM++, EULER, EULER-A, "
+        "HEUN, PNDM"
+    )
+
+
+def test_schedulers_swap_back_and_forth_with_the_same_results(model: StableDiffusionModel) -> None:
+    ddim = run(model, scheduler="DDIM", seed=77)
+    run(model, scheduler="EULER-A", seed=77)
+
+    assert run(model, scheduler="DDIM", seed=77)[0]["image"].data == ddim[0]["image"].data
+
+
+def test_bad_input_is_refused_before_any_denoising(
+    model: StableDiffusionModel, unet_calls: list[int]
+) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        model.run({"prompt": "", "width": 100, "num_outputs": 9}, RecordingContext())
+
+    assert str(caught.value).count(": must") == 3
+    assert unet_calls == []
+
+
+def raise_in_unet(
+    monkeypatch: pytest.MonkeyPatch,
+    model: StableDiffusionModel,
+    make_error: Callable[[], Exception],
+) -> None:
+    def failing_forward(*args: Any, **kwargs: Any) -> Any:
+        raise make_error()
+
+    monkeypatch.setattr(model.pipeline.unet, "forward", failing_forward)
+
+
+def test_cuda_out_of_memory_fails_the_job_clearly_and_the_next_job_runs(
+    model: StableDiffusionModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raise_in_unet(
+        monkeypatch, model, lambda: torch.cuda.OutOfMemoryError("CUDA out of memory. Tried 9 GiB")
+    )
+
+    with pytest.raises(OutOfMemory) as caught:
+        run(model, num_outputs=4)
+
+    message = str(caught.value)
+    assert "out of memory" in message
+    assert "4 image(s) of 64x64" in message
+    assert "fewer num_outputs or a smaller width/height" in message
+    monkeypatch.undo()
+    assert len(run(model)) == 1
+
+
+def test_a_runtime_error_saying_out_of_memory_is_treated_as_out_of_memory(
+    model: StableDiffusionModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raise_in_unet(monkeypatch, model, lambda: RuntimeError("CUDA error: out of memory"))
+
+    with pytest.raises(OutOfMemory):
+        run(model)
+
+
+def test_any_other_pipeline_error_becomes_a_model_error_naming_its_class(
+    model: StableDiffusionModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raise_in_unet(monkeypatch, model, lambda: ValueError("shapes do not match"))
+
+    with pytest.raises(ModelError, match=r"^ValueError: shapes do not match$") as caught:
+        run(model)
+
+    assert not isinstance(caught.value, OutOfMemory)
+    assert isinstance(caught.value.__cause__, ValueError)
+
+
+def test_loading_twice_keeps_the_loaded_pipeline(model: StableDiffusionModel) -> None:
+    pipeline = model.pipeline
+
+    model.load()
+
+    assert model.pipeline is pipeline
+    assert model.device == "cpu"
+    assert model.pipeline.unet.dtype == torch.float32
+
+
+def test_the_cuda_fast_path_changes_apply_cleanly_on_any_device(tiny_sd_path: Path) -> None:
+    """The GPU tests check them on CUDA; this keeps them working where no GPU is (CI)."""
+    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+    from adapters.stable_diffusion.model import _speed_up
+
+    fresh = StableDiffusionModel(str(tiny_sd_path), device="cpu")
+    fresh.load()
+    pipe = fresh.pipeline
+    pipe.unet.set_attn_processor(AttnProcessor())  # as if an older default had been loaded
+
+    _speed_up(torch, pipe, compile_unet=False)
+
+    for module in (pipe.unet, pipe.vae):
+        assert all(isinstance(p, AttnProcessor2_0) for p in module.attn_processors.values())
+    assert pipe.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert decode(run(fresh, seed=1)[0]["image"]).size == (64, 64)
+
+
+def test_running_before_load_is_a_model_error(tiny_sd_path: Path) -> None:
+    with pytest.raises(ModelError, match="not loaded"):
+        StableDiffusionModel(str(tiny_sd_path)).run(SMALL, RecordingContext())
+
+
+@pytest.mark.parametrize(
+    ("make_path", "message"),
+    [
+        (lambda tmp: str(tmp / "no-such-folder"), "model folder '.*no-such-folder' not found"),
+        (lambda tmp: str(tmp), "is not a diffusers pipeline \\(no model_index.json\\)"),
+        (lambda tmp: None, "no model path"),
+        (lambda tmp: "nobody/not-a-cached-model", "downloads are off"),
+    ],
+    ids=["missing folder", "not a pipeline", "no path", "uncached hub id"],
+)
+def test_load_failures_are_model_errors_that_say_what_is_wrong(
+    tmp_path: Path, make_path: Callable[[Path], str | None], message: str
+) -> None:
+    with pytest.raises(ModelError, match=message):
+        StableDiffusionModel(make_path(tmp_path), device="cpu").load()
+
+
+def test_an_unknown_device_is_a_model_error(tiny_sd_path: Path) -> None:
+    with pytest.raises(ModelError, match="unknown device 'tpu'"):
+        StableDiffusionModel(str(tiny_sd_path), device="tpu").load()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")
+def test_asking_for_cuda_without_one_is_a_model_error(tiny_sd_path: Path) -> None:
+    with pytest.raises(ModelError, match="no CUDA device"):
+        StableDiffusionModel(str(tiny_sd_path), device="cuda").load()
+
+
+def test_make_tiny_model_returns_an_existing_pipeline_untouched(tiny_sd_path: Path) -> None:
+    index = tiny_sd_path / "model_index.json"
+    before = index.stat().st_mtime_ns
+
+    assert make_tiny_model(tiny_sd_path) == tiny_sd_path
+    assert index.stat().st_mtime_ns == before
+
+
+def test_make_tiny_model_never_overwrites_a_folder_of_other_files(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+
+    with pytest.raises(FileExistsError, match="not empty"):
+        make_tiny_model(tmp_path)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_make_tiny_model_builds_the_same_small_files_every_time(
+    tiny_sd_path: Path, tmp_path: Path
+) -> None:
+    rebuilt = make_tiny_model(tmp_path / "again")
+
+    files = sorted(p.relative_to(tiny_sd_path) for p in tiny_sd_path.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(rebuilt) for p in rebuilt.rglob("*") if p.is_file())
+    for name in files:
+        assert (rebuilt / name).read_bytes() == (tiny_sd_path / name).read_bytes(), name
+    assert sum((tiny_sd_path / f).stat().st_size for f in files) < 8_500_000
+    assert [p.name for p in tmp_path.iterdir()] == ["again"]  # no staging folder left behind

@@ -1,0 +1,37 @@
+"""The tiny Stable Diffusion pipeline, built once per test session, and a model loaded from it.
+
+``tiny_sd_path`` (session) is a folder made by ``make_tiny_model`` under pytest's temporary
+directory: random weights, no network, about 4 MB. ``tiny_sd_model`` (session) is a
+``StableDiffusionModel`` loaded from it on the CPU, through the same ``from_pretrained`` path
+as real weights. Tests that need torch skip when the ``sd`` extra is not installed. Nothing is
+imported from torch or diffusers until a test asks for one of these fixtures.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from adapters.stable_diffusion.model import StableDiffusionModel
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("torch")
+    pytest.importorskip("diffusers")
+    pytest.importorskip("transformers")
+    from adapters.stable_diffusion.tiny import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-sd") / "pipeline")
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_model(tiny_sd_path: Path) -> StableDiffusionModel:
+    from adapters.stable_diffusion.model import StableDiffusionModel
+
+    model = StableDiffusionModel(str(tiny_sd_path), device="cpu")
+    model.load()
+    return model
