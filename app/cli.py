@@ -27,12 +27,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--test-input", type=Path, help="local mode: jobs file to run")
     run.add_argument("--env-file", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
-    fake = sub.add_parser(
+    sub.add_parser(
         "fake-api",
-        help="serve a fake RunPod job API on loopback (for local runs, tests, benchmarks)",
+        help="serve a fake RunPod job API on loopback (for local runs, tests, benchmarks); "
+        "'fake-api --help' lists its options",
         add_help=False,
     )
-    fake.add_argument("args", nargs=argparse.REMAINDER)
 
     sub.add_parser(
         "doctor",
@@ -54,14 +54,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["fake-api"]:  # its own options, parsed by the fake server
+        from adapters.fake_job_api_server import main as fake_api_main
+
+        return int(fake_api_main(argv[1:]) or 0)
     parser = _parser()
     args = parser.parse_args(argv or ["run"])
     command = args.command or "run"
     try:
-        if command == "fake-api":
-            from adapters.fake_job_api_server import main as fake_api_main
-
-            return int(fake_api_main(args.args) or 0)
         if command == "doctor":
             from app.doctor import run_doctor
 

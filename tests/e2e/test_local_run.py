@@ -74,7 +74,8 @@ def test_a_missing_test_input_file_exits_2(tmp_path: Path) -> None:
 
 
 def test_help_is_available_on_every_command(tmp_path: Path) -> None:
-    for args in (["--help"], ["run", "--help"], ["make-tiny-model", "--help"]):
+    for args in (["--help"], ["run", "--help"], ["make-tiny-model", "--help"], ["doctor", "--help"],
+                 ["fake-api", "--help"]):
         done = run_app(tmp_path, {}, *args)
         assert done.returncode == 0 and "usage:" in done.stdout
 
