@@ -156,7 +156,8 @@ class FakeJobApiServer:
     ``wait_until`` blocks until a condition holds. What it recorded is in plain attributes:
     ``results`` (job id -> the first final body), ``progress`` ((job id, output) in order),
     ``pings`` ((worker, job ids)), ``duplicates``, ``late_progress``, ``taken``,
-    ``terminations`` (pod ids), ``requests`` (a Counter by endpoint).
+    ``terminations`` (pod ids), ``requests`` (a Counter by endpoint), ``authorizations`` (a
+    Counter by endpoint and ``Authorization`` header).
     """
 
     def __init__(
@@ -187,6 +188,9 @@ class FakeJobApiServer:
         self.taken: list[str] = []
         self.terminations: list[str] = []
         self.requests: collections.Counter[str] = collections.Counter()
+        # (endpoint, Authorization header as received, "" when absent): which credentials
+        # reached which endpoint, for the security tests
+        self.authorizations: collections.Counter[tuple[str, str]] = collections.Counter()
         self.connections = 0
         self._active = 0
         self.unauthorized = 0
@@ -430,6 +434,7 @@ class FakeJobApiServer:
             return Reply.json(404, {"error": f"no such endpoint: {method} {split.path}"})
         with self._cond:
             self.requests[endpoint] += 1
+            self.authorizations[endpoint, headers.get("authorization", "")] += 1
             self._cond.notify_all()
         fault = self._next_fault(endpoint)
         if fault is not None:
@@ -662,6 +667,14 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
     fake: FakeJobApiServer
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that drops its keep-alive connection (a worker killed by a test, say) is
+        # normal here: stay quiet. Anything else is a bug in the fake: show it.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind also does a reverse DNS lookup (getfqdn), which can take

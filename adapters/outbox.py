@@ -1,119 +1,225 @@
 """Outboxes: results kept until the job API accepts them, and marks of jobs being run.
 
-``FileOutbox`` is the durable one. Each result is one JSON file, written to a temporary name,
-fsynced, then renamed into place (and the folder fsynced), so after a crash (of the process or
-of the machine) a result is either whole or absent, never half-written. Running-job marks live
-beside it, with a count of how many times each job was started, which is what the poison-job
-guard reads after a crash. File names are the job ids made safe (``domain.job.safe_name``);
-the real id is inside the file.
+``FileOutbox`` is the durable one: one append-only journal, ``{root}/journal.jsonl``, one JSON
+record a line (``put`` a result, ``remove`` it, ``start``/``finish``/``abandon`` a running
+mark). Its promises:
 
-``InMemoryOutbox`` keeps the same promises for the life of the process (unit tests).
+- **a result survives a crash of the process or of the machine** once ``put`` returns: its
+  record is written with one ``write`` and ``fdatasync``ed before ``put`` returns;
+- **whole or absent**: a record torn by a crash mid-write (the last line, unterminated or not
+  JSON) is skipped when the journal is read back, so a result is never half-read;
+- running marks (``started``) are not synced: they only have to survive the process dying,
+  which the kernel's page cache guarantees, and skipping the sync keeps the job loop fast;
+- the journal is replayed and compacted (rewritten with only what is live, atomically: a
+  temporary file, fsync, rename, folder fsync) when opened, and again whenever it grows past
+  ``compact_bytes``;
+- **one worker per folder**: the journal is locked (``flock``); a second worker on the same
+  STATE_DIR (say, a network volume shared by several pods) fails at start with a clear error
+  instead of sending one worker's results from another.
+
+One journal instead of a file per result: a per-job create, fsync, rename and unlink cost more
+than the job itself for fast models (measured by ``bench/compare.py``: 279 against 467 no-op
+jobs/s).
+
+``InMemoryOutbox`` keeps the same promises for the life of the process (unit tests, local runs).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from domain.job import Job, JobResult, safe_name
+from domain.errors import ConfigurationError
+from domain.job import Job, JobResult
 
 log = logging.getLogger(__name__)
 
+JOURNAL = "journal.jsonl"
+
+
+class _State:
+    """What the journal says is live: kept results (in order), start counts, running jobs."""
+
+    def __init__(self) -> None:
+        self.results: dict[str, JobResult] = {}
+        self.starts: dict[str, int] = {}
+        self.running: dict[str, None] = {}  # ordered set
+
+    def apply(self, record: dict[str, Any]) -> None:
+        if "put" in record:
+            result = JobResult.from_json(record["put"])
+            self.results.pop(result.job_id, None)
+            self.results[result.job_id] = result
+        elif "remove" in record:
+            self.results.pop(str(record["remove"]), None)
+        elif "start" in record:
+            job_id = str(record["start"])
+            self.starts[job_id] = int(record.get("starts", 1))
+            self.running[job_id] = None
+        elif "finish" in record:
+            job_id = str(record["finish"])
+            self.running.pop(job_id, None)
+            self.starts.pop(job_id, None)
+        elif "abandon" in record:
+            self.running.pop(str(record["abandon"]), None)
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        """The shortest journal that rebuilds this state."""
+        for job_id, starts in self.starts.items():
+            yield {"start": job_id, "starts": starts}
+            if job_id not in self.running:
+                yield {"abandon": job_id}
+        for result in self.results.values():
+            yield {"put": result.to_json()}
+
+
+def _encode(record: dict[str, Any]) -> bytes:
+    return (json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+
+
+def read_journal(root: Path) -> _State:
+    """Replay ``{root}/journal.jsonl`` (read-only; no lock). Torn or foreign lines are skipped."""
+    state = _State()
+    path = root / JOURNAL
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return state
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    for number, line in enumerate(lines, start=1):
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError("not an object")
+            state.apply(record)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("outbox journal: skipping unreadable record %d (%s)", number,
+                        type(exc).__name__, extra={"event": "outbox_torn_record"})
+    return state
+
+
+def peek(root: Path) -> list[JobResult]:
+    """The results kept under ``root``, read without taking the lock (for tools and tests)."""
+    return list(read_journal(root).results.values())
+
 
 class FileOutbox:
-    """Results in ``{root}/results/*.json``, running marks in ``{root}/running/*.json``."""
+    """The durable outbox: an append-only, locked, self-compacting journal under ``root``."""
 
-    def __init__(self, root: Path, *, fsync: bool = True) -> None:
+    def __init__(
+        self, root: Path, *, fsync: bool = True, compact_bytes: int = 16 * 1024 * 1024
+    ) -> None:
         self.root = root
-        self._results = root / "results"
-        self._running = root / "running"
         self._fsync = fsync
-        self._results.mkdir(parents=True, exist_ok=True)
-        self._running.mkdir(parents=True, exist_ok=True)
+        self._compact_bytes = compact_bytes
+        self._lock = threading.Lock()
+        root.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = os.open(root / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(self._lock_fd)
+            raise ConfigurationError(
+                f"invalid setting STATE_DIR: {root} is in use by another running worker; give "
+                "each worker its own STATE_DIR (not a folder shared between pods)"
+            ) from None
+        self._state = read_journal(root)
+        self._fd = -1
+        self._size = 0
+        self._compact()
 
+    # --- the Outbox port ----------------------------------------------------------------
     def put(self, result: JobResult) -> None:
-        self._write(self._results / f"{safe_name(result.job_id)}.json", result.to_json())
+        self._append({"put": result.to_json()}, sync=True, apply=True)
 
     def remove(self, job_id: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            (self._results / f"{safe_name(job_id)}.json").unlink()
+        with self._lock:
+            if job_id not in self._state.results:
+                return
+        self._append({"remove": job_id}, sync=False, apply=True)
 
     def pending(self) -> list[JobResult]:
-        results = []
-        for path in self._sorted(self._results):
-            record = self._read(path)
-            if record is not None and "id" in record:
-                results.append(JobResult.from_json(record))
-        return results
+        with self._lock:
+            return list(self._state.results.values())
 
     def started(self, job: Job) -> int:
-        path = self._running / f"{safe_name(job.id)}.json"
-        record = self._read(path) if path.exists() else None
-        before = int(record.get("starts", 0)) if record else 0
-        self._write(path, {"id": job.id, "starts": before + 1, "running": True}, sync=False)
+        with self._lock:
+            before = self._state.starts.get(job.id, 0)
+        self._append({"start": job.id, "starts": before + 1}, sync=False, apply=True)
         return before
 
     def finished(self, job_id: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            (self._running / f"{safe_name(job_id)}.json").unlink()
+        with self._lock:
+            if job_id not in self._state.starts and job_id not in self._state.running:
+                return
+        self._append({"finish": job_id}, sync=False, apply=True)
 
     def abandoned(self, job_id: str) -> None:
-        path = self._running / f"{safe_name(job_id)}.json"
-        record = self._read(path) if path.exists() else None
-        starts = int(record.get("starts", 1)) if record else 1
-        self._write(path, {"id": job_id, "starts": starts, "running": False}, sync=False)
+        self._append({"abandon": job_id}, sync=False, apply=True)
 
     def interrupted(self) -> list[tuple[str, int]]:
-        out = []
-        for path in self._sorted(self._running):
-            record = self._read(path)
-            if record is not None and "id" in record and record.get("running", True):
-                out.append((str(record["id"]), int(record.get("starts", 1))))
-        return out
+        with self._lock:
+            return [(job_id, self._state.starts.get(job_id, 1)) for job_id in self._state.running]
 
-    # --- files --------------------------------------------------------------------------
-    def _write(self, path: Path, record: dict[str, object], *, sync: bool = True) -> None:
-        """Write ``record`` to ``path`` atomically (temporary file, then rename).
+    def close(self) -> None:
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+            with contextlib.suppress(OSError):
+                os.close(self._lock_fd)
 
-        With ``sync`` (results) the file and its folder are fsynced, so the result survives a
-        crash of the machine, not only of the process. Running marks skip that: they only have
-        to survive the process dying, which the kernel's page cache already guarantees.
-        """
-        data = json.dumps(record, separators=(",", ":")).encode()
-        tmp = path.parent / f".{path.name}.{threading.get_ident()}.tmp"
+    # --- the journal --------------------------------------------------------------------
+    def _append(self, record: dict[str, Any], *, sync: bool, apply: bool) -> None:
+        data = _encode(record)
+        with self._lock:
+            view = memoryview(data)
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+            if sync and self._fsync:
+                os.fdatasync(self._fd)
+            if apply:
+                self._state.apply(record)
+            self._size += len(data)
+            if self._size > self._compact_bytes:
+                self._compact_locked()
+
+    def _compact(self) -> None:
+        with self._lock:
+            self._compact_locked()
+
+    def _compact_locked(self) -> None:
+        path = self.root / JOURNAL
+        tmp = self.root / f".{JOURNAL}.tmp"
+        data = b"".join(_encode(record) for record in self._state.records())
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             os.write(fd, data)
-            if sync and self._fsync:
+            if self._fsync:
                 os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
-        if sync and self._fsync:
-            dir_fd = os.open(path.parent, os.O_RDONLY)
+        if self._fsync:
+            dir_fd = os.open(self.root, os.O_RDONLY)
             try:
                 os.fsync(dir_fd)
             finally:
                 os.close(dir_fd)
-
-    @staticmethod
-    def _sorted(folder: Path) -> list[Path]:
-        paths = [p for p in folder.glob("*.json") if not p.name.startswith(".")]
-        return sorted(paths, key=lambda p: (p.stat().st_mtime_ns, p.name))
-
-    @staticmethod
-    def _read(path: Path) -> dict[str, Any] | None:
-        try:
-            record = json.loads(path.read_bytes())
-        except (OSError, ValueError) as exc:
-            log.warning("outbox: skipping unreadable %s (%s)", path.name, exc)
-            return None
-        return record if isinstance(record, dict) else None
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        self._size = len(data)
 
 
 class InMemoryOutbox:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from adapters.fake_job_api_server import FakeJobApiServer
+from adapters.outbox import peek
 from tests.support.harness import wait_until
 from tests.support.worker_process import JOB_API_KEY, WorkerProcess, worker_env
 
@@ -32,8 +33,8 @@ def test_kill_after_the_model_finished_and_before_the_post_then_restart_delivers
     first = WorkerProcess(worker_env(api, state), tmp_path, name="first")
     try:
         job = api.submit({"answer": 42})
-        outbox = state / "outbox" / "results"
-        wait_until(lambda: any(outbox.glob("*.json")), timeout=30, what="the result in the outbox")
+        outbox = state / "outbox"
+        wait_until(lambda: bool(peek(outbox)), timeout=30, what="the result in the outbox")
         assert job not in api.results
         assert first.kill() == -9
     finally:
@@ -42,8 +43,8 @@ def test_kill_after_the_model_finished_and_before_the_post_then_restart_delivers
     second = WorkerProcess(worker_env(api, state), tmp_path, name="second")
     try:
         assert api.wait_for_results(1, timeout=30)
-        wait_until(lambda: not any(outbox.glob("*.json")), what="the outbox to empty")
         assert second.terminate() == 0
+        assert peek(outbox) == []
     finally:
         second.close()
     assert api.status(job) == {"id": job, "status": "COMPLETED", "output": {"answer": 42}}

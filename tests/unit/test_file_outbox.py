@@ -1,12 +1,21 @@
-"""The durable outbox: whole results or none, across process lifetimes."""
+"""The durable outbox: whole results or none, across process lifetimes, one worker per folder."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from adapters.outbox import FileOutbox, InMemoryOutbox
+import pytest
+
+from adapters.outbox import JOURNAL, FileOutbox, InMemoryOutbox, peek
+from domain.errors import ConfigurationError
 from domain.job import Job, JobResult
 from domain.ports import Outbox
+
+
+def reopen(box: FileOutbox) -> FileOutbox:
+    """What the next process sees: close this one (its lock goes) and open the folder again."""
+    box.close()
+    return FileOutbox(box.root)
 
 
 def test_both_outboxes_conform_to_the_port(tmp_path: Path) -> None:
@@ -14,14 +23,16 @@ def test_both_outboxes_conform_to_the_port(tmp_path: Path) -> None:
     assert len(ports) == 2
 
 
-def test_a_kept_result_is_seen_by_a_new_outbox_on_the_same_folder(tmp_path: Path) -> None:
-    FileOutbox(tmp_path).put(JobResult.success("a", {"x": [1, 2]}))
-    FileOutbox(tmp_path).put(JobResult.failure("b", "bad"))
-    pending = FileOutbox(tmp_path).pending()
-    assert sorted(pending, key=lambda r: r.job_id) == [
-        JobResult.success("a", {"x": [1, 2]}),
+def test_a_kept_result_is_seen_by_the_next_process_on_the_same_folder(tmp_path: Path) -> None:
+    box = FileOutbox(tmp_path)
+    box.put(JobResult.success("a", {"x": [1, 2], "text": "näive ✓"}))
+    box.put(JobResult.failure("b", "bad"))
+    again = reopen(box)
+    assert again.pending() == [
+        JobResult.success("a", {"x": [1, 2], "text": "näive ✓"}),
         JobResult.failure("b", "bad"),
     ]
+    assert peek(tmp_path) == again.pending()
 
 
 def test_putting_again_replaces_and_removing_forgets(tmp_path: Path) -> None:
@@ -32,33 +43,62 @@ def test_putting_again_replaces_and_removing_forgets(tmp_path: Path) -> None:
     box.remove("a")
     box.remove("a")
     assert box.pending() == []
+    assert reopen(box).pending() == []
 
 
-def test_hostile_ids_stay_inside_the_outbox_folder(tmp_path: Path) -> None:
+def test_hostile_ids_are_data_never_paths(tmp_path: Path) -> None:
     box = FileOutbox(tmp_path / "box")
     box.put(JobResult.success("../../../escape", 1))
     box.started(Job("../run", {}, 0))
-    files = {p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file()}
-    assert all(str(f).startswith("box/") for f in files)
-    assert box.pending()[0].job_id == "../../../escape"
-    assert box.interrupted() == [("../run", 1)]
+    files = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()}
+    assert files == {f"box/{JOURNAL}", "box/.lock"}
+    again = reopen(box)
+    assert again.pending()[0].job_id == "../../../escape"
+    assert again.interrupted() == [("../run", 1)]
 
 
-def test_leftover_temporary_files_and_garbage_are_skipped(tmp_path: Path) -> None:
+def test_a_record_torn_by_a_crash_is_skipped_and_the_rest_survives(tmp_path: Path) -> None:
     box = FileOutbox(tmp_path)
-    (tmp_path / "results" / ".half-written.tmp").write_text("{")
-    (tmp_path / "results" / "garbage.json").write_text("not json")
-    box.put(JobResult.success("ok", 1))
-    assert [r.job_id for r in box.pending()] == ["ok"]
+    box.put(JobResult.success("whole", 1))
+    box.close()
+    with (tmp_path / JOURNAL).open("ab") as journal:
+        journal.write(b'{"put":{"id":"torn","output":')  # the process died mid-write
+    again = FileOutbox(tmp_path)
+    assert [r.job_id for r in again.pending()] == ["whole"]
+    again.put(JobResult.success("after", 2))
+    assert [r.job_id for r in reopen(again).pending()] == ["whole", "after"]
 
 
 def test_running_marks_count_starts_and_survive_abandonment(tmp_path: Path) -> None:
     job = Job("j", {}, 0)
     box = FileOutbox(tmp_path)
     assert box.started(job) == 0
-    assert FileOutbox(tmp_path).interrupted() == [("j", 1)]
+    box = reopen(box)
+    assert box.interrupted() == [("j", 1)]
     box.abandoned("j")
+    box = reopen(box)
     assert box.interrupted() == []
-    assert box.started(job) == 1  # the count survived
+    assert box.started(job) == 1  # the count survived the crash and the restart
     box.finished("j")
-    assert box.started(job) == 0  # finished: the slate is clean
+    assert reopen(box).started(job) == 0  # finished: the slate is clean
+
+
+def test_the_journal_compacts_to_what_is_live(tmp_path: Path) -> None:
+    box = FileOutbox(tmp_path, compact_bytes=2000)
+    for n in range(200):
+        job = Job(f"job-{n}", {}, 0)
+        box.started(job)
+        box.put(JobResult.success(job.id, {"n": n}))
+        box.finished(job.id)
+        box.remove(job.id)
+    box.put(JobResult.success("kept", "still here"))
+    assert (tmp_path / JOURNAL).stat().st_size < 2000
+    assert reopen(box).pending() == [JobResult.success("kept", "still here")]
+
+
+def test_a_second_worker_on_the_same_folder_is_refused_with_a_clear_error(tmp_path: Path) -> None:
+    first = FileOutbox(tmp_path)
+    with pytest.raises(ConfigurationError, match="in use by another running worker"):
+        FileOutbox(tmp_path)
+    first.close()
+    FileOutbox(tmp_path).close()  # free again once the first one is gone
