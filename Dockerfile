@@ -1,23 +1,150 @@
-# podworker pod image (first version: a later change bakes weights in and adds a health check).
-FROM nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04
+# syntax=docker/dockerfile:1
+#
+# podworker's production pod image: the worker, its dependencies with a CUDA build of torch, and
+# Stable Diffusion weights baked in at build time, so that a cold start downloads nothing.
+#
+#   DOCKER_BUILDKIT=1 docker build -t podworker:sd15 \
+#     --build-arg MODEL_ID=stable-diffusion-v1-5/stable-diffusion-v1-5 \
+#     --build-arg MODEL_REVISION=<a commit of that repo, for a reproducible image> \
+#     --secret id=hf_token,env=HF_TOKEN \
+#     .
+#
+# The secret is only needed for gated or private models; it is never stored in a layer.
+#
+# Stages:
+#   base     Python 3.11, a CUDA build of torch, the project's dependencies (cached layers
+#            that change only when pyproject.toml or the torch build arguments change)
+#   weights  `python -m app bake-weights`: downloads the model once, saves it to /models/sd and
+#            loads it back through the worker's own code (a broken bake fails the build)
+#   runtime  base + the baked weights + the code, run by a non-root user (the final image)
+#
+# Why python:3.11-slim and not an nvidia/cuda runtime image: PyTorch's CUDA wheels bring their
+# own CUDA runtime, cuBLAS and cuDNN as pip packages (nvidia-*), and torch loads those, never the
+# system's, so an nvidia/cuda base would ship a second, unused CUDA of several GB. All that a
+# CUDA wheel needs from the host is the NVIDIA driver, which the NVIDIA container runtime mounts
+# in when NVIDIA_VISIBLE_DEVICES and NVIDIA_DRIVER_CAPABILITIES are set (set below, as the CUDA
+# images do). The official Python image also brings the latest 3.11 patch release, no PPA.
 
-ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 DEBIAN_FRONTEND=noninteractive
+# The model baked into the image: a hub id (or, with a build context that holds it, a pipeline
+# folder). Pin MODEL_REVISION to a commit for an image that can be built again identically.
+ARG MODEL_ID=stable-diffusion-v1-5/stable-diffusion-v1-5
+ARG MODEL_REVISION=main
+# fp16: download the repo's half-precision files (half the download); empty for repos without
+# that variant. MODEL_DTYPE is the dtype saved: the worker loads float16 on a GPU anyway.
+ARG MODEL_VARIANT=fp16
+ARG MODEL_DTYPE=float16
+
+FROM python:3.11-slim-bookworm AS base
+
+ENV PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH
+RUN python -m venv /opt/venv
+
+# torch first, from PyTorch's CUDA index, so that nothing later brings a CPU build. The
+# version is the one the test suite runs on; the CUDA build needs a host driver that supports
+# it (cu128: NVIDIA driver 570 or newer; on RunPod, filter pods by CUDA version). For older
+# drivers: --build-arg TORCH_VERSION=2.6.0 --build-arg TORCH_INDEX_URL=.../whl/cu124.
+ARG TORCH_VERSION=2.13.0
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
+RUN --mount=type=cache,target=/root/.cache/pip \
+    pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}"
+
+# The project's dependencies (core, s3, sd), read from pyproject.toml alone so that a code
+# change does not re-install them. The constraint keeps the CUDA torch installed above.
+WORKDIR /src
+COPY pyproject.toml ./
+RUN --mount=type=cache,target=/root/.cache/pip \
+    python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; x = p['optional-dependencies']; print('\n'.join(p['dependencies'] + x['s3'] + x['sd']))" > /tmp/requirements.txt \
+    && echo "torch==${TORCH_VERSION}" > /tmp/constraints.txt \
+    && pip install -r /tmp/requirements.txt -c /tmp/constraints.txt \
+    && rm /tmp/requirements.txt /tmp/constraints.txt
+
+
+FROM base AS weights
+ARG MODEL_ID
+ARG MODEL_REVISION
+ARG MODEL_VARIANT
+ARG MODEL_DTYPE
+# Only the modules `python -m app bake-weights` imports (a test keeps this list complete), so
+# that a change elsewhere in the code does not bake again.
+WORKDIR /build
+COPY domain ./domain
+COPY adapters/__init__.py ./adapters/
+COPY adapters/stable_diffusion ./adapters/stable_diffusion
+COPY app/__init__.py app/__main__.py app/cli.py app/bake.py ./app/
+# The hub's download cache is a BuildKit cache mount: kept between builds (a rebuild does not
+# download again), never in the image. The token secret is mounted only for this step.
+RUN --mount=type=secret,id=hf_token \
+    --mount=type=cache,target=/root/.cache/huggingface \
+    python -m app bake-weights \
+        --model "$MODEL_ID" \
+        --revision "$MODEL_REVISION" \
+        --variant "$MODEL_VARIANT" \
+        --dtype "$MODEL_DTYPE" \
+        --dest /models/sd \
+        --cache-dir /root/.cache/huggingface/hub \
+        --token-file /run/secrets/hf_token
+
+
+FROM base AS runtime
+ARG MODEL_ID
+ARG MODEL_REVISION
+LABEL org.opencontainers.image.title="podworker" \
+      org.opencontainers.image.description="Self-managing RunPod job worker: Stable Diffusion on diffusers, images to S3, results that are never lost." \
+      org.opencontainers.image.licenses="MIT" \
+      podworker.model.id="${MODEL_ID}" \
+      podworker.model.revision="${MODEL_REVISION}" \
+      podworker.model.path="/models/sd"
+
+# tini is PID 1: it forwards SIGTERM/SIGINT to the worker and reaps orphaned processes
+# (torch.compile's workers). With python itself as PID 1, a signal that arrives before the
+# worker installs its handlers (during the imports) would be ignored, since the kernel applies
+# no default action to PID 1, and `docker stop` would wait for its SIGKILL.
+# The worker's user (uid 1000) owns STATE_DIR (outbox and running-job marks) and nothing else;
+# the weights and the code stay root's, read-only to it.
+# DL3008 (pin apt package versions) is ignored: the base image's tag pins the Debian release,
+# and pinning tini's exact Debian revision would break the build when a security update
+# replaces that revision in the archive.
+# hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3.11 python3.11-venv ca-certificates \
-    && rm -rf /var/lib/apt/lists/*
+    && apt-get install -y --no-install-recommends tini \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --create-home --uid 1000 --shell /usr/sbin/nologin podworker \
+    && install -d -o podworker -g podworker -m 0750 /var/lib/podworker
+
+COPY --from=weights /models /models
 
 WORKDIR /app
-RUN python3.11 -m venv /opt/venv
-ENV PATH=/opt/venv/bin:$PATH
-COPY pyproject.toml README.md ./
 COPY domain ./domain
 COPY adapters ./adapters
 COPY app ./app
-RUN pip install ".[s3,sd]"
+COPY test_inputs.json ./
+RUN python -m compileall -q domain adapters app
 
-RUN useradd --create-home --uid 1000 podworker && mkdir -p /var/lib/podworker \
-    && chown podworker /var/lib/podworker
-USER podworker
-ENV STATE_DIR=/var/lib/podworker LOG_FORMAT=json
-ENTRYPOINT ["python", "-m", "app"]
+# MODEL_PATH: the baked folder, loaded with local files only; the offline switches make sure
+# no library reaches for the hub at run time. MODEL_DEVICE=cuda: a pod without a usable GPU
+# fails at start (exit code 4) instead of running Stable Diffusion on its CPU.
+ENV PYTHONPATH=/app \
+    MODEL=stable_diffusion \
+    MODEL_PATH=/models/sd \
+    MODEL_DEVICE=cuda \
+    HF_HUB_OFFLINE=1 \
+    TRANSFORMERS_OFFLINE=1 \
+    STATE_DIR=/var/lib/podworker \
+    OUTPUT_DIR=/var/lib/podworker/outputs \
+    LOG_FORMAT=json \
+    HEALTH_PORT=8080 \
+    NVIDIA_VISIBLE_DEVICES=all \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility
+
+# By number, so that a runtime can check it is not root (Kubernetes' runAsNonRoot).
+USER 1000:1000
+EXPOSE 8080
+# /health answers 200 while the worker is ready or busy, 503 while it starts (loading the
+# model) or drains; the start period covers loading and warming up the model.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=300s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('HEALTH_PORT', '8080') + '/health', timeout=4)"]
+ENTRYPOINT ["tini", "--", "python", "-m", "app"]
 CMD ["run"]

@@ -8,7 +8,7 @@ STAMP     := $(VENV)/.installed
 # torch==2.13.0 is a CPU build on the project's machines; a pod image brings its CUDA build.
 TORCH     ?= torch==2.13.0
 
-.PHONY: run test test-unit test-contract test-integration test-e2e test-faults lint bench setup
+.PHONY: run test test-unit test-contract test-integration test-e2e test-faults lint bench bench-gpu setup
 
 setup: $(STAMP)
 
@@ -37,6 +37,15 @@ test-integration: $(STAMP)
 
 test-e2e: $(STAMP)
 	$(PY) -m pytest -q tests/e2e
+
+test-faults: $(STAMP)
+	$(PY) -m pytest -q tests/faults
+
+bench: $(STAMP)
+	$(PY) bench/compare.py
+
+bench-gpu: $(STAMP)
+	$(PY) -m bench.sd_gpu
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -116,7 +116,7 @@ class RunPodPodControl:
             )
         try:
             data = json.loads(response.content)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: JSON nested too deeply
             raise PodControlUnavailable(
                 f"pod control at {self._host} sent an unreadable answer ({status})"
             ) from None

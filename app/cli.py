@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from app.bake import add_bake_arguments
 from domain.errors import ConfigurationError
 
 
@@ -49,6 +50,15 @@ def _parser() -> argparse.ArgumentParser:
         "its own tokenizer files) and save it with save_pretrained. No network needed.",
     )
     tiny.add_argument("directory", type=Path)
+
+    bake = sub.add_parser(
+        "bake-weights",
+        help="download a Stable Diffusion pipeline into DIR and check that it loads (image build)",
+        description="Bake weights into the image at build time: load MODEL (a hub id or a "
+        "pipeline folder) once, save it as safetensors into DIR (whole or not at all), then "
+        "load DIR as the worker does, with local files only. Exit code 0 only when it loads.",
+    )
+    add_bake_arguments(bake)
     return parser
 
 
@@ -71,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
 
             print(make_tiny_model(args.directory))
             return 0
+        if command == "bake-weights":
+            from app.bake import bake_from_args
+
+            return bake_from_args(args)
         return _run(args)
     except ConfigurationError as exc:
         print(f"podworker: {exc}", file=sys.stderr)

@@ -15,4 +15,5 @@ pytest_plugins: list[str] = [
     "tests.support.s3_server",
     "tests.support.tiny_sd",
     "tests.support.http_fixtures",
+    "tests.support.fault_kit",
 ]
