@@ -57,7 +57,6 @@ class Delivery:
         max_result_bytes: int,
         redact: Callable[[str], str] = lambda text: text,
         retry_backoff: Backoff | None = None,
-        wait: Callable[[float], object] | None = None,
     ) -> None:
         self._api = job_api
         self._storage = storage
@@ -72,11 +71,10 @@ class Delivery:
         self._progress: dict[str, Any] = {}
         self._in_flight: collections.Counter[str] = collections.Counter()
         self._pending: dict[str, JobResult] = {}  # in the outbox, post failed: retry later
+        self._timings: dict[str, dict[str, float]] = {}  # per job, for the delivered log line
         self._retry_at: float | None = None
         self._idle = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
-        self._wake = threading.Event()
-        self._wait = wait
         self.on_delivered: Callable[[JobResult], None] = lambda result: None
 
     # --- called from other threads ------------------------------------------------------
@@ -124,7 +122,6 @@ class Delivery:
         """Try the pending results again at once (used when stopping)."""
         with self._lock:
             self._retry_at = self._clock.now() if self._pending else None
-        self._wake.set()
         self._queue.put(("wake", None))
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -179,9 +176,17 @@ class Delivery:
         else:
             result = self._store_outputs(job, finished.output)
         result = self._enforce_size(result)
-        self._metrics.observe("store", self._clock.now() - started)
+        store_s = self._clock.now() - started
+        self._metrics.observe("store", store_s)
+        if not isinstance(finished.output, JobResult):  # the model ran
+            self._metrics.observe("model", finished.model_seconds)
         self._outbox.put(result)
         self._outbox.finished(job.id)
+        self._timings[job.id] = {
+            "model_s": round(finished.model_seconds, 4),
+            "store_s": round(store_s, 4),
+            "queued_s": round(max(0.0, started - job.taken_at - finished.model_seconds), 4),
+        }
         self._post(result)
 
     def _store_outputs(self, job: Job, output: Any) -> JobResult:
@@ -229,10 +234,11 @@ class Delivery:
             log.exception("result post failed unexpectedly", extra={"job_id": result.job_id})
             self._keep_for_later(result, exc)
             return
-        self._metrics.observe("post", self._clock.now() - started)
-        self._accepted(result)
+        post_s = self._clock.now() - started
+        self._metrics.observe("post", post_s)
+        self._accepted(result, post_s)
 
-    def _accepted(self, result: JobResult) -> None:
+    def _accepted(self, result: JobResult, post_s: float = 0.0) -> None:
         self._outbox.remove(result.job_id)
         self._metrics.count("jobs_done" if result.ok else "jobs_failed")
         with self._lock:
@@ -244,10 +250,15 @@ class Delivery:
                 self._retry_at = None
                 self._backoff.reset()
             self._idle.notify_all()
+        timings = self._timings.pop(result.job_id, {})
         log.info(
             "result delivered",
-            extra={"event": "result_delivered", "job_id": result.job_id, "ok": result.ok},
+            extra={"event": "result_delivered", "job_id": result.job_id, "ok": result.ok,
+                   **timings, "post_s": round(post_s, 4)},
         )
+        if not result.ok:
+            log.info("job failed: %s", result.error,
+                     extra={"event": "job_failed", "job_id": result.job_id})
         self.on_delivered(result)
 
     def _keep_for_later(self, result: JobResult, exc: BaseException) -> None:

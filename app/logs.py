@@ -104,6 +104,24 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+def summarize(value: Any, *, limit: int = 200) -> Any:
+    """A copy of a JSON value fit for a DEBUG log line: long strings (base64 images, huge
+    prompts) are cut to ``limit`` characters with their length noted; deep nesting is cut."""
+
+    def cut(item: Any, depth: int) -> Any:
+        if isinstance(item, str):
+            return item if len(item) <= limit else f"{item[:limit]}... ({len(item)} chars)"
+        if depth > 6:
+            return "..."
+        if isinstance(item, dict):
+            return {str(k)[:limit]: cut(v, depth + 1) for k, v in list(item.items())[:50]}
+        if isinstance(item, list | tuple):
+            return [cut(v, depth + 1) for v in item[:50]]
+        return item
+
+    return cut(value, 0)
+
+
 def configure_logging(
     *,
     debug: bool,

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from adapters.retrying import Backoff
 from app.delivery import Delivery, Finished
 from app.heartbeat import Heartbeat
+from app.logs import summarize
 from app.metrics import Metrics
 from app.model_runner import ModelRunner
 from domain.errors import ExecutionTimeout, PermanentError, TransientError
@@ -277,6 +278,9 @@ class Worker:
         # the running mark first: from here on, a crash is reported at the next start
         earlier_starts = self.outbox.started(job)
         log.info("job taken", extra={"event": "job_taken", "job_id": job.id})
+        if log.isEnabledFor(logging.DEBUG):  # prompts only at DEBUG, long values cut
+            log.debug("job input", extra={"event": "job_input", "job_id": job.id,
+                                          "input": summarize(job.input)})
         problem = job.problem or self._input_problem(job)
         if problem is not None:
             self.delivery.submit_result(job, JobResult.failure(job.id, f"invalid input: {problem}"))

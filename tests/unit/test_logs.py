@@ -35,3 +35,13 @@ def test_secrets_are_redacted_from_messages_arguments_extras_and_tracebacks() ->
     assert SECRET not in text
     assert text.count("[redacted]") >= 3
     assert Redactor(["abc"])("abc") == "abc"  # under 4 characters: not a key, left alone
+
+
+def test_summaries_for_debug_logs_cut_long_values_such_as_base64_images() -> None:
+    from app.logs import summarize
+
+    image = "data:image/png;base64," + "A" * 100_000
+    out = summarize({"prompt": "a cat", "init": image, "list": [image] * 3})
+    assert out["prompt"] == "a cat"
+    assert out["init"].endswith(f"... ({len(image)} chars)") and len(out["init"]) < 300
+    assert len(str(out)) < 2000
