@@ -3,17 +3,19 @@
 A graceful stop takes no new job, lets the job in flight finish (bounded by its timeout),
 delivers every result (bounded by SHUTDOWN_GRACE) and exits 0. A second signal exits with 130
 straight away: results not yet delivered stay in the outbox and are sent at the next start.
+
+The handler itself takes no lock: Python runs it on the main thread between two bytecodes,
+possibly while that thread holds a lock the stop request needs (a queue's, an event's), so the
+stop request is handed to a short-lived thread of its own.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
+import threading
 from collections.abc import Callable
 from types import FrameType
-
-log = logging.getLogger("podworker.signals")
 
 
 def install_stop_handlers(request_stop: Callable[[str], None]) -> None:
@@ -23,12 +25,13 @@ def install_stop_handlers(request_stop: Callable[[str], None]) -> None:
     def handle(signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
         if received:
-            log.warning("%s again: stopping now; undelivered results stay in the outbox", name,
-                        extra={"event": "forced_exit"})
-            logging.shutdown()
+            os.write(2, f"{name} again: stopping now; undelivered results stay in the outbox "
+                        "and are sent at the next start\n".encode())
             os._exit(130)
         received.append(name)
-        request_stop(f"{name} received")
+        threading.Thread(
+            target=request_stop, args=(f"{name} received",), name="stop-request", daemon=True
+        ).start()
 
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
