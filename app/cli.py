@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -64,6 +65,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    # transformers and diffusers print notices (a missing optional torchvision, say) as plain
+    # lines of their own, which would break the worker's one-JSON-object-a-line logs
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     if argv[:1] == ["fake-api"]:  # its own options, parsed by the fake server
         from adapters.fake_job_api_server import main as fake_api_main
 
