@@ -1,20 +1,25 @@
 """Storage without a bucket: files in a local folder, or data URLs inside the result.
 
 ``LocalFolderStorage`` is the local run's storage: ``{root}/{job}/{index}.{ext}``, written
-atomically (a temporary file renamed into place), the job id made safe for a path first, so no
-input can write outside ``root``. ``DataUrlStorage`` inlines small outputs as base64 data URLs
+atomically (a temporary file renamed into place), the job id made safe for a path first and the
+extension limited to letters and digits (as S3 keys are), so no input or model output can write
+outside ``root``. ``DataUrlStorage`` inlines small outputs as base64 data URLs
 for deployments without a bucket; the worker refuses results larger than the job API accepts.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
+import re
 import tempfile
 from pathlib import Path
 
 from domain.errors import UploadFailed
 from domain.job import Artifact, safe_name
+
+_EXTENSION = re.compile(r"[A-Za-z0-9]{1,16}")
 
 
 class LocalFolderStorage:
@@ -25,8 +30,14 @@ class LocalFolderStorage:
         self.stored: list[Path] = []
 
     def store(self, job_id: str, index: int, artifact: Artifact) -> str:
+        if not _EXTENSION.fullmatch(artifact.extension):
+            raise UploadFailed(
+                f"output {index} has an invalid file extension "
+                "(letters and digits only, at most 16)"
+            )
         folder = self.root / safe_name(job_id)
         target = folder / f"{index}.{artifact.extension}"
+        tmp: str | None = None
         try:
             folder.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{index}.", suffix=".tmp")
@@ -34,6 +45,9 @@ class LocalFolderStorage:
                 handle.write(artifact.data)
             os.replace(tmp, target)
         except OSError as exc:
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)  # not left behind when the rename failed
             raise UploadFailed(f"could not write output to {folder}: {exc.strerror}") from None
         self.stored.append(target)
         return str(target)

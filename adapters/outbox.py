@@ -81,7 +81,12 @@ class _State:
 
 
 def _encode(record: dict[str, Any]) -> bytes:
-    return (json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+    try:
+        return (json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+    except UnicodeEncodeError:
+        # A lone surrogate (JSON input may hold "\ud800"): UTF-8 cannot carry it, a \u escape
+        # can, and it reads back as the same string.
+        return (json.dumps(record, separators=(",", ":")) + "\n").encode()
 
 
 def read_journal(root: Path) -> _State:

@@ -350,7 +350,7 @@ class RunPodJobApi:
             raise self._rate_limited(response)
         if status == 408 or status >= 500 or status < 400:
             raise ApiUnavailable(f"job API at {host} answered {status} to {what}")
-        reason = self._scrub(excerpt(response.content, 200)) if response.content else ""
+        reason = self._excerpt(response.content, 200) if response.content else ""
         raise RejectedByApi(
             f"job API at {host} refused {what}: {status}"
             + (f" {reason}" if reason else "") + _auth_hint(status)
@@ -358,6 +358,12 @@ class RunPodJobApi:
 
     def _scrub(self, text: str) -> str:
         return self._auth.scrub(text) if self._auth is not None else text
+
+    def _excerpt(self, data: bytes | str, limit: int = EXCERPT_CHARS) -> str:
+        """An excerpt of a body with the key scrubbed first (scrubbing after the cut would miss
+        a key that the cut splits in two)."""
+        text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+        return excerpt(self._scrub(text), limit)
 
     def _rate_limited(self, response: requests.Response) -> RateLimited:
         retry_after = parse_retry_after(
@@ -374,7 +380,7 @@ class RunPodJobApi:
             data = json.loads(content)
         except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deeply
             log.warning("take answer is not JSON (%s), ignored: %s", exc.__class__.__name__,
-                        self._scrub(excerpt(content)), extra={"event": "take_unreadable"})
+                        self._excerpt(content), extra={"event": "take_unreadable"})
             return []
         if data is None:
             return []
@@ -385,7 +391,7 @@ class RunPodJobApi:
             job = job_from_wire(item, now)
             if job is None:
                 log.warning("take answer holds a job without a usable id, dropped: %s",
-                            self._scrub(excerpt(_dumped(item))),
+                            self._excerpt(_dumped(item)),
                             extra={"event": "job_without_id"})
                 continue
             jobs.append(job)

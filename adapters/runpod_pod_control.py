@@ -110,9 +110,10 @@ class RunPodPodControl:
         if status >= 500 or status == 408:
             raise PodControlUnavailable(f"pod control at {self._host} answered {status}")
         if not 200 <= status < 300:
+            # scrub, then cut: a key the cut split in two would escape the scrub
+            shown = excerpt(self._scrub(response.content.decode("utf-8", "replace")), 200)
             raise RejectedByApi(
-                f"pod control at {self._host} refused podTerminate: {status} "
-                f"{self._scrub(excerpt(response.content, 200))}".rstrip()
+                f"pod control at {self._host} refused podTerminate: {status} {shown}".rstrip()
             )
         try:
             data = json.loads(response.content)
@@ -131,7 +132,7 @@ class RunPodPodControl:
         texts = []
         for item in items[:3]:
             message = item.get("message") if isinstance(item, dict) else item
-            texts.append(self._scrub(excerpt(str(message), 200)))
+            texts.append(excerpt(self._scrub(str(message)), 200))  # scrub, then cut
         more = f" (+{len(items) - 3} more)" if len(items) > 3 else ""
         return "; ".join(texts) + more
 
