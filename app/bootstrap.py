@@ -208,7 +208,7 @@ def build_worker(
         storage=storage or build_storage(settings),
         pod_control=pod_control or build_pod_control(settings, pod_id),
         model=model or build_model(settings),
-        outbox=outbox or FileOutbox(settings.STATE_DIR / "outbox"),
+        outbox=outbox or open_outbox(settings),
         clock=clock,
         policy=policy_for(settings),
         metrics=metrics,
@@ -219,6 +219,16 @@ def build_worker(
         stop_when_drained=settings.local_mode if stop_when_drained is None else stop_when_drained,
         redact=redactor_for(settings),
     )
+
+
+def open_outbox(settings: Settings) -> FileOutbox:
+    try:
+        return FileOutbox(settings.STATE_DIR / "outbox")
+    except OSError as exc:
+        raise ConfigurationError(
+            f"invalid setting STATE_DIR: cannot keep the outbox in {settings.STATE_DIR} "
+            f"({exc.strerror or exc})"
+        ) from None
 
 
 def build_local_job_api(jobs: list[dict[str, Any]], clock: Clock) -> InMemoryJobApi:

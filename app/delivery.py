@@ -180,14 +180,23 @@ class Delivery:
         self._metrics.observe("store", store_s)
         if not isinstance(finished.output, JobResult):  # the model ran
             self._metrics.observe("model", finished.model_seconds)
-        self._outbox.put(result)
-        self._outbox.finished(job.id)
+        self._write_down(result, job.id)
         self._timings[job.id] = {
             "model_s": round(finished.model_seconds, 4),
             "store_s": round(store_s, 4),
             "queued_s": round(max(0.0, started - job.taken_at - finished.model_seconds), 4),
         }
         self._post(result)
+
+    def _write_down(self, result: JobResult, job_id: str) -> None:
+        """Keep the result in the outbox before posting. A full or broken disk must not cost
+        the result: it is then posted anyway (and kept in memory if the post fails)."""
+        try:
+            self._outbox.put(result)
+            self._outbox.finished(job_id)
+        except OSError as exc:
+            log.error("could not write the result of %s down (%s); posting it anyway",
+                      job_id, exc.strerror or exc, extra={"event": "outbox_write_failed"})
 
     def _store_outputs(self, job: Job, output: Any) -> JobResult:
         try:
@@ -239,7 +248,11 @@ class Delivery:
         self._accepted(result, post_s)
 
     def _accepted(self, result: JobResult, post_s: float = 0.0) -> None:
-        self._outbox.remove(result.job_id)
+        try:
+            self._outbox.remove(result.job_id)
+        except OSError as exc:  # at worst it is sent again at the next start
+            log.error("could not clear the delivered result of %s from the outbox (%s)",
+                      result.job_id, exc.strerror or exc, extra={"event": "outbox_write_failed"})
         self._metrics.count("jobs_done" if result.ok else "jobs_failed")
         with self._lock:
             self._pending.pop(result.job_id, None)
@@ -286,7 +299,7 @@ class Delivery:
             replacement = JobResult.failure(
                 result.job_id, f"the job API rejected this job's result: {reason}"
             )
-            self._outbox.put(replacement)
+            self._write_down(replacement, result.job_id)
             self._post(replacement)
             return
         self._accepted(result)  # nothing more can be done: stop retrying it

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from adapters.retrying import Backoff
 from app.delivery import Delivery, Finished
 from app.heartbeat import Heartbeat
+from app.intake import Intake
 from app.logs import summarize
 from app.metrics import Metrics
 from app.model_runner import ModelRunner
@@ -82,6 +83,7 @@ class Worker:
         stop_when_drained: bool = False,
         redact: Callable[[str], str] = lambda text: text,
         min_poll_interval_s: float = 0.2,
+        take_grace_s: float = 2.0,
     ) -> None:
         self.job_api = job_api
         self.pod_control = pod_control
@@ -96,6 +98,8 @@ class Worker:
         # an empty take (or job-stop poll) that came back faster than this is followed by a
         # pause, so a server that answers "no job" at once instead of long-polling is not hammered
         self.min_poll_interval_s = min_poll_interval_s
+        # after a stop request, how long a take in progress may still answer (its jobs are run)
+        self.take_grace_s = take_grace_s
         self._redact = redact
         self._stop_source = stop_source
         self.stop_event = threading.Event()  # set: take no new job, finish, exit
@@ -122,6 +126,7 @@ class Worker:
         )
         self.delivery.on_delivered = self._on_delivered
         self.runner = ModelRunner(model, clock, self.delivery.submit, self._changed.set)
+        self.intake = Intake(job_api, self._changed.set)
         self.heartbeat = Heartbeat(job_api, ping_interval_s, self.in_flight_ids)
         self._stop_poller = threading.Thread(target=self._poll_stops, name="stops", daemon=True)
         self.metrics.gauge("undelivered_results", "Results not yet accepted by the job API.",
@@ -167,6 +172,7 @@ class Worker:
             self.state = WorkerState.STOPPED
             self.stop_event.set()
             self.heartbeat.stop()
+            self.intake.stop()
             self.runner.stop()
             self.delivery.stop()
 
@@ -231,14 +237,16 @@ class Worker:
             if self.stop_event.is_set():
                 return
             started = self.clock.now()
-            try:
-                jobs = self.job_api.take(job_in_progress=self.delivery.undelivered > 0)
-            except TransientError as exc:
-                self._take_failed(exc)
+            outcome = self._take()
+            if outcome is None:  # stopping, and the take in progress did not answer in time
                 return
-            except Exception as exc:  # an adapter bug must not end the worker
-                log.exception("take failed unexpectedly")
-                self._take_failed(exc)
+            jobs, error = outcome
+            if isinstance(error, TransientError):
+                self._take_failed(error)
+                return
+            if error is not None:  # an adapter bug must not end the worker
+                log.error("take failed unexpectedly", exc_info=error)
+                self._take_failed(error)
                 return
             if self._take_backoff.failures:
                 log.info("job API reachable again", extra={"event": "api_recovered"})
@@ -253,6 +261,28 @@ class Worker:
             self.metrics.count("jobs_taken", len(jobs))
             self._backlog.extend(jobs)
         self._start(self._backlog.popleft())
+
+    def _take(self) -> tuple[list[Job], BaseException | None] | None:
+        """Run one take on the intake thread, waiting so that a stop request is seen at once."""
+        self.intake.request(job_in_progress=self.delivery.undelivered > 0)
+        while True:
+            outcome = self.intake.collect()
+            if outcome is not None:
+                return outcome
+            if self.stop_event.is_set():
+                break
+            self._changed.wait(1.0)
+            self._changed.clear()
+        # stopping while the server holds the take: a short grace, then let it go
+        for _ in range(max(1, round(self.take_grace_s / 0.05))):
+            outcome = self.intake.collect()
+            if outcome is not None:
+                return outcome
+            self._changed.wait(0.05)
+            self._changed.clear()
+        log.info("stopping while idle: not waiting for the job API's long-poll to answer",
+                 extra={"event": "take_abandoned"})
+        return None
 
     def _pause_after_quick_empty_poll(self, started: float) -> None:
         left = self.min_poll_interval_s - (self.clock.now() - started)
@@ -276,7 +306,12 @@ class Worker:
 
     def _start(self, job: Job) -> None:
         # the running mark first: from here on, a crash is reported at the next start
-        earlier_starts = self.outbox.started(job)
+        try:
+            earlier_starts = self.outbox.started(job)
+        except OSError as exc:  # a full or broken disk must not cost the job: run it anyway
+            earlier_starts = 0
+            log.error("could not mark job %s as running (%s); running it anyway", job.id,
+                      exc.strerror or exc, extra={"event": "outbox_write_failed"})
         log.info("job taken", extra={"event": "job_taken", "job_id": job.id})
         if log.isEnabledFor(logging.DEBUG):  # prompts only at DEBUG, long values cut
             log.debug("job input", extra={"event": "job_input", "job_id": job.id,

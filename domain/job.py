@@ -127,8 +127,9 @@ def safe_name(job_id: str) -> str:
 
     Ids made only of letters, digits, ``-``, ``_`` and ``.`` (not starting with a dot) are kept
     as they are, so RunPod's ids map to themselves. Anything else (slashes, ``..``, unicode,
-    control characters) is replaced, and a short hash of the original id is appended so that two
-    different ids never share a name.
+    control characters) is replaced, and ``~`` plus a short hash of the original id is appended,
+    so two different ids never share a name: ``~`` never appears in a kept id, so no plain id
+    can look like the name made for an odd one.
     """
     if job_id and job_id[0] != "." and all(c in _SAFE_CHARS for c in job_id) and len(job_id) <= 128:
         return job_id
@@ -136,4 +137,4 @@ def safe_name(job_id: str) -> str:
 
     cleaned = "".join(c if c in _SAFE_CHARS else "_" for c in job_id[:96]).lstrip(".") or "job"
     digest = hashlib.sha256(job_id.encode("utf-8", "surrogatepass")).hexdigest()[:12]
-    return f"{cleaned}-{digest}"
+    return f"{cleaned}~{digest}"

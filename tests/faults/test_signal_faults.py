@@ -54,12 +54,6 @@ def test_sigterm_while_idle_exits_0_within_one_long_poll(rig: Rig) -> None:
     rig.assert_delivered_once()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="app/worker.py: SIGTERM cannot interrupt a take long-poll in flight; the worker "
-    "exits only when the server answers (RunPod holds a take up to about 90 s, longer than "
-    "the platform's grace before SIGKILL)",
-)
 def test_sigterm_while_idle_exits_promptly_even_when_the_server_holds_the_take_long(
     rig: Rig,
 ) -> None:

@@ -45,12 +45,6 @@ def full_disk_worker(tmp_path: Path) -> Iterator[Harness]:
         outbox.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="app/worker.py Worker._start and app/delivery.py Delivery._deliver_finished let an "
-    "OSError from the outbox escape: the controller thread dies on started(), and a result "
-    "whose put() fails is dropped without being posted",
-)
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_with_the_outbox_disk_full_jobs_are_still_answered_and_the_worker_keeps_running(
     full_disk_worker: Harness,

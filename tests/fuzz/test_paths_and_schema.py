@@ -14,7 +14,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -116,12 +115,6 @@ def test_two_different_odd_job_ids_get_different_names() -> None:
     assert count >= 500
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="domain/job.py safe_name keeps a plain id as it is, and the name it makes for an odd "
-    "id ('a/b' -> 'a_b-<12 hex>') is itself a plain id: the two share a storage folder and S3 "
-    "prefix",
-)
 def test_a_plain_job_id_shaped_like_an_odd_ids_name_gets_its_own_folder(tmp_path: Path) -> None:
     storage = LocalFolderStorage(tmp_path)
     odd = "a/b"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -49,6 +50,9 @@ class Records(logging.Handler):
 @pytest.fixture
 def records() -> Iterator[Records]:
     handler = Records()
+    # only this test's own calls: a worker thread left by an earlier test may log here too
+    me = threading.get_ident()
+    handler.addFilter(lambda record: record.thread == me)
     logger = logging.getLogger("adapters.runpod_job_api")
     logger.addHandler(handler)
     try:
