@@ -11,8 +11,6 @@ import signal
 import subprocess
 import time
 
-import pytest
-
 from adapters.fake_job_api_server import FakeJobApiServer
 from tests.support.fault_kit import Rig, poll_until, s3_settings
 from tests.support.s3_server import FAKE_ACCESS_KEY_ID, FAKE_SECRET_ACCESS_KEY, S3Server
