@@ -17,7 +17,6 @@ COUNTERS = {
     "jobs_failed": "Jobs whose error result the job API accepted.",
     "take_errors": "Take requests that failed (API down, 5xx, 429).",
     "result_post_retries": "Result posts that failed and were kept for a later try.",
-    "jobs_rejected": "Job payloads dropped because no id could be read.",
 }
 
 STAGES = {
