@@ -5,8 +5,10 @@ total time), jittered exponential backoff, retrying only ``TransientError`` (con
 5xx, 429: adapters translate those into ``domain.errors.TransientError`` first). A server's
 ``Retry-After`` is honoured: the wait is at least what it asked for.
 
-- ``result_delivery``: terminal results, retried hard (they also sit in the outbox, so a result
-  that outlives every retry is sent again later, never dropped).
+- ``result_delivery``: terminal results: a short burst (4 attempts within 10 s) for a blip. A
+  result that outlives it is not dropped: it sits in the outbox and the worker's delivery stage
+  sends it again with its own backoff (1 s doubling to 30 s, for as long as it takes), so a long
+  outage never holds the next results in memory for long.
 - ``storage_upload``: one object upload.
 - ``pod_control``: the pod-termination call.
 - ``best_effort``: heartbeats and progress updates: one quick retry, then give up quietly.
@@ -67,8 +69,8 @@ def _policy(
 
 
 def result_delivery(sleep: Sleep | None = None) -> Retrying:
-    """Final results: up to 8 attempts within about a minute, 0.2 s doubling to 10 s."""
-    return _policy(attempts=8, within_s=60, initial=0.2, maximum=10, sleep=sleep)
+    """Final results: up to 4 attempts within 10 s, 0.2 s doubling to 5 s (then the outbox)."""
+    return _policy(attempts=4, within_s=10, initial=0.2, maximum=5, sleep=sleep)
 
 
 def storage_upload(sleep: Sleep | None = None) -> Retrying:

@@ -13,7 +13,8 @@ What it promises:
   connection error or timeout -> ``ApiUnavailable``. A body that cannot be read, or an object
   without a usable id, is logged (a warning with a short excerpt, never the whole body) and left
   out; the other jobs come back.
-- ``post_result`` is retried hard (``adapters.retrying.result_delivery``): ``2xx`` accepted;
+- ``post_result`` is retried in a short burst (``adapters.retrying.result_delivery``): ``2xx``
+  accepted;
   ``429``, ``408``, ``5xx`` and connection errors are transient and, once the policy gives up,
   re-raised as ``TransientError`` (the worker keeps the result and sends it again later); any
   other ``4xx`` raises ``RejectedByApi`` at once.

@@ -146,7 +146,7 @@ class Worker:
 
     def in_flight_ids(self) -> list[str]:
         """Every job taken and not yet delivered (model, backlog, delivery)."""
-        ids = [job.id for job in self._backlog]
+        ids = [job.id for job in list(self._backlog)]  # list(): one atomic copy
         current = self.runner.current
         if current is not None:
             ids.append(current.job_id)

@@ -43,17 +43,18 @@ def test_a_result_refused_longer_than_every_retry_waits_in_the_outbox_and_is_del
     rig.wait_taken(first)
     second = rig.submit({**TWO_IMAGES, "n": 2})
 
-    # result_delivery gives up after 8 attempts within about 25 s; the result stays put
+    # result_delivery gives up after 4 attempts within about 10 s; the result stays put, and
+    # the next job's result joins it in the outbox rather than waiting in memory
     worker.wait_for("result_deferred", timeout=60, job_id=first)
-    kept = rig.kept_results()
-    assert [result.job_id for result in kept] == [first]
+    kept = {result.job_id: result for result in rig.kept_results()}
+    assert first in kept and set(kept) <= {first, second}
     assert first not in rig.api.results
     posts = rig.api.requests["done"]
-    assert 8 <= posts <= 10, f"{posts} posts to a failing API in one retry round"
+    assert 4 <= posts <= 12, f"{posts} posts to a failing API in one retry round"
     assert worker.proc.poll() is None
 
     rig.api.clear_faults()
-    assert rig.wait_result(first, timeout=30) == {"output": kept[0].output}
+    assert rig.wait_result(first, timeout=30) == {"output": kept[first].output}
     rig.wait_result(second, timeout=30)
     assert_images_fetchable(rig.api.results[first]["output"])
     assert_images_fetchable(rig.api.results[second]["output"])

@@ -50,8 +50,8 @@ def test_result_delivery_retries_transient_errors_then_gives_up_with_the_last_on
         for attempt in retrying.result_delivery(sleep=waits.append):
             with attempt:
                 post()
-    assert len(calls) == 8
-    assert len(waits) == 7 and all(0 < w <= 10.5 for w in waits)
+    assert len(calls) == 4
+    assert len(waits) == 3 and all(0 < w <= 5.5 for w in waits)
 
 
 def test_permanent_errors_are_not_retried() -> None:
