@@ -113,7 +113,6 @@ class Worker:
         self.stop_reason: str | None = None
         self.state = WorkerState.STARTING
         self.last_activity = clock.now()
-        self.results: list[JobResult] = []  # every delivered result, for the local run
         self.model_load_error: str | None = None
         self.delivery = Delivery(
             job_api=job_api,
@@ -352,7 +351,6 @@ class Worker:
         return None
 
     def _on_delivered(self, result: JobResult) -> None:
-        self.results.append(result)
         self.last_activity = self.clock.now()
         self._changed.set()
 

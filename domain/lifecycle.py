@@ -83,11 +83,6 @@ def execution_timed_out(started: float, now: float, timeout: float) -> bool:
     return now - started >= timeout
 
 
-def execution_deadline(started: float, timeout: float) -> float:
-    """The monotonic instant at which a job that started at ``started`` times out."""
-    return started + timeout
-
-
 def decide(obs: Observation, policy: LifecyclePolicy) -> Action:
     """The one decision the controller asks for on each pass."""
     if obs.model_job_started is not None:

@@ -80,9 +80,10 @@ def test_help_is_available_on_every_command(tmp_path: Path) -> None:
         assert done.returncode == 0 and "usage:" in done.stdout
 
 
-def test_sigterm_mid_job_still_prints_that_jobs_result_and_exits_0(tmp_path: Path) -> None:
+def start_slow_local_job(tmp_path: Path, sleep_ms: int) -> tuple[subprocess.Popen[str], Path]:
+    """A local run of one echo job taking ``sleep_ms``, returned once the job is on the model."""
     (tmp_path / "test_inputs.json").write_text(
-        json.dumps({"id": "slow", "input": {"_echo": {"sleep_ms": 1500}}})
+        json.dumps({"id": "slow", "input": {"_echo": {"sleep_ms": sleep_ms}}})
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNPOD_", "WEBHOOK_"))}
     env.update({"PYTHONPATH": str(ROOT), "MODEL": "echo", "STATE_DIR": str(tmp_path / "s"),
@@ -91,29 +92,24 @@ def test_sigterm_mid_job_still_prints_that_jobs_result_and_exits_0(tmp_path: Pat
     with log_path.open("w") as log_file:
         proc = subprocess.Popen([sys.executable, "-m", "app", "run"], cwd=tmp_path, env=env,
                                 stdout=subprocess.PIPE, stderr=log_file, text=True)
-        wait_until(lambda: '"job_taken"' in log_path.read_text(), timeout=30, what="job start")
-        proc.send_signal(signal.SIGTERM)
-        stdout, _ = proc.communicate(timeout=30)
+    wait_until(lambda: '"job_taken"' in log_path.read_text(), timeout=30, what="job start")
+    return proc, log_path
+
+
+def test_sigterm_mid_job_still_prints_that_jobs_result_and_exits_0(tmp_path: Path) -> None:
+    proc, log_path = start_slow_local_job(tmp_path, 1500)
+    proc.send_signal(signal.SIGTERM)
+    stdout, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0
     assert json.loads(stdout) == {"id": "slow", "output": {}}
     assert "SIGTERM received" in log_path.read_text()
 
 
 def test_a_second_signal_stops_at_once_with_code_130(tmp_path: Path) -> None:
-    (tmp_path / "test_inputs.json").write_text(
-        json.dumps({"id": "slow", "input": {"_echo": {"sleep_ms": 60_000}}})
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNPOD_", "WEBHOOK_"))}
-    env.update({"PYTHONPATH": str(ROOT), "MODEL": "echo", "STATE_DIR": str(tmp_path / "s"),
-                "LOG_FORMAT": "json"})
-    log_path = tmp_path / "stderr.log"
-    with log_path.open("w") as log_file:
-        proc = subprocess.Popen([sys.executable, "-m", "app", "run"], cwd=tmp_path, env=env,
-                                stdout=subprocess.PIPE, stderr=log_file, text=True)
-        wait_until(lambda: '"job_taken"' in log_path.read_text(), timeout=30, what="job start")
-        proc.send_signal(signal.SIGINT)
-        wait_until(lambda: "SIGINT received" in log_path.read_text(), what="the first signal")
-        proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=30)
+    proc, log_path = start_slow_local_job(tmp_path, 60_000)
+    proc.send_signal(signal.SIGINT)
+    wait_until(lambda: "SIGINT received" in log_path.read_text(), what="the first signal")
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=30)
     assert proc.returncode == 130
     assert "SIGINT again: stopping now" in log_path.read_text()
