@@ -41,6 +41,7 @@ class LocalFolderStorage:
         try:
             folder.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{index}.", suffix=".tmp")
+            os.fchmod(fd, 0o644)  # an output, readable like any file the user makes (not 0600)
             with os.fdopen(fd, "wb") as handle:
                 handle.write(artifact.data)
             os.replace(tmp, target)

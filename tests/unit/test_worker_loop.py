@@ -375,3 +375,11 @@ def test_a_result_written_down_just_before_a_crash_is_kept_not_replaced_by_a_fai
     h.stop()
     assert h.api.results["done-then-died"] == JobResult.success("done-then-died", {"x": 1})
     assert outbox.interrupted() == []
+
+
+def test_local_outputs_are_readable_files_like_any_other(tmp_path: Path) -> None:
+    from adapters.local_storage import LocalFolderStorage
+    from domain.job import Artifact
+
+    ref = LocalFolderStorage(tmp_path).store("j", 0, Artifact(b"png"))
+    assert Path(ref).stat().st_mode & 0o777 == 0o644
