@@ -37,13 +37,15 @@ def check_job_api(settings: Settings) -> Check:
     (the platform expects those), else a GET of the take URL's origin (any answer counts)."""
     import requests
 
+    from adapters.runpod_job_api import fill
+
     if settings.local_mode:
         return Check("job API", SKIP, "local mode: no take webhook configured")
     assert settings.WEBHOOK_GET_WORK is not None
     parts = urlsplit(settings.WEBHOOK_GET_WORK)
     host = parts.netloc.rsplit("@", 1)[-1]
     if settings.WEBHOOK_PING:
-        url = settings.WEBHOOK_PING.replace("$RUNPOD_POD_ID", settings.RUNPOD_POD_ID or "doctor")
+        url = fill(settings.WEBHOOK_PING, pod_id=settings.RUNPOD_POD_ID or "doctor")
     else:
         url = f"{parts.scheme}://{parts.netloc}/"
     headers = {}

@@ -12,7 +12,7 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
-from domain.errors import ModelError
+from domain.errors import ModelError, PermanentError, TransientError
 from domain.job import Artifact
 
 
@@ -64,8 +64,6 @@ def _refuse(value: object) -> object:
 
 def describe_error(exc: BaseException, *, limit: int = 2000) -> str:
     """The error string a job's result carries for ``exc``: clear, bounded, one line or a few."""
-    from domain.errors import PermanentError, TransientError
-
     if isinstance(exc, PermanentError | TransientError):
         text = str(exc) or type(exc).__name__
     else:
