@@ -627,6 +627,9 @@ class FakeJobApiServer:
         with self._cond:
             self._open.add(conn)
             self.connections += 1
+        if self._stopping.is_set():  # accepted just before stop(): no service from here on
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
 
     def _begin(self) -> None:
         with self._cond:
@@ -752,6 +755,13 @@ class _Handler(BaseHTTPRequestHandler):
         self._serve("DELETE")
 
     def _serve(self, method: str) -> None:
+        if self.fake._stopping.is_set():
+            # a stopped server acts on nothing: drop the connection unanswered, as a dead one
+            # would (a request that slipped in while stop() ran must not be recorded)
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+            return
         self.fake._begin()
         try:
             body = self._read_body()
