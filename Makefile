@@ -1,6 +1,8 @@
 # podworker: every command creates or reuses the virtual environment in .venv first.
 #   make run    the local run: test_inputs.json through the real worker, no GPU, no cloud
 #   make test   the whole test suite (unit, contract, integration, end to end)
+#   make test-image   builds the pod image (CPU torch, tiny weights) and tests the real container
+#   make lock   updates requirements.lock (the image's pinned, hashed dependencies)
 VENV      ?= .venv
 PYTHON    ?= python3
 PY        := $(VENV)/bin/python
@@ -8,7 +10,7 @@ STAMP     := $(VENV)/.installed
 # torch==2.13.0 is a CPU build on the project's machines; a pod image brings its CUDA build.
 TORCH     ?= torch==2.13.0
 
-.PHONY: run test test-unit test-contract test-integration test-e2e test-faults lint bench bench-gpu setup
+.PHONY: run test test-image lock test-unit test-contract test-integration test-e2e test-faults lint bench bench-gpu setup
 
 setup: $(STAMP)
 
@@ -25,6 +27,22 @@ run: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
+
+# Needs a Docker engine (dockerd) and debootstrap; .ci/run installs and starts them. The first run
+# makes a Debian base image and builds the image (minutes); later runs reuse Docker's cache.
+test-image: $(STAMP)
+	$(PY) -m pytest -m image tests/image
+
+# pyproject.toml's runtime set (core, s3, sd) for the image's Linux and Python 3.11, with hashes,
+# without torch: the image installs torch from PyTorch's index (its CUDA build), and what only
+# torch needs comes with it. Pins already in the lock are kept; LOCK_FLAGS=--upgrade moves all.
+LOCK_FLAGS ?=
+lock: $(STAMP)
+	printf 'torch\n' > $(VENV)/lock-excludes.txt
+	$(VENV)/bin/uv pip compile pyproject.toml --extra s3 --extra sd --generate-hashes \
+		--python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+		--excludes $(VENV)/lock-excludes.txt --system-certs \
+		--custom-compile-command "make lock" --output-file requirements.lock $(LOCK_FLAGS)
 
 test-unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit
