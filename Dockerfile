@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 #
 # podworker's production pod image: the worker, its dependencies with a CUDA build of torch, and
 # Stable Diffusion weights baked in at build time, so that a cold start downloads nothing.
@@ -9,14 +8,21 @@
 #     --secret id=hf_token,env=HF_TOKEN \
 #     .
 #
-# The secret is only needed for gated or private models; it is never stored in a layer.
+# The secret is only needed for gated or private models; it is never stored in a layer. Behind
+# a TLS-inspecting proxy, also pass the machine's CA bundle (also only mounted, never stored):
+#     --secret id=ca_certs,src=/etc/ssl/certs/ca-certificates.crt
+# No `# syntax=` line on purpose: it would make BuildKit fetch its Dockerfile frontend from a
+# registry, which an air-gapped or proxied build cannot reach; Docker's built-in frontend (20.10
+# and later) handles the cache, bind and secret mounts used here.
 #
 # Stages:
-#   base     Python 3.11, a CUDA build of torch, the project's dependencies (cached layers
-#            that change only when pyproject.toml or the torch build arguments change)
-#   weights  `python -m app bake-weights`: downloads the model once, saves it to /models/sd and
-#            loads it back through the worker's own code (a broken bake fails the build)
-#   runtime  base + the baked weights + the code, run by a non-root user (the final image)
+#   build-inputs  what the build context brings instead of the network (see below); usually empty
+#   base          Python 3.11, a CUDA build of torch, the locked dependencies (requirements.lock)
+#                 in cached layers that change only when the lock or the torch arguments change
+#   weights       `python -m app bake-weights`: downloads the model once (or takes a folder of
+#                 the build context), saves it to /models/sd and loads it back through the
+#                 worker's own code (a broken bake fails the build)
+#   runtime       base + the baked weights + the code, run by a non-root user (the final image)
 #
 # Why python:3.11-slim and not an nvidia/cuda runtime image: PyTorch's CUDA wheels bring their
 # own CUDA runtime, cuBLAS and cuDNN as pip packages (nvidia-*), and torch loads those, never the
@@ -24,9 +30,13 @@
 # CUDA wheel needs from the host is the NVIDIA driver, which the NVIDIA container runtime mounts
 # in when NVIDIA_VISIBLE_DEVICES and NVIDIA_DRIVER_CAPABILITIES are set (set below, as the CUDA
 # images do). The official Python image also brings the latest 3.11 patch release, no PPA.
+# BASE_IMAGE may name another Debian bookworm image with python (as `python`), venv and the
+# Python headers; the image test (tests/image) builds on one made with debootstrap.
+ARG BASE_IMAGE=python:3.11-slim-bookworm
 
-# The model baked into the image: a hub id (or, with a build context that holds it, a pipeline
-# folder). Pin MODEL_REVISION to a commit for an image that can be built again identically.
+# The model baked into the image: a hub id, or a diffusers pipeline folder of the build context
+# under build-inputs/ (MODEL_ID=build-inputs/NAME). Pin MODEL_REVISION to a commit for an image
+# that can be built again identically.
 ARG MODEL_ID=stable-diffusion-v1-5/stable-diffusion-v1-5
 ARG MODEL_REVISION=main
 # fp16: download the repo's half-precision files (half the download); empty for repos without
@@ -34,7 +44,17 @@ ARG MODEL_REVISION=main
 ARG MODEL_VARIANT=fp16
 ARG MODEL_DTYPE=float16
 
-FROM python:3.11-slim-bookworm AS base
+
+# build-inputs/ of the build context (the one folder besides the project's files that
+# .dockerignore lets through; not in git): a pipeline folder to bake and a folder of torch
+# wheels, for builds that must not or cannot download them (the image test's CPU build).
+# Without it this stage holds only pyproject.toml (COPY needs one source that exists), and the
+# later stages take nothing from it. It is only ever bind-mounted, never copied into a layer.
+FROM scratch AS build-inputs
+COPY pyproject.toml build-input[s] /build-inputs/
+
+
+FROM ${BASE_IMAGE} AS base
 
 ENV PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -46,20 +66,34 @@ RUN python -m venv /opt/venv
 # version is the one the test suite runs on; the CUDA build needs a host driver that supports
 # it (cu128: NVIDIA driver 570 or newer; on RunPod, filter pods by CUDA version). For older
 # drivers: --build-arg TORCH_VERSION=2.6.0 --build-arg TORCH_INDEX_URL=.../whl/cu124.
+# TORCH_WHEEL_DIR instead names a folder of wheels in the build context holding torch and its
+# dependencies (`pip download torch==2.13.0 -d build-inputs/torch-wheels`), installed with no
+# index at all: the image test installs torch's CPU build that way.
 ARG TORCH_VERSION=2.13.0
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
+ARG TORCH_WHEEL_DIR=
+# ca_certs, when given, is the CA bundle pip trusts (a TLS-inspecting proxy's CA in it).
+WORKDIR /build
 RUN --mount=type=cache,target=/root/.cache/pip \
-    pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}"
+    --mount=type=bind,from=build-inputs,source=/build-inputs,target=/build/build-inputs \
+    --mount=type=secret,id=ca_certs \
+    if [ -s /run/secrets/ca_certs ]; then export PIP_CERT=/run/secrets/ca_certs; fi \
+    && if [ -n "${TORCH_WHEEL_DIR}" ]; then \
+        pip install "torch==${TORCH_VERSION}" --no-index --find-links "${TORCH_WHEEL_DIR}"; \
+    else \
+        pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}"; \
+    fi
 
-# The project's dependencies (core, s3, sd), read from pyproject.toml alone so that a code
-# change does not re-install them. The constraint keeps the CUDA torch installed above.
-WORKDIR /src
-COPY pyproject.toml ./
+# The project's dependencies (core, s3, sd) from requirements.lock: every package pinned, with
+# its hashes, so that a build months later installs the same files or fails. --no-deps: the lock
+# is the whole set, and it leaves out torch (and what only torch needs), so the torch installed
+# above stays; `pip check` proves the two agree. `make lock` updates the lock from pyproject.toml.
+COPY requirements.lock ./
 RUN --mount=type=cache,target=/root/.cache/pip \
-    python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; x = p['optional-dependencies']; print('\n'.join(p['dependencies'] + x['s3'] + x['sd']))" > /tmp/requirements.txt \
-    && echo "torch==${TORCH_VERSION}" > /tmp/constraints.txt \
-    && pip install -r /tmp/requirements.txt -c /tmp/constraints.txt \
-    && rm /tmp/requirements.txt /tmp/constraints.txt
+    --mount=type=secret,id=ca_certs \
+    if [ -s /run/secrets/ca_certs ]; then export PIP_CERT=/run/secrets/ca_certs; fi \
+    && pip install --require-hashes --no-deps -r requirements.lock \
+    && pip check
 
 
 FROM base AS weights
@@ -75,10 +109,16 @@ COPY adapters/__init__.py ./adapters/
 COPY adapters/stable_diffusion ./adapters/stable_diffusion
 COPY app/__init__.py app/__main__.py app/cli.py app/bake.py ./app/
 # The hub's download cache is a BuildKit cache mount: kept between builds (a rebuild does not
-# download again), never in the image. The token secret is mounted only for this step.
+# download again), never in the image. The token secret is mounted only for this step, and so is
+# build-inputs/ (where a MODEL_ID of the form build-inputs/NAME is found, relative to /build).
 RUN --mount=type=secret,id=hf_token \
+    --mount=type=secret,id=ca_certs \
     --mount=type=cache,target=/root/.cache/huggingface \
-    python -m app bake-weights \
+    --mount=type=bind,from=build-inputs,source=/build-inputs,target=/build/build-inputs \
+    if [ -s /run/secrets/ca_certs ]; then \
+        export SSL_CERT_FILE=/run/secrets/ca_certs REQUESTS_CA_BUNDLE=/run/secrets/ca_certs; \
+    fi \
+    && python -m app bake-weights \
         --model "$MODEL_ID" \
         --revision "$MODEL_REVISION" \
         --variant "$MODEL_VARIANT" \
@@ -89,27 +129,22 @@ RUN --mount=type=secret,id=hf_token \
 
 
 FROM base AS runtime
-ARG MODEL_ID
-ARG MODEL_REVISION
-LABEL org.opencontainers.image.title="podworker" \
-      org.opencontainers.image.description="Self-managing RunPod job worker: Stable Diffusion on diffusers, images to S3, results that are never lost." \
-      org.opencontainers.image.licenses="MIT" \
-      podworker.model.id="${MODEL_ID}" \
-      podworker.model.revision="${MODEL_REVISION}" \
-      podworker.model.path="/models/sd"
 
 # tini is PID 1: it forwards SIGTERM/SIGINT to the worker and reaps orphaned processes
 # (torch.compile's workers). With python itself as PID 1, a signal that arrives before the
 # worker installs its handlers (during the imports) would be ignored, since the kernel applies
 # no default action to PID 1, and `docker stop` would wait for its SIGKILL.
+# gcc, g++ and the C library's headers: torch.compile's Inductor builds its CPU kernels and
+# Triton its GPU kernel launchers with them at run time (MODEL_COMPILE=true); without a compiler
+# compile fails on the pod. The Python headers they also need come with the base image.
 # The worker's user (uid 1000) owns STATE_DIR (outbox and running-job marks) and nothing else;
 # the weights and the code stay root's, read-only to it.
 # DL3008 (pin apt package versions) is ignored: the base image's tag pins the Debian release,
 # and pinning tini's exact Debian revision would break the build when a security update
-# replaces that revision in the archive.
+# replaces that revision in the archive (the same for gcc and g++).
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends tini \
+    && apt-get install -y --no-install-recommends tini gcc g++ libc6-dev \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --create-home --uid 1000 --shell /usr/sbin/nologin podworker \
     && install -d -o podworker -g podworker -m 0750 /var/lib/podworker
@@ -123,6 +158,9 @@ COPY app ./app
 COPY test_inputs.json ./
 RUN python -m compileall -q domain adapters app
 
+# PYTORCH_CUDA_ALLOC_CONF: expandable segments let the CUDA caching allocator grow blocks in
+# place instead of leaving fragments when image sizes vary from job to job (fewer out-of-memory
+# errors with memory to spare). It changes nothing on a CPU.
 # MODEL_PATH: the baked folder, loaded with local files only; the offline switches make sure
 # no library reaches for the hub at run time. MODEL_DEVICE=cuda: a pod without a usable GPU
 # fails at start (exit code 4) instead of running Stable Diffusion on its CPU.
@@ -137,7 +175,8 @@ ENV PYTHONPATH=/app \
     LOG_FORMAT=json \
     HEALTH_PORT=8080 \
     NVIDIA_VISIBLE_DEVICES=all \
-    NVIDIA_DRIVER_CAPABILITIES=compute,utility
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility \
+    PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 
 # By number, so that a runtime can check it is not root (Kubernetes' runAsNonRoot).
 USER 1000:1000
@@ -148,3 +187,15 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=300s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('HEALTH_PORT', '8080') + '/health', timeout=4)"]
 ENTRYPOINT ["tini", "--", "python", "-m", "app"]
 CMD ["run"]
+
+# Last, so that another model id or revision (or the image test's token check, which bakes again
+# under a revision of its own) rebuilds no layer above.
+ARG MODEL_ID
+ARG MODEL_REVISION
+LABEL org.opencontainers.image.title="podworker" \
+      org.opencontainers.image.description="Self-managing RunPod job worker: Stable Diffusion on diffusers, images to S3, results that are never lost." \
+      org.opencontainers.image.licenses="MIT" \
+      podworker.model.id="${MODEL_ID}" \
+      podworker.model.revision="${MODEL_REVISION}" \
+      podworker.model.path="/models/sd"
+

