@@ -1,4 +1,3 @@
-#
 # podworker's production pod image: the worker, its dependencies with a CUDA build of torch, and
 # Stable Diffusion weights baked in at build time, so that a cold start downloads nothing.
 #

@@ -44,6 +44,12 @@ def worker_env(api: FakeApi, health_port: int, **extra: str) -> dict[str, str]:
     }
 
 
+def python_in(image: str, program: str, timeout: float = 120) -> str:
+    """What ``program`` prints, run by the image's python as the image's user, with no network."""
+    return docker("run", "--rm", "--network", "none", "--entrypoint", "python", image,
+                  "-c", program, timeout=timeout).stdout
+
+
 def get(url: str) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(url, timeout=5) as answer:
@@ -57,9 +63,9 @@ def test_the_image_builds_from_the_lock_with_cpu_torch_and_prints_its_size(built
     print(f"\npod image {built.tag}: {size / 1e6:.0f} MB, built in {built.seconds:.0f} s "
           f"({len(built.steps_run)} steps not cached)")
 
-    versions = docker("run", "--rm", "--entrypoint", "python", built.tag, "-c",
-                      "import torch, diffusers; print(torch.__version__, diffusers.__version__)")
-    torch_version, diffusers_version = versions.stdout.split()
+    versions = python_in(built.tag,
+                         "import torch, diffusers; print(torch.__version__, diffusers.__version__)")
+    torch_version, diffusers_version = versions.split()
     assert torch_version.startswith(docker_kit.TORCH_VERSION) and "+cpu" in torch_version
     lock = (docker_kit.REPO / "requirements.lock").read_text()
     assert f"diffusers=={diffusers_version} " in lock
@@ -86,8 +92,7 @@ print(json.dumps({
                                  "/models/sd", "/opt/venv/lib", "/usr") if writable(p)],
 }))
 """
-    completed = docker("run", "--rm", "--entrypoint", "python", image, "-c", probe)
-    found = json.loads(completed.stdout.strip().splitlines()[-1])
+    found = json.loads(python_in(image, probe).strip().splitlines()[-1])
 
     assert (found["uid"], found["gid"]) == (1000, 1000)
     assert found["state_dir"] is True
@@ -189,9 +194,9 @@ x = torch.arange(8.0)
 assert torch.allclose(f(x), torch.sin(x) * 2 + 1)
 print(os.getuid(), os.environ["PYTORCH_CUDA_ALLOC_CONF"])
 """
-    completed = docker("run", "--rm", "--entrypoint", "python", image, "-c", program, timeout=600)
+    printed = python_in(image, program, timeout=600)
 
-    assert completed.stdout.split() == ["1000", "expandable_segments:True"]
+    assert printed.split() == ["1000", "expandable_segments:True"]
 
 
 def test_a_build_with_an_hf_token_secret_leaves_no_trace_in_its_history_or_any_layer(
