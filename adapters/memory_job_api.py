@@ -4,9 +4,9 @@ It is a real implementation of the ``JobApi`` and ``JobStopSource`` ports, used 
 tests and by the local run (fed from ``test_inputs.json``). ``take`` long-polls like the real
 API (it waits up to ``poll_timeout`` seconds for a job) so a worker on it never spins.
 
-What it records, in plain attributes: ``taken`` (job ids in order), ``results`` (job id ->
-last result), ``posted`` (every result post, duplicates included), ``progress`` ((job id,
-update) in order), ``pings`` (tuples of job ids).
+What it records, in plain attributes: ``takes`` (calls), ``taken`` (job ids in order),
+``results`` (job id -> last result), ``posted`` (every result post, duplicates included),
+``progress`` ((job id, update) in order), ``pings`` (tuples of job ids).
 """
 
 from __future__ import annotations
@@ -23,6 +23,11 @@ from domain.job import Job, JobResult, job_from_wire
 from domain.ports import Clock
 
 
+class _Batch:
+    def __init__(self, payloads: list[object]) -> None:
+        self.payloads = payloads
+
+
 class InMemoryJobApi:
     """A job queue in memory. ``fail_posts`` makes the next N result posts fail (transient)."""
 
@@ -34,6 +39,7 @@ class InMemoryJobApi:
         self._stops: list[str] = []
         self._ids = itertools.count(1)
         self.fail_posts = 0
+        self.takes = 0
         self.taken: list[str] = []
         self.results: dict[str, JobResult] = {}
         self.posted: list[JobResult] = []
@@ -54,6 +60,13 @@ class InMemoryJobApi:
             self._queue.append(payload)
             self._cond.notify_all()
 
+    def submit_batch(self, payloads: Iterable[object]) -> None:
+        """Queue payloads that one take hands out together, whatever it asked for (as a server
+        that answers a take with a list does)."""
+        with self._cond:
+            self._queue.append(_Batch(list(payloads)))
+            self._cond.notify_all()
+
     def submit_many(self, payloads: Iterable[object]) -> None:
         for payload in payloads:
             self.submit_raw(payload)
@@ -70,19 +83,23 @@ class InMemoryJobApi:
             return len(self._queue)
 
     # --- the JobApi port ----------------------------------------------------------------
-    def take(self, *, job_in_progress: bool) -> list[Job]:
+    def take(self, *, job_in_progress: bool, max_jobs: int = 1) -> list[Job]:
         with self._cond:
+            self.takes += 1
             if not self._queue:
                 self._cond.wait(self._poll_timeout)
-            if not self._queue:
-                return []
-            payload = self._queue.popleft()
-        job = job_from_wire(payload, self._clock.now())
-        if job is None:
-            self.rejected.append(payload)
-            return []
-        self.taken.append(job.id)
-        return [job]
+            payloads = [self._queue.popleft() for _ in range(min(max_jobs, len(self._queue)))]
+        if len(payloads) == 1 and isinstance(payloads[0], _Batch):
+            payloads = payloads[0].payloads
+        jobs: list[Job] = []
+        for payload in payloads:
+            job = job_from_wire(payload, self._clock.now())
+            if job is None:
+                self.rejected.append(payload)
+                continue
+            self.taken.append(job.id)
+            jobs.append(job)
+        return jobs
 
     def post_result(self, result: JobResult) -> None:
         json.dumps(result.to_wire())  # what the real API would do: refuse non-JSON output

@@ -17,9 +17,9 @@ What it promises:
   must not be logged. It never carries the secret.
 - **Bucket naming**: ``"fixed"`` uses ``bucket``; ``"monthly"`` is the seed worker's scheme, one
   bucket a month named ``MM-YY`` (``11-26`` for November 2026) from ``today()`` (UTC by default;
-  injectable). The month is read once per ``store``/``store_many`` call, so one job's images
+  injectable). The month is read once per ``store``/``store_all`` call, so one job's images
   share a bucket. Each month's bucket must exist before its first upload: nothing is created.
-- **Retries**: only the shared ``adapters.retrying.storage_upload`` policy retries (botocore's
+- **Retries**: only the shared ``domain.waiting.STORAGE_UPLOAD`` schedule retries (botocore's
   own retries are off, so attempts do not multiply and every wait goes through ``sleep``).
   Connection errors, timeouts, 5xx and throttling are ``StorageUnavailable`` (transient) inside
   the policy; when it gives up, ``UploadFailed`` names the bucket, the endpoint, the attempts
@@ -30,7 +30,7 @@ What it promises:
   are not chained. botocore logs every request's headers at DEBUG (the ``Authorization`` header
   names the access key id), so building an ``S3Storage`` raises the ``botocore``, ``boto3`` and
   ``s3transfer`` loggers to WARNING.
-- **Parallel uploads**: ``store_many`` uploads one job's artifacts on a small shared thread pool
+- **Parallel uploads**: ``store_all`` uploads one job's artifacts on a small shared thread pool
   (``max_parallel`` threads) and returns the references in the artifacts' order.
 - **Imports**: boto3 is imported when an ``S3Storage`` is built, never when this module is
   imported (it is an optional dependency: ``podworker[s3]``). Nothing touches the network until
@@ -44,13 +44,14 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_all
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from adapters.retrying import storage_upload
+from adapters.retrying import retrying
+from domain import waiting
 from domain.errors import (
     ConfigurationError,
     PodworkerError,
@@ -58,6 +59,7 @@ from domain.errors import (
     UploadFailed,
 )
 from domain.job import Artifact, safe_name
+from domain.outputs import output_file_name
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +108,6 @@ _TRANSIENT_CODES = frozenset(
     }
 )
 _CODE_PATTERN = re.compile(r"[A-Za-z0-9.]{1,64}")
-_EXTENSION_PATTERN = re.compile(r"[A-Za-z0-9]{1,16}")
 
 
 def _utc_today() -> datetime.date:
@@ -120,11 +121,7 @@ def monthly_bucket_name(day: datetime.date) -> str:
 
 def object_key(job_id: str, index: int, artifact: Artifact) -> str:
     """``{safe_name(job_id)}/{index}.{extension}``; raises ``UploadFailed`` for a bad extension."""
-    if not _EXTENSION_PATTERN.fullmatch(artifact.extension):
-        raise UploadFailed(
-            f"output {index} has an invalid file extension (letters and digits only, at most 16)"
-        )
-    return f"{safe_name(job_id)}/{index}.{artifact.extension}"
+    return f"{safe_name(job_id)}/{output_file_name(index, artifact)}"
 
 
 def _display_endpoint(url: str) -> str:
@@ -210,7 +207,7 @@ class S3Storage:
         config = Config(
             connect_timeout=CONNECT_TIMEOUT_S,
             read_timeout=READ_TIMEOUT_S,
-            # One attempt per call: adapters.retrying.storage_upload does the retrying.
+            # One attempt per call: domain.waiting.STORAGE_UPLOAD does the retrying.
             retries={"mode": "standard", "total_max_attempts": 1},
             signature_version="s3v4",
             # Custom endpoints (MinIO, moto, R2...) rarely resolve bucket subdomains.
@@ -247,7 +244,7 @@ class S3Storage:
         """Upload one output and return its URL. Raises ``UploadFailed`` (after retries)."""
         return self._store(self.current_bucket(), job_id, index, artifact)
 
-    def store_many(self, job_id: str, artifacts: list[Artifact]) -> list[str]:
+    def store_all(self, job_id: str, artifacts: Sequence[Artifact]) -> list[str]:
         """Upload one job's outputs in parallel (output ``i`` at index ``i``); URLs in order.
 
         Waits for every upload to end, then raises the first failure (in index order) as
@@ -302,7 +299,7 @@ class S3Storage:
         started = time.monotonic()
         attempts = 0
         try:
-            for attempt in storage_upload(sleep=self._sleep):
+            for attempt in retrying(waiting.STORAGE_UPLOAD, sleep=self._sleep):
                 with attempt:
                     attempts += 1
                     try:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from app.bake import add_bake_arguments
 from domain.errors import ConfigurationError
@@ -114,11 +117,28 @@ def _run(args: argparse.Namespace) -> int:
         static=None if settings.local_mode else {"pod_id": worker_id(settings)},
     )
     if settings.local_mode:
-        return run_local(settings, getattr(args, "test_input", None))
-    worker = build_worker(settings)
-    install_stop_handlers(worker.request_stop)
-    if settings.HEALTH_PORT:
-        from app.health import start_health_server
+        code = run_local(settings, getattr(args, "test_input", None))
+    else:
+        worker = build_worker(settings)
+        install_stop_handlers(worker.request_stop)
+        if settings.HEALTH_PORT:
+            from app.health import start_health_server
 
-        start_health_server(worker, settings.HEALTH_HOST, settings.HEALTH_PORT)
-    return int(worker.run())
+            start_health_server(worker, settings.HEALTH_HOST, settings.HEALTH_PORT)
+        code = int(worker.run())
+    leave(code)
+    return code  # not reached
+
+
+def leave(code: int) -> NoReturn:
+    """Exit with ``code`` now, whatever threads a model left behind.
+
+    Results are delivered (or in the outbox) by the time the worker returns; a non-daemon thread
+    a model started would otherwise keep the process, and the pod, alive after "stopped". Logs
+    and standard streams are flushed first, since ``os._exit`` skips Python's own clean-up.
+    """
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)

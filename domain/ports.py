@@ -24,8 +24,8 @@ class Clock(Protocol):
 class JobApi(Protocol):
     """Where jobs come from and results go to (RunPod's webhook protocol, or a local fake)."""
 
-    def take(self, *, job_in_progress: bool) -> list[Job]:
-        """Take the next job(s), waiting up to the server's long-poll time.
+    def take(self, *, job_in_progress: bool, max_jobs: int = 1) -> list[Job]:
+        """Take up to ``max_jobs`` jobs, waiting up to the server's long-poll time.
 
         Returns an empty list when no job is available. Jobs whose envelope is malformed but
         whose id can be read come back with ``Job.problem`` set; payloads without a readable id
@@ -65,12 +65,12 @@ class JobStopSource(Protocol):
 class Storage(Protocol):
     """Where a job's binary outputs go (S3, a local folder, or inline data URLs)."""
 
-    def store(self, job_id: str, index: int, artifact: Artifact) -> str:
-        """Store one output and return a reference the user can fetch (a URL or a path).
+    def store_all(self, job_id: str, artifacts: Sequence[Artifact]) -> list[str]:
+        """Store one job's outputs and return a reference for each (a URL or a path), in order.
 
-        The same ``(job_id, index)`` always maps to the same place, so storing again after a
-        crash overwrites rather than duplicates. Raises ``TransientError`` when worth retrying,
-        ``UploadFailed`` when not.
+        Output ``i`` always maps to the same place for a job, so storing again after a crash
+        overwrites rather than duplicates. Returns only once every output is stored; raises
+        ``UploadFailed`` (or ``TransientError``) when one could not be.
         """
         ...
 
@@ -120,11 +120,11 @@ class Model(Protocol):
         ...
 
 
-class Outbox(Protocol):
-    """Results written down before they are sent, and jobs started but not finished.
+class ResultOutbox(Protocol):
+    """Results written down before they are sent.
 
-    Promises: a result put here survives a crash of the process until ``remove`` is called for
-    it; ``started`` marks survive likewise until ``finished``.
+    Promises: a result ``put`` here survives a crash of the process (and of the machine, for the
+    durable one) until ``remove`` is called for it.
     """
 
     def put(self, result: JobResult) -> None:
@@ -138,6 +138,13 @@ class Outbox(Protocol):
     def pending(self) -> list[JobResult]:
         """Every result kept and not yet removed, oldest first."""
         ...
+
+
+class RunMarks(Protocol):
+    """Marks of jobs being run, so a job the process died on is reported at the next start.
+
+    Promises: a ``started`` mark survives the process dying until ``finished`` clears it.
+    """
 
     def started(self, job: Job) -> int:
         """Mark ``job`` as running; returns how many times it was started before (crashes)."""

@@ -278,7 +278,7 @@ def test_storing_the_same_output_again_overwrites_it(
     assert requests.get(url, timeout=5).content == tiny_png(2)
 
 
-def test_store_many_uploads_a_jobs_images_at_the_same_time_and_keeps_their_order(
+def test_store_all_uploads_a_jobs_images_at_the_same_time_and_keeps_their_order(
     make_storage: MakeStorage, s3_server: S3Server, s3_bucket: str
 ) -> None:
     storage = make_storage(s3_bucket, max_parallel=4)
@@ -293,7 +293,7 @@ def test_store_many_uploads_a_jobs_images_at_the_same_time_and_keeps_their_order
 
     storage._client.meta.events.register("before-send.s3.PutObject", hold)
 
-    urls = storage.store_many("job-9", images)
+    urls = storage.store_all("job-9", images)
 
     assert len(threads) == len(images)
     assert [urlsplit(url).path for url in urls] == [
@@ -302,14 +302,14 @@ def test_store_many_uploads_a_jobs_images_at_the_same_time_and_keeps_their_order
     assert [requests.get(url, timeout=5).content for url in urls] == [i.data for i in images]
 
 
-def test_store_many_waits_for_every_upload_then_reports_the_first_failure(
+def test_store_all_waits_for_every_upload_then_reports_the_first_failure(
     make_storage: MakeStorage, s3_server: S3Server, s3_bucket: str
 ) -> None:
     storage = make_storage(s3_bucket)
     images = [PNG, Artifact(b"x", "image/png", "p n g"), PNG, Artifact(b"y", "a/b", "..")]
 
     with pytest.raises(UploadFailed, match="output 1 has an invalid file extension"):
-        storage.store_many("job-3", images)
+        storage.store_all("job-3", images)
 
     assert s3_server.keys(s3_bucket) == ["job-3/0.png", "job-3/2.png"]
 
@@ -475,7 +475,7 @@ def test_s3_coming_back_while_an_upload_is_retried_lets_it_succeed(
     storage = make_storage(bucket, server=server, sleep=sleep)
     server.stop()
 
-    urls = storage.store_many("job-1", [Artifact(tiny_png(5))])
+    urls = storage.store_all("job-1", [Artifact(tiny_png(5))])
 
     assert len(waits) == 2
     assert requests.get(urls[0], timeout=5).content == tiny_png(5)
@@ -564,7 +564,7 @@ def test_no_credential_reaches_a_log_record_or_an_error_in_any_scenario(
         good = make_storage(s3_bucket, sleep=lambda seconds: None)
         texts.append(repr(good))
         good.store("job-1", 0, PNG)
-        good.store_many("job-2", [PNG, PNG])
+        good.store_all("job-2", [PNG, PNG])
         good.check()
         attempt(lambda: make_storage("missing-bucket-x").store("job-3", 0, PNG))
         attempt(lambda: make_storage("missing-bucket-x").check())

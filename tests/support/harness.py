@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
@@ -14,9 +15,14 @@ from adapters.local_pod_control import RecordingPodControl
 from adapters.local_storage import LocalFolderStorage
 from adapters.memory_job_api import InMemoryJobApi
 from adapters.outbox import InMemoryOutbox
-from app.worker import ExitCode, Worker
+from app.bootstrap import assemble
+from app.config import WorkerConfig
+from app.metrics import Metrics
+from app.stages import ExitCode
+from app.worker import Worker
 from domain.lifecycle import LifecyclePolicy
-from domain.ports import Clock, Model, Outbox, Storage
+from domain.ports import Clock, Model, Storage
+from domain.scrubbing import Scrubber
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
@@ -64,28 +70,30 @@ def make_harness(
     model: Model | None = None,
     clock: Clock | None = None,
     policy: LifecyclePolicy | None = None,
-    outbox: Outbox | None = None,
+    outbox: InMemoryOutbox | None = None,
     storage: Storage | None = None,
     ping_interval_s: float = 60.0,
-    **worker_kwargs: Any,
+    max_input_bytes: int = 1_000_000,
+    max_result_bytes: int = 10_000_000,
+    secrets: tuple[str, ...] = (),
+    poll_timeout: float = 0.01,
 ) -> Harness:
+    """A worker on in-memory fakes (the job API long-polls ``poll_timeout``), built as bootstrap
+    builds it."""
     clock = clock or SystemClock()
-    api = InMemoryJobApi(clock, poll_timeout=0.01)
+    api = InMemoryJobApi(clock, poll_timeout=poll_timeout)
     pod = RecordingPodControl()
     model = model or EchoModel()
-    outbox = outbox or InMemoryOutbox()
-    worker = Worker(
-        job_api=api,
-        stop_source=api,
-        storage=storage or LocalFolderStorage(tmp_path / "outputs"),
-        pod_control=pod,
-        model=model,
-        outbox=outbox,
-        clock=clock,
-        policy=policy or LifecyclePolicy(idle_ttl=None, execution_timeout=30.0),
-        ping_interval_s=ping_interval_s,
-        shutdown_grace_s=5.0,
-        min_poll_interval_s=worker_kwargs.pop("min_poll_interval_s", 0.0),
-        **worker_kwargs,
+    outbox = outbox if outbox is not None else InMemoryOutbox()
+    policy = policy or LifecyclePolicy(idle_ttl=None, execution_timeout=30.0)
+    if policy.shutdown_grace == LifecyclePolicy().shutdown_grace:
+        policy = dataclasses.replace(policy, shutdown_grace=5.0)
+    config = WorkerConfig(lifecycle=policy, ping_interval_s=ping_interval_s,
+                          max_input_bytes=max_input_bytes, max_result_bytes=max_result_bytes,
+                          max_wait_s=0.02)
+    worker = assemble(
+        config=config, job_api=api, stop_source=api,
+        storage=storage or LocalFolderStorage(tmp_path / "outputs"), pod_control=pod,
+        model=model, outbox=outbox, clock=clock, metrics=Metrics(), scrub=Scrubber(secrets),
     )
     return Harness(worker=worker, api=api, pod=pod, model=model, outbox=outbox)

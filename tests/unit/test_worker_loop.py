@@ -181,7 +181,7 @@ def test_a_model_that_ignores_its_timeout_is_reported_and_the_worker_exits_with_
 def test_a_job_stop_request_cancels_the_running_job(tmp_path: Path) -> None:
     h = make_harness(tmp_path).start()
     h.api.submit({"_echo": {"sleep_ms": 10_000}}, job_id="long")
-    wait_until(lambda: h.worker.runner.current is not None, what="the job to start")
+    wait_until(lambda: h.model.runs >= 1, what="the job to start")
     h.api.request_stop("long")
     assert h.api.wait_for_results(1)
     h.stop()
@@ -202,7 +202,7 @@ def test_stop_mid_job_still_posts_that_jobs_result_and_exits_0(tmp_path: Path) -
     h = make_harness(tmp_path).start()
     h.api.submit({"_echo": {"sleep_ms": 200}}, job_id="mid")
     h.api.submit({}, job_id="never-taken")
-    wait_until(lambda: h.worker.runner.current is not None, what="the job to start")
+    wait_until(lambda: h.model.runs >= 1, what="the job to start")
     h.worker.request_stop("SIGTERM received")
     assert h.join() is ExitCode.OK
     assert h.api.results["mid"].ok
@@ -223,7 +223,7 @@ def test_idle_ttl_expiry_terminates_the_pod_once_after_results_are_flushed(tmp_p
         wait_until(lambda n=failures_left: h.api.fail_posts == n, what="a failed post")
         assert h.pod.terminated == 0  # never while a result waits
         clock.advance(31)  # past the delivery retry timer
-        h.worker.delivery.retry_now()
+        h.worker.stages.poster.retry_now()
     wait_until(lambda: "last" in h.api.results, what="the result to be delivered")
     clock.advance(61)
     assert h.join() is ExitCode.OK
@@ -237,12 +237,12 @@ def test_idle_ttl_never_expires_while_a_job_is_in_flight(tmp_path: Path) -> None
     h = make_harness(tmp_path, clock=clock, policy=policy).start()
     release = threading.Event()
     h.api.submit({"_echo": {"sleep_ms": 400}}, job_id="busy")
-    wait_until(lambda: h.worker.runner.current is not None, what="the job to start")
+    wait_until(lambda: h.model.runs >= 1, what="the job to start")
     clock.advance(3600)
     assert not release.wait(0.05)  # the controller had time to look
     assert h.pod.terminated == 0
     assert h.api.wait_for_results(1)
-    assert h.worker.stop_event.is_set() is False or h.pod.terminated == 0
+    assert h.pod.terminated == 0
     h.stop()
 
 
@@ -284,9 +284,9 @@ def test_results_the_api_refused_stay_in_the_outbox_and_are_sent_later(tmp_path:
     wait_until(lambda: h.api.fail_posts == 1, what="the first post to fail")
     assert [r.job_id for r in outbox.pending()] == ["kept"]
     assert "kept" not in h.api.results
-    h.worker.delivery.retry_now()
+    h.worker.stages.poster.retry_now()
     wait_until(lambda: h.api.fail_posts == 0, what="the second post to fail")
-    h.worker.delivery.retry_now()
+    h.worker.stages.poster.retry_now()
     assert h.api.wait_for_results(1)
     h.stop()
     assert outbox.pending() == []
@@ -294,7 +294,6 @@ def test_results_the_api_refused_stay_in_the_outbox_and_are_sent_later(tmp_path:
 
 
 def test_a_job_the_worker_died_on_is_reported_failed_at_the_next_start(tmp_path: Path) -> None:
-    from domain.job import Job
 
     outbox = InMemoryOutbox()
     outbox.started(Job("crashed", {}, 0.0))
@@ -310,7 +309,6 @@ def test_a_job_the_worker_died_on_is_reported_failed_at_the_next_start(tmp_path:
 
 
 def test_a_job_that_crashed_the_worker_twice_is_not_run_a_third_time(tmp_path: Path) -> None:
-    from domain.job import Job
 
     outbox = InMemoryOutbox()
     for _ in range(2):
@@ -343,21 +341,11 @@ def test_a_model_that_cannot_load_ends_the_worker_with_code_4_before_taking_a_jo
 
 
 def test_a_job_api_that_answers_no_job_at_once_is_not_hammered(tmp_path: Path) -> None:
-    h = make_harness(tmp_path, min_poll_interval_s=0.2)
-    h.api._poll_timeout = 0.0  # answers "no job" at once instead of long-polling
-    calls: list[int] = []
-    take = h.api.take
-
-    def counting_take(*, job_in_progress: bool) -> list[Job]:
-        calls.append(1)
-        return take(job_in_progress=job_in_progress)
-
-    h.api.take = counting_take  # type: ignore[method-assign]
-    h.start()
-    wait_until(lambda: len(calls) >= 3, what="a few polls")
-    started = len(calls)
+    h = make_harness(tmp_path, poll_timeout=0.0).start()  # answers "no job" at once
+    wait_until(lambda: h.api.takes >= 3, what="a few polls")
+    started = h.api.takes
     assert not threading.Event().wait(1.0)  # watch the request rate for one second
-    polls_in_a_second = len(calls) - started
+    polls_in_a_second = h.api.takes - started
     h.stop()
     assert polls_in_a_second <= 6
 
@@ -365,7 +353,6 @@ def test_a_job_api_that_answers_no_job_at_once_is_not_hammered(tmp_path: Path) -
 def test_a_result_written_down_just_before_a_crash_is_kept_not_replaced_by_a_failure(
     tmp_path: Path,
 ) -> None:
-    from domain.job import Job
 
     outbox = InMemoryOutbox()
     outbox.started(Job("done-then-died", {}, 0.0))
