@@ -278,6 +278,10 @@ def assemble(
         heartbeat=Heartbeat(job_api, config.ping_interval_s, lambda: board.snapshot.in_flight),
         job_stops=JobStops(stop_source, clock, inbox) if stop_source is not None else None,
     )
+    metrics.gauge("undelivered_results", "Results not yet accepted by the job API.",
+                  lambda: float(board.snapshot.undelivered))
+    metrics.gauge("seconds_since_last_job", "Seconds since the last result was delivered.",
+                  lambda: clock.now() - board.snapshot.last_activity)
     return Worker(stages=stages, inbox=inbox, outbox=outbox, marks=outbox, board=board,
                   pod_control=pod_control, clock=clock, config=config, metrics=metrics,
                   interrupt=interrupt)

@@ -66,7 +66,7 @@ class _MetricsCollector:
         state = GaugeMetricFamily("podworker_state", "1 for the worker's current state.",
                                   labels=["state"])
         for value in ("starting", "ready", "busy", "draining", "stopped"):
-            state.add_metric([value], 1.0 if self._worker.state.value == value else 0.0)
+            state.add_metric([value], 1.0 if self._worker.snapshot.state.value == value else 0.0)
         yield state
 
 

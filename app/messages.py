@@ -34,12 +34,14 @@ class ModelLoaded:
 
 @dataclass(frozen=True)
 class ModelDone:
-    """The model finished ``running``: its raw output, or the (described) error."""
+    """The model finished ``running``: its raw output, or the (described) error;
+    ``device_lost`` when the accelerator can run nothing more (``domain.errors.DeviceLost``)."""
 
     running: RunningJob
     output: Any = None
     error: str | None = None
     seconds: float = 0.0
+    device_lost: bool = False
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable
 
 from app.messages import Inbox, ModelDone, ModelLoaded
-from domain.errors import ExecutionTimeout
+from domain.errors import DeviceLost, ExecutionTimeout
 from domain.execution import RunningJob
 from domain.outputs import describe_error
 from domain.ports import Clock, Model
@@ -60,7 +60,7 @@ class ModelRunner:
 
     def _run(self) -> None:
         started = self._clock.now()
-        error = self._call(self._model.load)
+        error, _ = self._call(self._model.load)
         self._inbox.put(ModelLoaded(error=error, seconds=self._clock.now() - started))
         if error is not None:
             return
@@ -80,12 +80,15 @@ class ModelRunner:
             if running.timed_out(self._clock.now()):  # finished past its deadline
                 raise ExecutionTimeout(round(running.timeout_s * 1000))
 
-        error = self._call(call, job_id=running.job_id)
+        error, fatal = self._call(call, job_id=running.job_id)
         return ModelDone(running=running, output=None if error else output, error=error,
-                         seconds=self._clock.now() - started)
+                         seconds=self._clock.now() - started, device_lost=fatal)
 
-    def _call(self, call: Callable[[], object], job_id: str | None = None) -> str | None:
-        """Run ``call``; None when it returned, else its error described (never raises)."""
+    def _call(
+        self, call: Callable[[], object], job_id: str | None = None
+    ) -> tuple[str | None, bool]:
+        """Run ``call``: (None, False) when it returned, else (its error described, whether the
+        device is lost). Never raises."""
         try:
             call()
         except BaseException as exc:  # a model's SystemExit is its job's error, too
@@ -93,7 +96,8 @@ class ModelRunner:
                 with contextlib.suppress(BaseException):  # a hostile exception may break logging
                     log.debug("model raised", exc_info=True, extra={"job_id": job_id})
             described = self._scrub(describe_error(exc))
+            fatal = isinstance(exc, DeviceLost)
             exc.__traceback__ = None  # frees the failed call's locals (tensors) now
             del exc
-            return described
-        return None
+            return described, fatal
+        return None, False

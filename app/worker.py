@@ -25,30 +25,20 @@ from __future__ import annotations
 import logging
 import threading
 
+from app import messages as msg
+from app.admitting import admit
 from app.config import WorkerConfig
-from app.logs import summarize
-from app.messages import (
-    Delivered,
-    Inbox,
-    Message,
-    ModelDone,
-    ModelLoaded,
-    StopJob,
-    StopWorker,
-    Taken,
-)
 from app.metrics import Metrics
 from app.recovery import recover
-from app.stages import Board, ExitCode, Snapshot, Stages, WorkerState
+from app.stages import Board, ExitCode, Snapshot, Stages, WorkerState, terminate_pod
 from app.storing import Outcome
 from app.take_pacing import TakePacer
 from domain import admission
-from domain.errors import ExecutionTimeout, PermanentError, TransientError
+from domain.errors import ExecutionTimeout
 from domain.execution import RunningJob
 from domain.job import Job, JobResult
 from domain.ledger import Ledger
 from domain.lifecycle import Action, Observation, decide
-from domain.outputs import describe_error
 from domain.ports import Clock, PodControl, ResultOutbox, RunMarks
 
 log = logging.getLogger("podworker.worker")
@@ -61,7 +51,7 @@ class Worker:
         self,
         *,
         stages: Stages,
-        inbox: Inbox,
+        inbox: msg.Inbox,
         outbox: ResultOutbox,
         marks: RunMarks,
         board: Board,
@@ -72,50 +62,30 @@ class Worker:
         interrupt: threading.Event | None = None,
     ) -> None:
         self.stages = stages
-        self._inbox = inbox
-        self._outbox = outbox
-        self._marks = marks
-        self._pod = pod_control
+        self._inbox, self._outbox, self._marks, self._pod = inbox, outbox, marks, pod_control
         self.clock = clock
         self.config = config
-        self._policy = config.lifecycle
-        self.metrics = metrics
+        self._policy, self.metrics = config.lifecycle, metrics
         self.interrupt = interrupt or threading.Event()  # set by request_stop: waits end
-        self._ledger = Ledger()
-        self._pacer = TakePacer()
-        self._take_out = False
+        self._ledger, self._pacer, self._take_out = Ledger(), TakePacer(), False
         self._stopping_since: float | None = None
         self.stop_reason: str | None = None
         self._retiring = False
-        self._abandoned = False
-        self._draining_logged = False
+        self._exit_code: ExitCode | None = None  # set once the model is lost (stuck, device)
         self.model_load_error: str | None = None
-        now = clock.now()
-        self._last_activity = now
-        self._last_finished = now
+        self._last_activity = self._last_finished = clock.now()
         self._board = board
-        board.snapshot = Snapshot(last_activity=now)
-        metrics.gauge("undelivered_results", "Results not yet accepted by the job API.",
-                      lambda: float(self.snapshot.undelivered))
-        metrics.gauge("seconds_since_last_job", "Seconds since the last result was delivered.",
-                      lambda: self.clock.now() - self.snapshot.last_activity)
+        board.snapshot = Snapshot(last_activity=self._last_activity)
 
     # --- control from outside (any thread) ----------------------------------------------
     def request_stop(self, reason: str) -> None:
         """Stop taking jobs; finish what is held; deliver; exit."""
         self.interrupt.set()
-        self._inbox.put(StopWorker(reason))
+        self._inbox.put(msg.StopWorker(reason))
 
     @property
     def snapshot(self) -> Snapshot:
         return self._board.snapshot
-
-    @property
-    def state(self) -> WorkerState:
-        return self._board.snapshot.state
-
-    def in_flight_ids(self) -> tuple[str, ...]:
-        return self._board.snapshot.in_flight
 
     # --- the controller -----------------------------------------------------------------
     def run(self) -> ExitCode:
@@ -125,31 +95,20 @@ class Worker:
             recovered = recover(self._outbox, self._marks)
             self._ledger.recovered(result.job_id for result in recovered)
             s.poster.resend(recovered)
-            s.poster.start()
-            s.storer.start()
-            s.heartbeat.start()
-            s.runner.start()
+            s.start_support()
             if not self._await_model():
                 return ExitCode.MODEL_LOAD if self.model_load_error else ExitCode.OK
-            s.intake.start()
-            if s.job_stops is not None:
-                s.job_stops.start()
+            s.start_intake()
             return self._loop()
         finally:
             self._publish(WorkerState.STOPPED)
-            s.heartbeat.stop()
-            s.intake.stop()
-            if s.job_stops is not None:
-                s.job_stops.stop()
-            s.runner.stop()
-            s.storer.stop()
-            s.poster.stop()
+            s.stop()
 
     def _await_model(self) -> bool:
         self._publish(WorkerState.STARTING)
         while True:
             message = self._inbox.get(timeout=None)
-            if isinstance(message, ModelLoaded):
+            if isinstance(message, msg.ModelLoaded):
                 if message.error is not None:
                     self.model_load_error = message.error
                     log.error("model could not be loaded: %s", message.error,
@@ -159,7 +118,7 @@ class Worker:
                                                 "seconds": round(message.seconds, 3)})
                 self._last_activity = self._last_finished = self.clock.now()
                 return True
-            if isinstance(message, StopWorker):
+            if isinstance(message, msg.StopWorker):
                 log.info("stopping while the model loads: %s", message.reason,
                          extra={"event": "stop_requested"})
                 return False
@@ -182,8 +141,6 @@ class Worker:
             elif action is Action.TAKE:
                 self._take(now)
             elif action in (Action.WAIT, Action.DRAIN):
-                if action is Action.DRAIN:
-                    self._drain_started()
                 wake = decision.wake_at
                 wait = self.config.max_wait_s if wake is None else min(
                     max(0.0, wake - now), self.config.max_wait_s)
@@ -205,7 +162,7 @@ class Worker:
         )
 
     def _slots(self) -> int:
-        return 0 if self._abandoned else self.stages.runner.slots
+        return 0 if self._exit_code is not None else self.stages.runner.slots
 
     def _state_for(self, action: Action) -> WorkerState:
         if self._stopping_since is not None:
@@ -218,24 +175,28 @@ class Worker:
                                         self._ledger.undelivered, self._last_activity)
 
     # --- messages from the stages -------------------------------------------------------
-    def _apply(self, message: Message, now: float) -> None:
-        if isinstance(message, Taken):
+    def _apply(self, message: msg.Message, now: float) -> None:
+        if isinstance(message, msg.Taken):
             self._taken(message, now)
-        elif isinstance(message, ModelDone):
+        elif isinstance(message, msg.ModelDone):
             job = message.running.job
             if self._ledger.finish(job.id, message.running):
                 self._last_finished = now
                 self.stages.storer.submit(Outcome(job, message.output, message.error,
                                                   model_seconds=message.seconds))
-        elif isinstance(message, Delivered):
+            if message.device_lost and self._exit_code is None:
+                log.error("the accelerator is lost; delivering what is held, then exiting so "
+                          "the platform restarts the pod", extra={"event": "device_lost"})
+                self._lose_model(ExitCode.DEVICE_LOST, "the accelerator is lost", now)
+        elif isinstance(message, msg.Delivered):
             self._ledger.delivered(message.job_id)
             self._last_activity = now
-        elif isinstance(message, StopJob):
+        elif isinstance(message, msg.StopJob):
             self._stop_job(message.job_id)
-        elif isinstance(message, StopWorker):
+        elif isinstance(message, msg.StopWorker):
             self._begin_stop(message.reason, now)
 
-    def _taken(self, taken: Taken, now: float) -> None:
+    def _taken(self, taken: msg.Taken, now: float) -> None:
         self._take_out = False
         if taken.error is not None:
             self.metrics.count("take_errors")
@@ -285,23 +246,9 @@ class Worker:
     def _start_next(self, now: float) -> None:
         job = self._ledger.next_queued()
         assert job is not None
-        try:
-            earlier_starts = self._marks.started(job)
-        except OSError as exc:  # a full or broken disk must not cost the job: run it anyway
-            earlier_starts = 0
-            log.error("could not mark job %s as running (%s); running it anyway", job.id,
-                      exc.strerror or exc, extra={"event": "outbox_write_failed"})
-        log.info("job taken", extra={"event": "job_taken", "job_id": job.id})
-        if log.isEnabledFor(logging.DEBUG):  # prompts only at DEBUG, long values cut
-            log.debug("job input", extra={"event": "job_input", "job_id": job.id,
-                                          "input": summarize(job.input)})
-        refusal = admission.refusal(
-            job, earlier_starts=earlier_starts, max_input_bytes=self.config.max_input_bytes,
-            stop_requested=self._ledger.stop_requested_early(job.id),
-        )
+        refusal = admit(job, marks=self._marks, max_input_bytes=self.config.max_input_bytes,
+                        stop_requested=self._ledger.stop_requested_early(job.id))
         if refusal is not None:
-            if earlier_starts >= admission.POISON_STARTS:
-                log.error(refusal, extra={"event": "poison_job", "job_id": job.id})
             self._answer(job.id, job, refusal)
             return
         running = RunningJob(job, started=now, timeout_s=self._policy.execution_timeout,
@@ -314,11 +261,6 @@ class Worker:
         self._ledger.answered_without_model(job_id)
         self.stages.storer.submit(Outcome(job, decided=JobResult.failure(job_id, error)))
 
-    def _drain_started(self) -> None:
-        if not self._draining_logged:
-            self._draining_logged = True
-            self.stages.poster.retry_now()
-
     def _retire(self, now: float) -> None:
         log.info("idle for %.0f s: terminating this pod", self._policy.idle_ttl or 0,
                  extra={"event": "idle_ttl_expired"})
@@ -329,19 +271,19 @@ class Worker:
         """A model ignored its deadline: report its job, stop, and exit non-zero when drained."""
         limit = self._policy.execution_timeout + self._policy.overrun_grace
         for running in [r for r in self._ledger.running.values() if now >= r.started + limit]:
-            log.error(
-                "job %s overran its %d ms timeout and the model did not stop; reporting it and "
-                "exiting so the platform restarts the worker", running.job_id,
-                round(running.timeout_s * 1000),
-                extra={"event": "model_stuck", "job_id": running.job_id},
-            )
-            self._answer(running.job_id, running.job,
-                         str(ExecutionTimeout(round(running.timeout_s * 1000))))
-        self._abandoned = True  # the model thread is lost: nothing else can run on it
+            error = str(ExecutionTimeout(round(running.timeout_s * 1000)))
+            log.error("job %s: %s, and the model did not stop; reporting it and exiting so the "
+                      "platform restarts the worker", running.job_id, error,
+                      extra={"event": "model_stuck", "job_id": running.job_id})
+            self._answer(running.job_id, running.job, error)
+        self._lose_model(ExitCode.MODEL_STUCK, "the model ignored its timeout", now)
+
+    def _lose_model(self, code: ExitCode, reason: str, now: float) -> None:
+        """The model can run nothing more: answer what waits for it, drain, exit with ``code``."""
+        self._exit_code = code
         while (job := self._ledger.next_queued()) is not None:
-            self._answer(job.id, job, "job not run: the worker is restarting because the model "
-                                      "stopped responding")
-        self._begin_stop("the model ignored its timeout", now)
+            self._answer(job.id, job, f"job not run: the worker is restarting ({reason})")
+        self._begin_stop(reason, now)
 
     def _exit(self) -> ExitCode:
         left = self._ledger.undelivered
@@ -349,22 +291,9 @@ class Worker:
             log.warning("shutdown grace over with %d result(s) undelivered; they stay in the "
                         "outbox and are sent at the next start", left,
                         extra={"event": "exit_with_outbox"})
-        if self._abandoned:
-            return ExitCode.MODEL_STUCK
+        if self._exit_code is not None:
+            return self._exit_code
         if self._retiring:
-            return self._terminate_pod()
+            return terminate_pod(self._pod)
         log.info("stopped", extra={"event": "exit", "reason": self.stop_reason})
-        return ExitCode.OK
-
-    def _terminate_pod(self) -> ExitCode:
-        try:
-            self._pod.terminate()
-        except (TransientError, PermanentError) as exc:
-            log.error("pod termination failed: %s; exiting anyway", describe_error(exc),
-                      extra={"event": "terminate_failed"})
-            return ExitCode.TERMINATE_FAILED
-        except Exception as exc:
-            log.exception("pod termination failed unexpectedly: %s", type(exc).__name__)
-            return ExitCode.TERMINATE_FAILED
-        log.info("pod terminated", extra={"event": "pod_terminated"})
         return ExitCode.OK

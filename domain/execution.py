@@ -1,8 +1,8 @@
 """The context one job runs in: its deadline, its cancel flag and its progress sink.
 
 :class:`RunningJob` is what a model receives as its ``JobContext``. It is pure: the clock and
-the progress sink are handed in, and cancellation is a plain attribute the worker sets (from the
-job-stop poller or a shutdown) and the model reads at its next step.
+the progress sink are handed in, and cancellation is a plain attribute the controller sets (on a
+platform job-stop) and the model reads at its next step, as it reads the work timeout.
 """
 
 from __future__ import annotations

@@ -69,7 +69,7 @@ def test_one_id_handed_out_three_times_in_a_batch_runs_once_and_is_answered_once
     h.api.submit_batch([*[{"id": "dup", "input": {"n": 1}}] * 3, {"id": "other", "input": {}}])
     h.start()
     assert h.api.wait_for_results(2)
-    wait_until(lambda: h.worker.in_flight_ids() == (), what="nothing held")
+    wait_until(lambda: h.worker.snapshot.in_flight == (), what="nothing held")
     assert h.stop() is ExitCode.OK
     assert [r.job_id for r in h.api.posted].count("dup") == 1
     assert h.api.results["dup"] == JobResult.success("dup", {"n": 1})
@@ -87,7 +87,7 @@ def test_an_id_handed_out_again_while_its_result_waits_is_answered_once_by_the_f
     h.api.submit({"copy": 2}, job_id="again")
     wait_until(lambda: h.api.queued == 0, what="the second copy to be taken")
     assert h.api.wait_for_results(1)
-    wait_until(lambda: h.worker.in_flight_ids() == (), what="nothing held")
+    wait_until(lambda: h.worker.snapshot.in_flight == (), what="nothing held")
     assert h.stop() is ExitCode.OK
     assert [r.job_id for r in h.api.posted] == ["again"]
     assert h.api.results["again"].output == {"copy": 1}

@@ -249,7 +249,7 @@ def test_idle_ttl_never_expires_while_a_job_is_in_flight(tmp_path: Path) -> None
 def test_worker_zero_never_terminates(tmp_path: Path) -> None:
     clock = ManualClock()
     h = make_harness(tmp_path, clock=clock, policy=LifecyclePolicy(idle_ttl=None)).start()
-    wait_until(lambda: h.worker.state is not WorkerState.STARTING, what="the worker to be ready")
+    wait_until(lambda: h.worker.snapshot.state is not WorkerState.STARTING, what="ready")
     clock.advance(10**9)
     h.api.submit({}, job_id="after-a-long-time")
     assert h.api.wait_for_results(1)
@@ -269,7 +269,7 @@ def test_a_failed_pod_termination_still_ends_the_process_with_code_5(tmp_path: P
 
     h.pod.terminate = refuse  # type: ignore[method-assign]
     h.start()
-    wait_until(lambda: h.worker.state is not WorkerState.STARTING, what="the worker to be ready")
+    wait_until(lambda: h.worker.snapshot.state is not WorkerState.STARTING, what="ready")
     clock.advance(2)
     assert h.join() is ExitCode.TERMINATE_FAILED
     assert h.pod.terminated == 1
