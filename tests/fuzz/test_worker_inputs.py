@@ -20,7 +20,7 @@ from hypothesis import given
 from adapters.local_storage import LocalFolderStorage
 from adapters.outbox import FileOutbox, peek
 from adapters.stable_diffusion.schema import parse_input
-from app.worker import ExitCode
+from app.stages import ExitCode
 from domain.errors import InvalidInput
 from domain.lifecycle import LifecyclePolicy
 from tests.support.fuzz_kit import (

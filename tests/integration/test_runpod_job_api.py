@@ -13,7 +13,8 @@ import pytest
 
 from adapters.clock import ManualClock
 from adapters.fake_job_api_server import FakeJobApiServer
-from adapters.runpod_job_api import RunPodJobApi, parse_retry_after
+from adapters.http_parts import parse_retry_after
+from adapters.runpod_job_api import RunPodJobApi
 from domain.errors import (
     ApiUnavailable,
     ConfigurationError,

@@ -195,7 +195,7 @@ def test_a_stored_png_comes_back_byte_for_byte_from_its_presigned_url(
 ) -> None:
     storage: Storage = make_storage(s3_bucket, url_expiry_s=3600)
 
-    url = storage.store("job-42", 0, PNG)
+    [url] = storage.store_all("job-42", [PNG])
 
     query = parse_qs(urlsplit(url).query)
     assert query["X-Amz-Expires"] == ["3600"] and "X-Amz-Signature" in query

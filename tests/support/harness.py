@@ -14,7 +14,7 @@ from adapters.echo_model import EchoModel
 from adapters.local_pod_control import RecordingPodControl
 from adapters.local_storage import LocalFolderStorage
 from adapters.memory_job_api import InMemoryJobApi
-from adapters.outbox import InMemoryOutbox
+from adapters.outbox import FileOutbox, InMemoryOutbox
 from app.bootstrap import assemble
 from app.config import WorkerConfig
 from app.metrics import Metrics
@@ -70,7 +70,7 @@ def make_harness(
     model: Model | None = None,
     clock: Clock | None = None,
     policy: LifecyclePolicy | None = None,
-    outbox: InMemoryOutbox | None = None,
+    outbox: InMemoryOutbox | FileOutbox | None = None,
     storage: Storage | None = None,
     ping_interval_s: float = 60.0,
     max_input_bytes: int = 1_000_000,

@@ -4,6 +4,7 @@ when the policy says, and nothing is lost on a stop."""
 from __future__ import annotations
 
 import threading
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 
 from adapters.clock import ManualClock
 from adapters.outbox import InMemoryOutbox
-from app.worker import ExitCode, WorkerState
+from app.stages import ExitCode, WorkerState
 from domain.errors import InvalidInput
 from domain.job import Job, JobResult
 from domain.lifecycle import LifecyclePolicy
@@ -220,7 +221,7 @@ def test_idle_ttl_expiry_terminates_the_pod_once_after_results_are_flushed(tmp_p
     wait_until(lambda: "last" in h.api.taken, what="the job to be taken")
     clock.advance(61)  # the TTL runs out while the result is still undelivered
     for failures_left in (2, 1, 0):
-        wait_until(lambda n=failures_left: h.api.fail_posts == n, what="a failed post")
+        wait_until(partial(lambda n: h.api.fail_posts == n, failures_left), what="a failed post")
         assert h.pod.terminated == 0  # never while a result waits
         clock.advance(31)  # past the delivery retry timer
         h.worker.stages.poster.retry_now()
