@@ -16,4 +16,5 @@ pytest_plugins: list[str] = [
     "tests.support.tiny_sd",
     "tests.support.http_fixtures",
     "tests.support.fault_kit",
+    "tests.support.hostile_server",
 ]
