@@ -4,9 +4,10 @@ Why it exists: ``requests``' read timeout applies to each socket read, so a serv
 a byte a second never trips it, and it reads bodies whole, so an endless answer grows the
 process until it dies. Here every request has
 
-- an **overall deadline**, connect and whole answer together: a watchdog thread shuts the
-  socket down at the deadline, which ends even a read that keeps receiving a byte at a time
-  (this works under TLS too, where per-read timeouts cannot be changed mid-request);
+- an **overall deadline**, connect and whole answer together: a watchdog thread
+  (:mod:`adapters.http_deadlines`) shuts the socket down at the deadline, which ends even a read
+  that keeps receiving a byte at a time (under TLS too, where per-read timeouts cannot change
+  mid-request);
 - a **size cap** on the answer, read as a stream: past it the connection is dropped and
   ``AnswerTooLarge`` raised, having held at most the cap plus one chunk in memory;
 - no hidden retries and no redirects (the callers' schedules retry; a redirect could carry the
@@ -25,11 +26,7 @@ error (``ApiUnavailable``, ``PodControlUnavailable``).
 
 from __future__ import annotations
 
-import contextlib
-import heapq
-import itertools
 import os
-import socket
 import ssl
 import threading
 import time
@@ -42,6 +39,8 @@ from urllib.parse import urlsplit
 import certifi
 import urllib3
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+from adapters.http_deadlines import WATCHDOG, Guard
 
 USER_AGENT = "podworker/0.2"
 CHUNK = 64 * 1024
@@ -77,68 +76,6 @@ class Response:
     headers: Mapping[str, str]
     content: bytes = field(repr=False)
     url: str = field(repr=False)
-
-
-class _Guard:
-    """One request's deadline, and the connection to cut when it passes."""
-
-    __slots__ = ("conn", "deadline", "done", "expired")
-
-    def __init__(self, deadline: float) -> None:
-        self.deadline = deadline
-        self.conn: Any = None
-        self.done = False
-        self.expired = False
-
-    def cut(self) -> None:
-        self.expired = True
-        sock = getattr(self.conn, "sock", None)
-        if sock is not None:
-            # the plain socket's shutdown: it wakes a read blocked in TLS code as well
-            with contextlib.suppress(OSError, TypeError, ValueError):
-                socket.socket.shutdown(sock, socket.SHUT_RDWR)
-
-
-class _Watchdog:
-    """One daemon thread that cuts the connections of requests past their deadline."""
-
-    RECHECK_S = 0.25  # a cut request not yet connected is cut again until it ends
-
-    def __init__(self) -> None:
-        self._heap: list[tuple[float, int, _Guard]] = []
-        self._cond = threading.Condition()
-        self._order = itertools.count()
-        self._thread: threading.Thread | None = None
-
-    def arm(self, guard: _Guard) -> None:
-        with self._cond:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="http-deadlines",
-                                                daemon=True)
-                self._thread.start()
-            earliest = self._heap[0][0] if self._heap else None
-            heapq.heappush(self._heap, (guard.deadline, next(self._order), guard))
-            if earliest is None or guard.deadline < earliest:
-                self._cond.notify()
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while self._heap and self._heap[0][2].done:
-                    heapq.heappop(self._heap)
-                if not self._heap:
-                    self._cond.wait()
-                    continue
-                deadline, _, guard = self._heap[0]
-                left = deadline - time.monotonic()
-                if left > 0:
-                    self._cond.wait(left)
-                    continue
-                heapq.heapreplace(self._heap, (deadline + self.RECHECK_S, next(self._order), guard))
-            guard.cut()
-
-
-_WATCHDOG = _Watchdog()
 
 
 class _GuardedHTTPPool(HTTPConnectionPool):
@@ -210,12 +147,12 @@ class HttpClient:
         """Send one request; the whole answer within ``deadline_s`` seconds and
         ``max_answer_bytes`` bytes, or ``HttpFailure``."""
         started = time.monotonic()
-        guard = _Guard(started + deadline_s)
+        guard = Guard(started + deadline_s)
         connect = min(connect_timeout_s or deadline_s, deadline_s)
         timeout = urllib3.Timeout(connect=connect, read=deadline_s)
         all_headers = {**self._headers, **(headers or {})}
         _current.guard = guard
-        _WATCHDOG.arm(guard)
+        WATCHDOG.arm(guard)
         response: Any = None
         try:
             response = self._for(url).urlopen(
@@ -250,7 +187,7 @@ class HttpClient:
                 manager.clear()
 
 
-def _read_capped(response: Any, cap: int, guard: _Guard, *, truncate: bool) -> bytes:
+def _read_capped(response: Any, cap: int, guard: Guard, *, truncate: bool) -> bytes:
     """The body, at most ``cap`` bytes: past it, cut (``truncate``) or ``AnswerTooLarge``."""
     declared = response.headers.get("Content-Length")
     if not truncate and declared is not None and declared.isdigit() and int(declared) > cap:

@@ -37,6 +37,7 @@ from typing import Any
 from adapters import retrying
 from adapters.http_client import AnswerTooLarge, HttpClient, HttpFailure, Response
 from adapters.http_parts import excerpt, fill, host_of, parse_retry_after, with_query
+from adapters.runpod_urls import auth_hint, batch_url_from, dumped, stop_url_from
 from domain import waiting
 from domain.errors import (
     ApiUnavailable,
@@ -95,8 +96,8 @@ class RunPodJobApi:
         self._client = client or HttpClient()
         self._sleep = sleep
         self._take_url = fill(take_url, job_id=worker_id, pod_id=worker_id)
-        self._batch_url = _batch_url_from(self._take_url)
-        self._stop_url = _stop_url_from(self._take_url)
+        self._batch_url = batch_url_from(self._take_url)
+        self._stop_url = stop_url_from(self._take_url)
         self._stop_off_logged = False
         self._host = host_of(take_url)
 
@@ -125,7 +126,7 @@ class RunPodJobApi:
             raise self._rate_limited(response)
         if status != 200:
             raise ApiUnavailable(f"job API at {self._host} answered {status} to take"
-                                 + _auth_hint(status))
+                                 + auth_hint(status))
         return self._jobs_from(response.content)
 
     def post_result(self, result: JobResult) -> None:
@@ -173,7 +174,7 @@ class RunPodJobApi:
             raise self._rate_limited(response)
         if status != 200:
             raise ApiUnavailable(f"job API at {self._host} answered {status} to job-stop"
-                                 + _auth_hint(status))
+                                 + auth_hint(status))
         try:
             data = json.loads(response.content) if response.content.strip() else {}
         except (ValueError, RecursionError):  # RecursionError: JSON nested too deeply
@@ -231,7 +232,7 @@ class RunPodJobApi:
         reason = self._excerpt(response.content, 200) if response.content else ""
         raise RejectedByApi(
             f"job API at {host} refused {what}: {status}"
-            + (f" {reason}" if reason else "") + _auth_hint(status)
+            + (f" {reason}" if reason else "") + auth_hint(status)
         )
 
     def _excerpt(self, data: bytes | str, limit: int = 120) -> str:
@@ -266,36 +267,8 @@ class RunPodJobApi:
             job = job_from_wire(item, now)
             if job is None:
                 log.warning("take answer holds a job without a usable id, dropped: %s",
-                            self._excerpt(_dumped(item)),
+                            self._excerpt(dumped(item)),
                             extra={"event": "job_without_id"})
                 continue
             jobs.append(job)
         return jobs
-
-
-def _dumped(item: object) -> str:
-    """``item`` as JSON text for a log excerpt (one read from a body always dumps, unless it is
-    nested almost as deep as the JSON reader allows)."""
-    try:
-        return json.dumps(item)
-    except (ValueError, RecursionError):
-        return f"(a JSON {type(item).__name__} nested too deeply to show)"
-
-
-def _stop_url_from(take_url: str) -> str | None:
-    for part in ("/job-take-batch/", "/job-take/"):
-        if part in take_url:
-            return take_url.replace(part, "/job-stop/", 1)
-    return None
-
-
-def _batch_url_from(take_url: str) -> str | None:
-    if "/job-take-batch/" in take_url:
-        return take_url
-    if "/job-take/" in take_url:
-        return take_url.replace("/job-take/", "/job-take-batch/", 1)
-    return None
-
-
-def _auth_hint(status: int) -> str:
-    return " (check AI_API_KEY / RUNPOD_AI_API_KEY)" if status in (401, 403) else ""

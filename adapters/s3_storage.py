@@ -41,8 +41,6 @@ from __future__ import annotations
 
 import datetime
 import logging
-import re
-import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -51,10 +49,11 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from adapters.retrying import retrying
+from adapters.s3_client import make_client
+from adapters.s3_errors import botocore_error, client_error
 from domain import waiting
 from domain.errors import (
     ConfigurationError,
-    PodworkerError,
     StorageUnavailable,
     UploadFailed,
 )
@@ -71,43 +70,6 @@ BUCKET_NAMINGS = ("fixed", "monthly")
 #: SigV4 presigned URLs are valid for 7 days at most.
 MAX_URL_EXPIRY_S = 604_800
 
-#: Connecting to a healthy endpoint takes milliseconds; 5 s is a dead or unreachable host.
-CONNECT_TIMEOUT_S = 5.0
-#: Longest wait for the server's answer once a request is sent. An image of a few MB is sent in
-#: well under a second on a pod's network; 30 s leaves room for a slow server without letting a
-#: hung one hold a job for long (the retry policy bounds the total to about 30 s more).
-READ_TIMEOUT_S = 30.0
-
-#: botocore's DEBUG output carries credentials; these loggers are kept at WARNING or above.
-_SDK_LOGGERS = ("botocore", "boto3", "s3transfer")
-
-_MISSING_BUCKET_CODES = frozenset({"NoSuchBucket"})
-_DENIED_CODES = frozenset(
-    {
-        "AccessDenied",
-        "AllAccessDisabled",
-        "InvalidAccessKeyId",
-        "InvalidClientTokenId",
-        "InvalidToken",
-        "ExpiredToken",
-        "SignatureDoesNotMatch",
-        "AccountProblem",
-        "403",
-    }
-)
-_TRANSIENT_CODES = frozenset(
-    {
-        "SlowDown",
-        "Throttling",
-        "ThrottlingException",
-        "TooManyRequests",
-        "RequestLimitExceeded",
-        "RequestTimeout",
-        "InternalError",
-        "ServiceUnavailable",
-    }
-)
-_CODE_PATTERN = re.compile(r"[A-Za-z0-9.]{1,64}")
 
 
 def _utc_today() -> datetime.date:
@@ -187,56 +149,11 @@ class S3Storage:
         self._url_expiry_s = url_expiry_s
         self._sleep = sleep
         self._today = today
-        self._client = self._make_client(
+        self._client = make_client(
             endpoint_url, access_key_id, secret_access_key, region, max_parallel
         )
         self.endpoint = _display_endpoint(str(self._client.meta.endpoint_url))
         self._pool = ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="s3-upload")
-
-    @staticmethod
-    def _make_client(
-        endpoint_url: str | None,
-        access_key_id: str | None,
-        secret_access_key: str | None,
-        region: str,
-        max_parallel: int,
-    ) -> Any:
-        from botocore.config import Config  # lazily: boto3 is an optional dependency
-        from botocore.exceptions import InvalidRegionError
-
-        config = Config(
-            connect_timeout=CONNECT_TIMEOUT_S,
-            read_timeout=READ_TIMEOUT_S,
-            # One attempt per call: domain.waiting.STORAGE_UPLOAD does the retrying.
-            retries={"mode": "standard", "total_max_attempts": 1},
-            signature_version="s3v4",
-            # Custom endpoints (MinIO, moto, R2...) rarely resolve bucket subdomains.
-            s3={"addressing_style": "path" if endpoint_url else "auto"},
-            max_pool_connections=max(10, max_parallel),
-            # botocore >= 1.36 adds CRC checksums to every upload by default, which several
-            # S3-compatible servers reject; send them only where the API requires them.
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-            user_agent_extra="podworker",
-        )
-        try:
-            with _sdk_lock:
-                _quiet_sdk_loggers()
-                return _sdk_session().client(
-                    "s3",
-                    endpoint_url=endpoint_url,
-                    aws_access_key_id=access_key_id,
-                    aws_secret_access_key=secret_access_key,
-                    region_name=region,
-                    config=config,
-                )
-        except InvalidRegionError:
-            raise ConfigurationError(f"invalid S3 region {region!r}") from None
-        except ValueError:
-            # botocore's message quotes the endpoint, which may hold user info: not shown.
-            raise ConfigurationError(
-                "invalid S3 endpoint URL: it must look like https://host[:port]"
-            ) from None
 
     # --- the Storage port ---------------------------------------------------------------
 
@@ -360,71 +277,7 @@ class S3Storage:
         try:
             return call()
         except ClientError as exc:
-            error = self._translate_client_error(exc.response, bucket)
+            error = client_error(exc.response, bucket, self.endpoint)
         except BotoCoreError as exc:
-            error = self._translate_botocore_error(exc)
+            error = botocore_error(exc, self.endpoint)
         raise error from None
-
-    def _translate_client_error(self, response: dict[str, Any], bucket: str) -> PodworkerError:
-        raw_code = str(response.get("Error", {}).get("Code", ""))
-        code = raw_code if _CODE_PATTERN.fullmatch(raw_code) else "unknown"
-        status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-        where = f"bucket '{bucket}' at {self.endpoint}"
-        if code in _MISSING_BUCKET_CODES or code in {"404", "NotFound"}:
-            # A HEAD answer has no body: a bare 404 from head_bucket means no such bucket.
-            return UploadFailed(f"bucket '{bucket}' does not exist at {self.endpoint}")
-        if code == "RequestTimeTooSkewed":  # a 403, but the keys are not to blame
-            return UploadFailed(
-                f"S3 at {self.endpoint} refused the request: this machine's clock is off "
-                "by more than 15 minutes (RequestTimeTooSkewed)"
-            )
-        if code in _DENIED_CODES or status == 403:
-            return UploadFailed(
-                f"access denied to {where}: check BUCKET_ACCESS_KEY_ID and "
-                f"BUCKET_SECRET_ACCESS_KEY ({code})"
-            )
-        if code in _TRANSIENT_CODES or status >= 500 or status == 429:
-            return StorageUnavailable(f"S3 answered {status} {code}")
-        return UploadFailed(f"S3 refused the request for {where}: {status} {code}")
-
-    def _translate_botocore_error(self, exc: Exception) -> PodworkerError:
-        from botocore.exceptions import ConnectionError as BotoConnectionError
-        from botocore.exceptions import (
-            HTTPClientError,
-            NoCredentialsError,
-            PartialCredentialsError,
-        )
-
-        name = type(exc).__name__
-        if isinstance(exc, BotoConnectionError | HTTPClientError):
-            return StorageUnavailable(f"could not reach S3 ({name})")
-        if isinstance(exc, NoCredentialsError | PartialCredentialsError):
-            return UploadFailed(
-                f"no S3 credentials for {self.endpoint}: set BUCKET_ACCESS_KEY_ID and "
-                "BUCKET_SECRET_ACCESS_KEY"
-            )
-        return UploadFailed(f"S3 client error talking to {self.endpoint} ({name})")
-
-
-# boto3 sessions are not thread-safe, the clients they make are. One session, used only under
-# this lock, makes every client: it loads S3's service model once (about 60 ms) for all of them.
-_sdk_lock = threading.Lock()
-_session: Any = None
-
-
-def _sdk_session() -> Any:
-    """The process's boto3 session (call with ``_sdk_lock`` held)."""
-    global _session
-    if _session is None:
-        import boto3.session
-
-        _session = boto3.session.Session()
-    return _session
-
-
-def _quiet_sdk_loggers() -> None:
-    """Keep the AWS SDK's loggers at WARNING or above: at DEBUG they log credentials."""
-    for name in _SDK_LOGGERS:
-        sdk_logger = logging.getLogger(name)
-        if sdk_logger.getEffectiveLevel() < logging.WARNING:
-            sdk_logger.setLevel(logging.WARNING)

@@ -9,12 +9,9 @@ Settings (milliseconds) become a frozen :class:`~app.config.WorkerConfig` (secon
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import logging
 import threading
 import uuid
-from collections.abc import Sequence
 from typing import Any
 
 from adapters.clock import SystemClock
@@ -31,13 +28,13 @@ from app.job_stops import JobStops
 from app.messages import Inbox
 from app.metrics import Metrics
 from app.model_runner import ModelRunner
+from app.plugins import OneByOneStorage, load_factory
 from app.posting import Poster
 from app.settings import Settings, StorageKind
 from app.stages import Board, Stages
 from app.storing import Storer
 from app.worker import Worker
 from domain.errors import ConfigurationError
-from domain.job import Artifact
 from domain.ports import Clock, JobApi, JobStopSource, Model, PodControl, Storage
 from domain.scrubbing import Scrubber
 
@@ -161,53 +158,6 @@ def build_model(settings: Settings) -> Model:
     raise ConfigurationError(
         f"invalid setting MODEL ({name!r}): use stable_diffusion, echo, or module:factory"
     )
-
-
-def load_factory(spec: str, setting: str, settings: Settings, methods: tuple[str, ...]) -> Any:
-    """Import ``module:factory`` and call ``factory(settings)`` (or ``factory()``).
-
-    Used for your own model (``MODEL=``) and storage (``STORAGE=``); the object it returns must
-    have the port's methods (``methods``), checked here so a mistake is a clear start-up error.
-    """
-    module_name, _, attr = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-        factory = getattr(module, attr)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigurationError(f"invalid setting {setting} ({spec!r}): {exc}") from None
-    built = factory(settings) if _takes_an_argument(factory) else factory()
-    for method in methods:
-        if not callable(getattr(built, method, None)):
-            raise ConfigurationError(
-                f"invalid setting {setting} ({spec!r}): what the factory returned has no "
-                f"{method}() method"
-            )
-    return built
-
-
-def _takes_an_argument(factory: Any) -> bool:
-    """Whether ``factory`` can be called with the settings (decided from its signature, so a
-    ``TypeError`` raised inside it is reported, not mistaken for a wrong call)."""
-    try:
-        signature = inspect.signature(factory)
-    except (TypeError, ValueError):  # a builtin without a signature: try the settings
-        return True
-    try:
-        signature.bind(None)
-    except TypeError:
-        return False
-    return True
-
-
-class OneByOneStorage:
-    """Your own storage (``STORAGE=module:factory``, with ``store(job_id, index, artifact)``) as
-    the ``Storage`` port: one job's outputs stored one after the other."""
-
-    def __init__(self, store: Any) -> None:
-        self._store = store
-
-    def store_all(self, job_id: str, artifacts: Sequence[Artifact]) -> list[str]:
-        return [str(self._store.store(job_id, i, a)) for i, a in enumerate(artifacts)]
 
 
 def build_worker(

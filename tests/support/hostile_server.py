@@ -399,7 +399,8 @@ class HostileRig:
     def start(self, name: str = "worker", **extra: str) -> WorkerProcess:
         """A worker on this server: JSON logs, echo model, pings every 500 ms, plus ``extra``."""
         settings = {"RUNPOD_PING_INTERVAL": "500", "EXECUTION_TIMEOUT": "60000", **extra}
-        env = worker_env(cast(Any, self.api), self.state, **settings)
+        env = worker_env(cast(Any, self.api), self.state)
+        env.update(settings)
         worker = WorkerProcess(env, self.root, name=f"{name}-{len(self.workers)}")
         self.workers.append(worker)
         return worker
