@@ -17,6 +17,7 @@ from typing import Any
 from app.settings import Settings
 from domain.errors import ConfigurationError
 from domain.job import Artifact
+from domain.outputs import describe_error
 
 
 def load_factory(spec: str, setting: str, settings: Settings, methods: tuple[str, ...]) -> Any:
@@ -31,7 +32,14 @@ def load_factory(spec: str, setting: str, settings: Settings, methods: tuple[str
         factory = getattr(module, attr)
     except (ImportError, AttributeError) as exc:
         raise ConfigurationError(f"invalid setting {setting} ({spec!r}): {exc}") from None
-    built = factory(settings) if _takes_an_argument(factory) else factory()
+    try:
+        built = factory(settings) if _takes_an_argument(factory) else factory()
+    except ConfigurationError:
+        raise
+    except Exception as exc:  # the factory's own error, as it said it: a start-up error
+        raise ConfigurationError(
+            f"invalid setting {setting} ({spec!r}): the factory raised {describe_error(exc)}"
+        ) from None
     for method in methods:
         if not callable(getattr(built, method, None)):
             raise ConfigurationError(

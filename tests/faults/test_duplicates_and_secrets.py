@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
+from tests.support.harness import eventually
 from tests.support.hostile_server import Answer, EchoKey, HostileRig, HostileServer
 from tests.support.leak_check import JOB_KEY, POD_KEY, leaks
 from tests.support.worker_process import WorkerProcess
@@ -28,18 +28,7 @@ ONE_JOB = {"n": 1}
 HELD = Answer(500, {"error": "try again later"})
 
 
-def eventually(condition: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
-    """Poll ``condition`` for up to ``timeout`` seconds; whether it came true (no failure)."""
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        pause.wait(interval)
-    return True
-
-
-BURST = 4  # posts a result gets in its first burst (adapters/retrying.result_delivery)
+BURST = 4  # refused posts of the first result before its copies are handed out
 
 
 def hand_out_while_the_first_result_waits(

@@ -13,28 +13,17 @@ import json
 import signal
 import threading
 import time
-from collections.abc import Callable
 
 import psutil
 import pytest
 
 from tests.support.fault_kit import Rig
+from tests.support.harness import eventually
 from tests.support.hostile_server import Answer, Endless, HostileRig, Trickle
 from tests.support.worker_process import WorkerProcess
 
 RESTARTED = "worker restarted"
 RSS_LIMIT = 400 * 1024 * 1024
-
-
-def eventually(condition: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
-    """Poll ``condition`` for up to ``timeout`` seconds; whether it came true (no failure)."""
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        pause.wait(interval)
-    return True
 
 
 def warnings_in(worker: WorkerProcess) -> list[dict[str, object]]:

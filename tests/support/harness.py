@@ -35,6 +35,17 @@ def wait_until(condition: Callable[[], bool], timeout: float = 10.0, what: str =
         pause.wait(0.002)
 
 
+def eventually(condition: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    """Poll ``condition`` for up to ``timeout`` seconds; whether it came true (no failure)."""
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        pause.wait(interval)
+    return True
+
+
 @dataclass
 class Harness:
     worker: Worker
