@@ -6,7 +6,7 @@
 What it does, in order:
 
 1. creates (or reuses) ``bench/.venv-runpod`` and installs the latest ``runpod`` from PyPI there;
-2. starts the fake job API (``adapters.fake_job_api_server``) in this process on 127.0.0.1 with
+2. starts the fake job API (``fakeplatform``) in this process on 127.0.0.1 with
    a 1 s long-poll, and checks that each answer comes in one packet (else delayed ACKs add
    about 40 ms per answer and every figure below is wrong);
 3. runs the scenarios, each worker in its own process, one after the other, on the same jobs and
@@ -57,7 +57,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script, sys.path[0] is bench/
     sys.path.insert(0, str(REPO))
 
-from adapters.fake_job_api_server import FakeJobApiServer, Reply  # noqa: E402
+from fakeplatform import FakeJobApiServer, Reply  # noqa: E402
 
 BENCH = REPO / "bench"
 RUNPOD_VENV = BENCH / ".venv-runpod"

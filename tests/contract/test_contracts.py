@@ -20,11 +20,11 @@ import requests
 
 import domain.errors
 from adapters.clock import ManualClock
-from adapters.fake_job_api_server import FakeJobApiServer
 from adapters.runpod_job_api import RunPodJobApi
 from adapters.runpod_pod_control import RunPodPodControl
 from domain.job import JobResult
 from domain.ports import JobApi, JobStopSource, PodControl
+from fakeplatform import FakeJobApiServer
 from tests.support.http_fixtures import SleepRecorder
 from tests.support.replay_server import Recorded, ReplayServer
 

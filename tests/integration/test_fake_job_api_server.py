@@ -18,10 +18,11 @@ from typing import Any
 import pytest
 import requests
 
-from adapters.fake_job_api_server import FakeJobApiServer
 from adapters.runpod_pod_control import TERMINATE_MUTATION, RunPodPodControl
 from domain.errors import PodControlUnavailable, RejectedByApi
 from domain.ports import PodControl
+from fakeplatform import FakeJobApiServer
+from fakeplatform.cli import load_jobs
 from tests.support.http_fixtures import API_KEY, POD_API_KEY, WORKER_ID, SleepRecorder
 from tests.support.replay_server import Recorded, ReplayServer
 
@@ -47,6 +48,13 @@ def done(http: requests.Session, fake: FakeJobApiServer, job_id: str, body: Any,
                      data=json.dumps(body), headers={**AUTH, **headers}, timeout=10)
 
 
+def untimed(answer: dict[str, Any] | None) -> dict[str, Any]:
+    """A status answer without its timing fields (delayTime, executionTime, workerId)."""
+    assert answer is not None
+    return {k: v for k, v in answer.items()
+            if k not in ("delayTime", "executionTime", "workerId")}
+
+
 def in_thread(target: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
     out: list[Any] = []
     thread = threading.Thread(target=lambda: out.append(target()), daemon=True)
@@ -66,8 +74,10 @@ def test_a_job_run_through_the_api_is_followed_by_status_to_completed(
     status = http.get(f"{fake_api.url}/v2/fake/status/{job_id}", timeout=5).json()
     assert status["status"] == "IN_PROGRESS"
     assert done(http, fake_api, job_id, {"output": [1, 2]}).status_code == 200
-    assert http.get(f"{fake_api.url}/status/{job_id}", timeout=5).json() == {
-        "id": job_id, "status": "COMPLETED", "output": [1, 2]}
+    final = http.get(f"{fake_api.url}/status/{job_id}", timeout=5).json()
+    timing = {k: final.pop(k) for k in ("delayTime", "executionTime")}
+    assert final == {"id": job_id, "status": "COMPLETED", "output": [1, 2], "workerId": WORKER_ID}
+    assert all(isinstance(ms, int) and ms >= 0 for ms in timing.values())
 
 
 @pytest.mark.parametrize(
@@ -79,7 +89,7 @@ def test_only_a_string_error_marks_the_job_failed_as_on_the_platform(
     job_id = fake_api.submit({})
     take(http, fake_api)
     done(http, fake_api, job_id, {"error": error})
-    assert fake_api.status(job_id) == {"id": job_id, "status": status, "error": error}
+    assert untimed(fake_api.status(job_id)) == {"id": job_id, "status": status, "error": error}
 
 
 def test_a_result_sent_as_form_urlencoded_is_still_read_as_json(
@@ -113,17 +123,19 @@ def test_a_second_final_result_is_counted_as_a_duplicate_and_keeps_the_first(
     done(http, fake_api, job_id, {"output": "second"})
     assert fake_api.duplicates == [job_id]
     assert fake_api.stats()["duplicates"] == 1
-    assert fake_api.status(job_id) == {"id": job_id, "status": "COMPLETED", "output": "first"}
+    assert untimed(fake_api.status(job_id)) == {
+        "id": job_id, "status": "COMPLETED", "output": "first"}
 
 
-def test_progress_is_recorded_in_order_and_progress_after_the_result_counts_as_late(
+def test_progress_is_recorded_in_order_shown_by_status_and_after_the_result_counts_as_late(
     fake_api: FakeJobApiServer, http: requests.Session
 ) -> None:
     job_id = fake_api.submit({})
     take(http, fake_api)
     for step in (1, 2):
         done(http, fake_api, job_id, {"status": "IN_PROGRESS", "output": step})
-    assert fake_api.status(job_id) == {"id": job_id, "status": "IN_PROGRESS"}
+    assert untimed(fake_api.status(job_id)) == {"id": job_id, "status": "IN_PROGRESS",
+                                                "output": 2}
     done(http, fake_api, job_id, {"output": "ok"})
     done(http, fake_api, job_id, {"status": "IN_PROGRESS", "output": 3})
     assert fake_api.progress == [(job_id, 1), (job_id, 2), (job_id, 3)]
@@ -238,11 +250,13 @@ def test_job_api_endpoints_require_the_exact_api_key_but_run_and_status_do_not(
     assert len(fake_api.pings) == 1
 
 
-def test_jobs_from_a_test_inputs_file_are_queued_with_the_local_ids(tmp_path: Path) -> None:
+def test_jobs_from_a_test_inputs_file_keep_their_ids_and_the_others_get_new_ones(
+    tmp_path: Path
+) -> None:
     path = tmp_path / "jobs.json"
     path.write_text(json.dumps([{"input": {"a": 1}}, {"id": "x", "input": {"b": 2}}]))
     with FakeJobApiServer() as fake:
-        assert fake.load_jobs(path) == ["LOCAL-TEST", "x"]
+        assert load_jobs(fake, path) == ["job-1", "x"]
         assert fake.stats()["queued"] == 2
 
 
@@ -432,7 +446,7 @@ def test_main_prints_the_url_templates_serves_and_stops_on_sigterm(tmp_path: Pat
     jobs = tmp_path / "jobs.json"
     jobs.write_text(json.dumps({"id": "from-file", "input": {"x": 1}}))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "adapters.fake_job_api_server", "--port", "0", "--jobs",
+        [sys.executable, "-m", "fakeplatform", "--port", "0", "--jobs",
          str(jobs), "--long-poll", "0.1", "--api-key", "k"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
