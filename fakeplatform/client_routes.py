@@ -62,13 +62,13 @@ def runsync(wait_s: float) -> Callable[[PlatformState, Request], Reply]:
         if isinstance(queued, Reply):
             return queued
         state.wait_final(queued, wait_s)
-        return _known(state.status(queued))
+        return _known(state.status(queued, full=True))
 
     return route
 
 
 def status(state: PlatformState, req: Request) -> Reply:
-    return _known(state.status(req.args[0]))
+    return _known(state.status(req.args[0], full=True))
 
 
 def stream(state: PlatformState, req: Request) -> Reply:

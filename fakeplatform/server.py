@@ -226,7 +226,7 @@ class FakeJobApiServer(PlatformState):
                 "terminations": len(self.terminations),
                 "queued": len(self._queue),
                 "unauthorized": self.unauthorized,
-                "faults_served": self._faults.served,
+                "faults_served": self.faults_served,
             }
 
     # --- faults -------------------------------------------------------------------------
@@ -238,6 +238,10 @@ class FakeJobApiServer(PlatformState):
         fault.check()
         self._faults.add({endpoint: [fault]})
 
+    @property
+    def faults_served(self) -> int:
+        return self._faults.served
+
     def clear_faults(self) -> None:
         self._faults.clear()
 
@@ -246,10 +250,7 @@ class FakeJobApiServer(PlatformState):
 
     # --- HTTP ---------------------------------------------------------------------------
     def handle(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> Reply:
-        """Answer one request (called by the HTTP server; usable directly in tests).
-
-        ``headers`` has lower-case names.
-        """
+        """Answer one request (from the HTTP server, or a test); ``headers`` lower-case."""
         path, _, query_text = target.partition("?")
         segments = [unquote(s) for s in path.split("/")[1:]]
         rest = segments[2:] if segments[:1] == ["v2"] and len(segments) > 2 else segments

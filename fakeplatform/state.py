@@ -217,11 +217,13 @@ class PlatformState:
             self._cond.notify_all()
             return removed
 
-    def status(self, job_id: str) -> dict[str, Any] | None:
-        """The job as ``GET /status`` shows it; None for an unknown job."""
+    def status(self, job_id: str, *, full: bool = False) -> dict[str, Any] | None:
+        """``{"id", "status"[, "output" | "error"]}``, None for an unknown job. ``full``: as
+        ``GET /status`` answers, with ``delayTime``, ``executionTime`` and ``workerId`` once
+        taken, and the last progress update as ``output`` while IN_PROGRESS."""
         with self._cond:
             job = self.jobs.get(job_id)
-            return None if job is None else _status_view(job, time.monotonic())
+            return None if job is None else _status_view(job, time.monotonic(), full)
 
     def wait_final(self, job_id: str, timeout: float) -> None:
         """Wait until the job has a final status (or ``timeout`` s, or the server stops)."""
@@ -273,11 +275,11 @@ def _ms(seconds: float) -> int:
     return round(seconds * 1000)
 
 
-def _status_view(job: FakeJob, now: float) -> dict[str, Any]:
+def _status_view(job: FakeJob, now: float, full: bool) -> dict[str, Any]:
     answer: dict[str, Any] = {"id": job.id, "status": job.status}
-    if job.taken_at is not None:
-        answer["delayTime"] = _ms(job.taken_at - job.queued_at)
+    if full and job.taken_at is not None:
         ended = now if job.done_at is None else job.done_at
+        answer["delayTime"] = _ms(job.taken_at - job.queued_at)
         answer["executionTime"] = _ms(ended - job.taken_at)
         answer["workerId"] = job.worker
     if job.final:
@@ -285,6 +287,6 @@ def _status_view(job: FakeJob, now: float) -> dict[str, Any]:
             answer["error"] = job.error
         else:
             answer["output"] = job.output
-    elif job.status == "IN_PROGRESS" and job.progress:
+    elif full and job.status == "IN_PROGRESS" and job.progress:
         answer["output"] = job.progress[-1]
     return answer

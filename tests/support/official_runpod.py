@@ -13,16 +13,17 @@ import os
 import subprocess
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import pytest
 
 from bench.runpod_venv import RunpodVenvError, ensure_runpod_venv
 from fakeplatform import FakeJobApiServer, Reply
 from tests.support.harness import wait_until
+from tests.support.replay_server import Captured
 
 RUNPOD_REQUIREMENT = "runpod==1.12.0"
 SDK_API_KEY = "contract-job-api-key"
@@ -117,25 +118,14 @@ def runpod_python() -> Path:
 
 
 @dataclass(frozen=True)
-class Exchange:
-    """One request the fake received and its answer."""
+class Exchange(Captured):
+    """One request the fake received (``Captured``: method, target, headers, body) and its
+    answer."""
 
-    method: str
-    target: str
-    headers: Mapping[str, str]
-    body: bytes
-    reply: Reply
-
-    @property
-    def path(self) -> str:
-        return urlsplit(self.target).path
-
-    @property
-    def query(self) -> dict[str, list[str]]:
-        return parse_qs(urlsplit(self.target).query, keep_blank_values=True)
+    reply: Reply = field(default_factory=lambda: Reply(0))
 
     def request_json(self) -> Any:
-        return json.loads(self.body) if self.body else None
+        return self.json()
 
     def reply_json(self) -> Any:
         return json.loads(self.reply.body) if self.reply.body else None
