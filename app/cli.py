@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     if argv[:1] == ["fake-api"]:  # its own options, parsed by the fake server
-        from adapters.fake_job_api_server import main as fake_api_main
+        from fakeplatform.cli import main as fake_api_main
 
         return int(fake_api_main(argv[1:]) or 0)
     parser = _parser()

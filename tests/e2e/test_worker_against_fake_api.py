@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.fake_job_api_server import FakeJobApiServer
+from fakeplatform import FakeJobApiServer
 from tests.support.worker_process import JOB_API_KEY, WorkerProcess, worker_env
 
 

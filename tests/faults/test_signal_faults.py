@@ -11,7 +11,7 @@ import signal
 import subprocess
 import time
 
-from adapters.fake_job_api_server import FakeJobApiServer
+from fakeplatform import FakeJobApiServer
 from tests.support.fault_kit import Rig, poll_until, s3_settings
 from tests.support.s3_server import FAKE_ACCESS_KEY_ID, FAKE_SECRET_ACCESS_KEY, S3Server
 from tests.support.worker_process import JOB_API_KEY, RUNPOD_KEY

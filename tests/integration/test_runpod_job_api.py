@@ -12,7 +12,6 @@ from functools import partial
 import pytest
 
 from adapters.clock import ManualClock
-from adapters.fake_job_api_server import FakeJobApiServer
 from adapters.http_parts import parse_retry_after
 from adapters.runpod_job_api import RunPodJobApi
 from domain.errors import (
@@ -25,6 +24,7 @@ from domain.errors import (
 )
 from domain.job import JobResult
 from domain.ports import JobApi, JobStopSource
+from fakeplatform import FakeJobApiServer
 from tests.support.http_fixtures import API_KEY, WORKER_ID, SleepRecorder
 from tests.support.replay_server import Recorded, ReplayServer
 

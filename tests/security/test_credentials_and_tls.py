@@ -20,13 +20,13 @@ import pytest
 import requests
 
 from adapters.clock import ManualClock
-from adapters.fake_job_api_server import FakeJobApiServer
 from adapters.http_client import HttpClient, HttpFailure
 from adapters.runpod_job_api import RunPodJobApi
 from adapters.runpod_pod_control import RunPodPodControl
 from adapters.s3_storage import S3Storage
 from domain.errors import ApiUnavailable, PodControlUnavailable, UploadFailed
 from domain.job import Artifact
+from fakeplatform import FakeJobApiServer
 from tests.support.fault_kit import LONG_POLL_S, POD_ID, RecordingServer, Rig, s3_settings
 from tests.support.http_fixtures import SleepRecorder
 from tests.support.leak_check import (

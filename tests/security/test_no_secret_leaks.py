@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.fake_job_api_server import FakeJobApiServer
+from fakeplatform import FakeJobApiServer
 from tests.support.fault_kit import LONG_POLL_S, Rig, s3_settings
 from tests.support.leak_check import (
     JOB_KEY,

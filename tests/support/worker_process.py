@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from adapters.fake_job_api_server import FakeJobApiServer
+from fakeplatform import FakeJobApiServer
 from tests.support.harness import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
