@@ -28,8 +28,11 @@ class LocalFolderStorage:
         self.root = root.resolve()
         self.stored: list[Path] = []
 
-    def store_all(self, job_id: str, artifacts: Sequence[Artifact]) -> list[str]:
-        return [self.store(job_id, index, artifact) for index, artifact in enumerate(artifacts)]
+    def store_all(
+        self, job_id: str, artifacts: Sequence[Artifact], first_index: int = 0
+    ) -> list[str]:
+        return [self.store(job_id, first_index + i, artifact) for i, artifact in
+                enumerate(artifacts)]
 
     def store(self, job_id: str, index: int, artifact: Artifact) -> str:
         name = output_file_name(index, artifact)
@@ -55,8 +58,11 @@ class LocalFolderStorage:
 class DataUrlStorage:
     """Returns each output as a ``data:`` URL (base64), for small outputs and no bucket."""
 
-    def store_all(self, job_id: str, artifacts: Sequence[Artifact]) -> list[str]:
-        return [self.store(job_id, index, artifact) for index, artifact in enumerate(artifacts)]
+    def store_all(
+        self, job_id: str, artifacts: Sequence[Artifact], first_index: int = 0
+    ) -> list[str]:
+        return [self.store(job_id, first_index + i, artifact) for i, artifact in
+                enumerate(artifacts)]
 
     def store(self, job_id: str, index: int, artifact: Artifact) -> str:
         encoded = base64.b64encode(artifact.data).decode("ascii")

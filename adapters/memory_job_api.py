@@ -6,7 +6,8 @@ API (it waits up to ``poll_timeout`` seconds for a job) so a worker on it never 
 
 What it records, in plain attributes: ``takes`` (calls), ``taken`` (job ids in order),
 ``results`` (job id -> last result), ``posted`` (every result post, duplicates included),
-``progress`` ((job id, update) in order), ``pings`` (tuples of job ids).
+``progress`` ((job id, update) in order), ``streamed`` ((job id, chunk) in order), ``pings``
+(tuples of job ids).
 """
 
 from __future__ import annotations
@@ -40,10 +41,13 @@ class InMemoryJobApi:
         self._ids = itertools.count(1)
         self.fail_posts = 0
         self.takes = 0
+        self.takes_batch_sizes: list[int] = []
+        self.events: list[tuple[str, str]] = []  # ("stream" | "result", job id), in order
         self.taken: list[str] = []
         self.results: dict[str, JobResult] = {}
         self.posted: list[JobResult] = []
         self.progress: list[tuple[str, Any]] = []
+        self.streamed: list[tuple[str, Any]] = []
         self.pings: list[tuple[str, ...]] = []
         self.rejected: list[object] = []
 
@@ -78,6 +82,12 @@ class InMemoryJobApi:
             self._cond.notify_all()
 
     @property
+    def stops_pending(self) -> int:
+        """Job-stop requests not yet read by the worker."""
+        with self._cond:
+            return len(self._stops)
+
+    @property
     def queued(self) -> int:
         with self._cond:
             return len(self._queue)
@@ -86,6 +96,7 @@ class InMemoryJobApi:
     def take(self, *, job_in_progress: bool, max_jobs: int = 1) -> list[Job]:
         with self._cond:
             self.takes += 1
+            self.takes_batch_sizes.append(max_jobs)
             if not self._queue:
                 self._cond.wait(self._poll_timeout)
             payloads = [self._queue.popleft() for _ in range(min(max_jobs, len(self._queue)))]
@@ -109,7 +120,17 @@ class InMemoryJobApi:
                 raise ApiUnavailable("in-memory job API: result post failed (injected)")
             self.posted.append(result)
             self.results[result.job_id] = result
+            self.events.append(("result", result.job_id))
             self._cond.notify_all()
+
+    def post_stream(self, job_id: str, chunk: Any) -> None:
+        json.dumps(chunk)
+        with self._cond:
+            if self.fail_posts > 0:
+                self.fail_posts -= 1
+                raise ApiUnavailable("in-memory job API: stream post failed (injected)")
+            self.streamed.append((job_id, chunk))
+            self.events.append(("stream", job_id))
 
     def post_progress(self, job_id: str, progress: Any) -> None:
         with self._cond:

@@ -17,6 +17,9 @@ What it promises:
   accepted; ``429``, ``408``, ``5xx``, timeouts and connection errors raise ``ApiUnavailable``
   (the worker keeps the result in its outbox and tries again on its own schedule); any other
   ``4xx`` raises ``RejectedByApi``.
+- ``post_stream`` posts one chunk ``{"output": chunk}`` to the stream URL (like the SDK, with
+  ``isStream=false``) and answers like ``post_result``; a streamed job's final result goes to
+  job-done with ``isStream=true``.
 - ``post_progress`` and ``ping`` are best effort: they never raise and log at most one debug
   line; a ping is tried twice (``domain.waiting.BEST_EFFORT``).
 - ``jobs_to_stop`` long-polls the take URL with ``/job-take/`` replaced by ``/job-stop/``. When
@@ -70,6 +73,7 @@ class RunPodJobApi:
         result_url: str,
         ping_url: str | None,
         api_key: str | None,
+        stream_url: str | None = None,
         worker_id: str,
         connect_timeout: float = 5.0,
         read_timeout: float = 5.0,
@@ -84,6 +88,7 @@ class RunPodJobApi:
             raise ConfigurationError("the result URL template must contain $ID (the job id)")
         self._result_template = result_url
         self._ping_template = ping_url
+        self._stream_template = stream_url
         self._headers = {"Authorization": api_key} if api_key else {}
         self._scrub = scrub or Scrubber([api_key])
         self.worker_id = worker_id
@@ -131,8 +136,17 @@ class RunPodJobApi:
 
     def post_result(self, result: JobResult) -> None:
         body = json.dumps(result.to_wire(), separators=(",", ":")).encode()
-        self._post(self._result_url(result.job_id), body,
+        self._post(self._result_url(result.job_id, streamed=result.streamed), body,
                    what=f"the result of job {result.job_id!r}")
+
+    def post_stream(self, job_id: str, chunk: Any) -> None:
+        if self._stream_template is None:
+            raise RejectedByApi("no stream URL is configured (set WEBHOOK_POST_STREAM or "
+                                "RUNPOD_WEBHOOK_POST_STREAM) for a model that streams")
+        body = json.dumps({"output": chunk}, separators=(",", ":")).encode()
+        url = with_query(fill(self._stream_template, pod_id=self.worker_id, job_id=job_id),
+                         isStream="false")
+        self._post(url, body, what=f"a streamed chunk of job {job_id!r}")
 
     def post_progress(self, job_id: str, progress: Any) -> None:
         try:
@@ -192,9 +206,9 @@ class RunPodJobApi:
             self._client.close()
 
     # --- helpers --------------------------------------------------------------------------
-    def _result_url(self, job_id: str) -> str:
+    def _result_url(self, job_id: str, *, streamed: bool = False) -> str:
         url = fill(self._result_template, pod_id=self.worker_id, job_id=job_id)
-        return with_query(url, isStream="false")
+        return with_query(url, isStream="true" if streamed else "false")
 
     def _call(self, method: str, url: str, deadline: float, cap: int, *, what: str,
               body: bytes | None = None) -> Response:

@@ -161,17 +161,21 @@ class S3Storage:
         """Upload one output and return its URL. Raises ``UploadFailed`` (after retries)."""
         return self._store(self.current_bucket(), job_id, index, artifact)
 
-    def store_all(self, job_id: str, artifacts: Sequence[Artifact]) -> list[str]:
-        """Upload one job's outputs in parallel (output ``i`` at index ``i``); URLs in order.
+    def store_all(
+        self, job_id: str, artifacts: Sequence[Artifact], first_index: int = 0
+    ) -> list[str]:
+        """Upload one job's outputs in parallel (the ``i``-th at index ``first_index + i``);
+        URLs in order.
 
         Waits for every upload to end, then raises the first failure (in index order) as
         ``UploadFailed``, so no upload is left running behind an error.
         """
         bucket = self.current_bucket()
         if len(artifacts) <= 1:
-            return [self._store(bucket, job_id, i, a) for i, a in enumerate(artifacts)]
+            return [self._store(bucket, job_id, first_index + i, a)
+                    for i, a in enumerate(artifacts)]
         futures: list[Future[str]] = [
-            self._pool.submit(self._store, bucket, job_id, i, artifact)
+            self._pool.submit(self._store, bucket, job_id, first_index + i, artifact)
             for i, artifact in enumerate(artifacts)
         ]
         wait_all(futures)

@@ -16,7 +16,7 @@ from domain.ports import RunMarks
 log = logging.getLogger("podworker.worker")
 
 
-def admit(job: Job, *, marks: RunMarks, max_input_bytes: int, stop_requested: bool) -> str | None:
+def admit(job: Job, *, marks: RunMarks, max_input_bytes: int) -> str | None:
     """Mark ``job`` running; return the error that answers it instead of running it, or None."""
     try:
         earlier_starts = marks.started(job)
@@ -29,7 +29,7 @@ def admit(job: Job, *, marks: RunMarks, max_input_bytes: int, stop_requested: bo
         log.debug("job input", extra={"event": "job_input", "job_id": job.id,
                                       "input": summarize(job.input)})
     refusal = admission.refusal(job, earlier_starts=earlier_starts,
-                                max_input_bytes=max_input_bytes, stop_requested=stop_requested)
+                                max_input_bytes=max_input_bytes)
     if refusal is not None and earlier_starts >= admission.POISON_STARTS:
         log.error(refusal, extra={"event": "poison_job", "job_id": job.id})
     return refusal

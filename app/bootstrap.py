@@ -71,6 +71,7 @@ def build_job_api(settings: Settings, clock: Clock, pod_id: str) -> RunPodJobApi
         take_url=settings.WEBHOOK_GET_WORK,
         result_url=settings.WEBHOOK_POST_OUTPUT,
         ping_url=settings.WEBHOOK_PING,
+        stream_url=settings.WEBHOOK_POST_STREAM,
         api_key=secret(settings.AI_API_KEY),
         worker_id=pod_id,
         connect_timeout=config.connect_timeout_s,
@@ -222,7 +223,8 @@ def assemble(
     board = Board()
     stages = Stages(
         intake=Intake(job_api, clock, inbox),
-        runner=ModelRunner(model, clock, inbox, scrub),
+        runner=ModelRunner(model, clock, inbox, scrub, concurrency=config.slots,
+                           on_chunk=storer.stream, aggregate=config.stream_aggregate),
         storer=storer,
         poster=poster,
         heartbeat=Heartbeat(job_api, config.ping_interval_s, lambda: board.snapshot.in_flight),

@@ -30,7 +30,8 @@ class WorkerConfig:
     ping_interval_s: float = 10.0
     max_result_bytes: int = 10_000_000
     max_input_bytes: int = 1_000_000
-    slots: int = 1  # jobs on the model at once
+    slots: int = 1  # jobs on the model at once (CONCURRENCY; a model's concurrency() overrides)
+    stream_aggregate: bool = False  # a streaming model's final output is its chunks
     stop_when_drained: bool = False  # the local run: exit once the job source is empty
     max_wait_s: float = 1.0  # longest controller wait without an event (manual clocks in tests)
     job_api: JobApiConfig = field(default_factory=JobApiConfig)
@@ -53,6 +54,8 @@ def config_from(settings: Settings, *, stop_when_drained: bool | None = None) ->
         ping_interval_s=settings.PING_INTERVAL / 1000,
         max_result_bytes=settings.MAX_RESULT_BYTES,
         max_input_bytes=settings.MAX_INPUT_BYTES,
+        slots=settings.CONCURRENCY,
+        stream_aggregate=settings.STREAM_AGGREGATE,
         stop_when_drained=settings.local_mode if stop_when_drained is None else stop_when_drained,
         job_api=JobApiConfig(
             connect_timeout_s=settings.JOB_API_TIMEOUT / 1000,

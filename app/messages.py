@@ -35,13 +35,16 @@ class ModelLoaded:
 @dataclass(frozen=True)
 class ModelDone:
     """The model finished ``running``: its raw output, or the (described) error;
-    ``device_lost`` when the accelerator can run nothing more (``domain.errors.DeviceLost``)."""
+    ``device_lost`` when the accelerator can run nothing more (``domain.errors.DeviceLost``).
+    Streamed chunks were handed to the store stage before this message was sent."""
 
     running: RunningJob
     output: Any = None
     error: str | None = None
     seconds: float = 0.0
     device_lost: bool = False
+    streamed: bool = False  # the output was streamed in chunks before this
+    stopped: bool = False  # it ended because the platform stopped it (job-stop)
 
 
 @dataclass(frozen=True)

@@ -70,5 +70,8 @@ class OneByOneStorage:
     def __init__(self, store: Any) -> None:
         self._store = store
 
-    def store_all(self, job_id: str, artifacts: Sequence[Artifact]) -> list[str]:
-        return [str(self._store.store(job_id, i, a)) for i, a in enumerate(artifacts)]
+    def store_all(
+        self, job_id: str, artifacts: Sequence[Artifact], first_index: int = 0
+    ) -> list[str]:
+        return [str(self._store.store(job_id, first_index + i, a))
+                for i, a in enumerate(artifacts)]

@@ -111,6 +111,14 @@ class Settings(BaseSettings):
     )
     ECHO_DELAY_MS: int = Field(0, ge=0, description="Echo model: time each job takes (ms).")
     ECHO_FAIL: bool = Field(False, description="Echo model: fail every job.")
+    CONCURRENCY: int = Field(
+        1, ge=1, le=1024,
+        description="Jobs on the model at once (a model's own concurrency() overrides it).",
+    )
+    STREAM_AGGREGATE: bool = Field(
+        False,
+        description="A streaming model's final output is the list of its chunks (else empty).",
+    )
 
     # --- lifecycle ----------------------------------------------------------------------
     EXECUTION_TIMEOUT: int = Field(
@@ -152,6 +160,12 @@ class Settings(BaseSettings):
         validation_alias=_env("WEBHOOK_PING", "RUNPOD_WEBHOOK_PING"),
         description="Heartbeat URL template ($RUNPOD_POD_ID = worker id). Also "
         "RUNPOD_WEBHOOK_PING.",
+    )
+    WEBHOOK_POST_STREAM: str | None = Field(
+        None,
+        validation_alias=_env("WEBHOOK_POST_STREAM", "RUNPOD_WEBHOOK_POST_STREAM"),
+        description="Stream URL template ($ID = job id, $RUNPOD_POD_ID = worker id). Also "
+        "RUNPOD_WEBHOOK_POST_STREAM.",
     )
     PING_INTERVAL: int = Field(
         10_000,
@@ -221,7 +235,8 @@ class Settings(BaseSettings):
     )
 
     @field_validator(
-        "WEBHOOK_GET_WORK", "WEBHOOK_POST_OUTPUT", "WEBHOOK_PING", "BUCKET_ENDPOINT_URL",
+        "WEBHOOK_GET_WORK", "WEBHOOK_POST_OUTPUT", "WEBHOOK_PING", "WEBHOOK_POST_STREAM",
+        "BUCKET_ENDPOINT_URL",
         "MODEL_PATH", "RUNPOD_POD_ID", "BUCKET_NAME", mode="before",
     )
     @classmethod
@@ -236,7 +251,8 @@ class Settings(BaseSettings):
             return value
         raise ValueError("must be auto, s3, local, base64, or module:factory")
 
-    @field_validator("WEBHOOK_GET_WORK", "WEBHOOK_POST_OUTPUT", "WEBHOOK_PING", "RUNPOD_API_URL")
+    @field_validator("WEBHOOK_GET_WORK", "WEBHOOK_POST_OUTPUT", "WEBHOOK_PING",
+                     "WEBHOOK_POST_STREAM", "RUNPOD_API_URL")
     @classmethod
     def _must_be_http_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):

@@ -14,6 +14,8 @@ model time. Its promises:
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import queue
 import threading
@@ -41,6 +43,16 @@ class Outcome:
     error: str | None = None
     decided: JobResult | None = None
     model_seconds: float = 0.0
+    streamed: bool = False  # its output was streamed in chunks before this final result
+    stopped: bool = False  # the platform stopped it: no result is posted (as the SDK does)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One value a streaming model yielded, to be stored and posted before its job's result."""
+
+    job: Job
+    value: Any
 
 
 class Storer:
@@ -66,7 +78,8 @@ class Storer:
         self._metrics = metrics
         self._max_result_bytes = max_result_bytes
         self._scrub = scrub
-        self._queue: queue.SimpleQueue[Outcome | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Outcome | Chunk | None] = queue.SimpleQueue()
+        self._stored: dict[str, int] = {}  # per streaming job: outputs stored so far
         self._thread = threading.Thread(target=self._run, name="store", daemon=True)
 
     def start(self) -> None:
@@ -75,6 +88,10 @@ class Storer:
     def submit(self, outcome: Outcome) -> None:
         self._queue.put(outcome)
 
+    def stream(self, job: Job, value: Any) -> None:
+        """A streamed chunk (called from the model's thread, in order)."""
+        self._queue.put(Chunk(job, value))
+
     def stop(self, timeout: float = 5.0) -> None:
         self._queue.put(None)
         if self._thread.is_alive():
@@ -82,19 +99,39 @@ class Storer:
 
     def _run(self) -> None:
         while True:
-            outcome = self._queue.get()
-            if outcome is None:
+            item = self._queue.get()
+            if item is None:
                 return
             try:
-                self._finish(outcome)
+                if isinstance(item, Chunk):
+                    self._chunk(item)
+                else:
+                    self._finish(item)
             except Exception:  # a bug here must not end the thread and strand results
                 log.exception("store stage: unexpected error", extra={"event": "store_bug"})
-                self._poster.submit(JobResult.failure(outcome.job.id, "internal error while "
-                                                      "storing the result"), {})
+                if isinstance(item, Outcome):
+                    self._poster.submit(JobResult.failure(
+                        item.job.id, "internal error while storing the result"), {})
+
+    def _chunk(self, chunk: Chunk) -> None:
+        job_id = chunk.job.id
+        try:
+            value = self._with_references(job_id, chunk.value)
+        except (PermanentError, TransientError) as exc:
+            log.error("a streamed chunk of job %s was not stored: %s", job_id,
+                      self._scrub(describe_error(exc)), extra={"event": "chunk_not_stored"})
+            return
+        self._poster.stream(job_id, value)
 
     def _finish(self, outcome: Outcome) -> None:
         job = outcome.job
         started = self._clock.now()
+        if outcome.stopped:
+            self._stored.pop(job.id, None)
+            with contextlib.suppress(OSError):  # at worst reported as interrupted at restart
+                self._marks.finished(job.id)
+            self._poster.forget(job.id)
+            return
         if outcome.decided is not None:
             result = outcome.decided
         elif outcome.error is not None:
@@ -102,6 +139,9 @@ class Storer:
         else:
             result = self._store_outputs(job, outcome.output)
             self._metrics.observe("model", outcome.model_seconds)
+        if outcome.streamed:
+            result = dataclasses.replace(result, streamed=True)
+        self._stored.pop(job.id, None)
         result = self._enforce_size(result)
         store_s = self._clock.now() - started
         self._metrics.observe("store", store_s)
@@ -123,9 +163,7 @@ class Storer:
 
     def _store_outputs(self, job: Job, output: Any) -> JobResult:
         try:
-            artifacts = find_artifacts(output)
-            references = self._storage.store_all(job.id, artifacts) if artifacts else []
-            output = replace_artifacts(output, [str(ref) for ref in references])
+            output = self._with_references(job.id, output)
             ensure_json(output)
         except (PermanentError, TransientError) as exc:
             return JobResult.failure(job.id, self._scrub(describe_error(exc)))
@@ -136,13 +174,24 @@ class Storer:
             )
         return JobResult.success(job.id, output)
 
+    def _with_references(self, job_id: str, value: Any) -> Any:
+        """``value`` with its artifacts stored (numbered on from the job's earlier chunks) and
+        replaced by their references."""
+        artifacts = find_artifacts(value)
+        if not artifacts:
+            return value
+        first = self._stored.get(job_id, 0)
+        references = self._storage.store_all(job_id, artifacts, first)
+        self._stored[job_id] = first + len(artifacts)
+        return replace_artifacts(value, [str(ref) for ref in references])
+
     def _enforce_size(self, result: JobResult) -> JobResult:
         size = result.wire_size()
         if size <= self._max_result_bytes:
             return result
-        return JobResult.failure(
-            result.job_id,
-            f"result is {size} bytes, over the job API's limit of {self._max_result_bytes} "
+        return JobResult(
+            result.job_id, streamed=result.streamed,
+            error=f"result is {size} bytes, over the job API's limit of {self._max_result_bytes} "
             "bytes: configure a bucket (BUCKET_ENDPOINT_URL, BUCKET_NAME, ...) so outputs are "
             "uploaded instead of sent inline",
         )

@@ -182,8 +182,9 @@ class Worker:
             job = message.running.job
             if self._ledger.finish(job.id, message.running):
                 self._last_finished = now
-                self.stages.storer.submit(Outcome(job, message.output, message.error,
-                                                  model_seconds=message.seconds))
+                self.stages.storer.submit(Outcome(
+                    job, message.output, message.error, model_seconds=message.seconds,
+                    streamed=message.streamed, stopped=message.stopped))
             if message.device_lost and self._exit_code is None:
                 log.error("the accelerator is lost; delivering what is held, then exiting so "
                           "the platform restarts the pod", extra={"event": "device_lost"})
@@ -203,6 +204,7 @@ class Worker:
             self._pacer.failed(taken.error, now)
             return
         self._pacer.answered(started=taken.started, now=now, empty=not taken.jobs)
+        self.stages.runner.refresh_slots(len(self._ledger.running))
         if not taken.jobs:
             if self.config.stop_when_drained and not self._ledger.in_flight_ids():
                 self._begin_stop("all local jobs done", now)
@@ -224,9 +226,14 @@ class Worker:
             return
         job = self._ledger.cancel_queued(job_id)
         if job is not None:
-            self._answer(job.id, job, "job cancelled before it started")
+            self._silence(job)
             return
         self._ledger.remember_stop(job_id)
+
+    def _silence(self, job: Job) -> None:
+        """The platform stopped ``job`` before it ran: like the SDK, post nothing for it."""
+        self._ledger.answered_without_model(job.id)
+        self.stages.storer.submit(Outcome(job, stopped=True))
 
     def _begin_stop(self, reason: str, now: float) -> None:
         if self._stopping_since is not None:
@@ -246,8 +253,10 @@ class Worker:
     def _start_next(self, now: float) -> None:
         job = self._ledger.next_queued()
         assert job is not None
-        refusal = admit(job, marks=self._marks, max_input_bytes=self.config.max_input_bytes,
-                        stop_requested=self._ledger.stop_requested_early(job.id))
+        if self._ledger.stop_requested_early(job.id):
+            self._silence(job)
+            return
+        refusal = admit(job, marks=self._marks, max_input_bytes=self.config.max_input_bytes)
         if refusal is not None:
             self._answer(job.id, job, refusal)
             return

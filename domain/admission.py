@@ -1,7 +1,7 @@
 """Whether a job just taken may reach the model, and if not, the error that answers it.
 
 Exists so that a job that cannot be run (a malformed envelope, an input over the size limit, a
-job-stop that overtook it, a job that crashed the worker before) is answered at once with a
+job that crashed the worker before) is answered at once with a
 clear error instead of reaching the model, and so that these rules live in one pure function.
 """
 
@@ -17,15 +17,11 @@ POISON_STARTS = 2
 CANCELLED_BY_PLATFORM = "job cancelled: the platform asked to stop it"
 
 
-def refusal(
-    job: Job, *, earlier_starts: int, max_input_bytes: int, stop_requested: bool
-) -> str | None:
+def refusal(job: Job, *, earlier_starts: int, max_input_bytes: int) -> str | None:
     """The error string answering ``job`` without running it, or None when it may run."""
     problem = job.problem or input_problem(job, max_input_bytes)
     if problem is not None:
         return f"invalid input: {problem}"
-    if stop_requested:
-        return CANCELLED_BY_PLATFORM
     if earlier_starts >= POISON_STARTS:
         return (
             f"job not run: it was running when the worker died {earlier_starts} times "

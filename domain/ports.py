@@ -42,6 +42,14 @@ class JobApi(Protocol):
         """
         ...
 
+    def post_stream(self, job_id: str, chunk: Any) -> None:
+        """Deliver one streamed chunk of a running job's output, in order.
+
+        Raises ``TransientError`` when it should be tried again (the caller keeps it and
+        its job's later chunks and result behind it), ``RejectedByApi`` when refused for good.
+        """
+        ...
+
     def post_progress(self, job_id: str, progress: Any) -> None:
         """Send a progress update for a running job. Best effort: never raises."""
         ...
@@ -65,10 +73,13 @@ class JobStopSource(Protocol):
 class Storage(Protocol):
     """Where a job's binary outputs go (S3, a local folder, or inline data URLs)."""
 
-    def store_all(self, job_id: str, artifacts: Sequence[Artifact]) -> list[str]:
+    def store_all(
+        self, job_id: str, artifacts: Sequence[Artifact], first_index: int = 0
+    ) -> list[str]:
         """Store one job's outputs and return a reference for each (a URL or a path), in order.
 
-        Output ``i`` always maps to the same place for a job, so storing again after a crash
+        The outputs are numbered from ``first_index`` (a streaming job's chunks number theirs
+        on). Output ``i`` always maps to the same place for a job, so storing again after a crash
         overwrites rather than duplicates. Returns only once every output is stored; raises
         ``UploadFailed`` (or ``TransientError``) when one could not be.
         """
@@ -104,10 +115,15 @@ class JobContext(Protocol):
 
 
 class Model(Protocol):
-    """The model the worker serves: loaded once, then run on one job's input at a time."""
+    """The model the worker serves: loaded once, then run on each job's input.
 
-    def load(self) -> None:
-        """Load weights and warm up. Called once, before the first job. Raises ``ModelError``."""
+    ``run`` may also be ``async def`` (run on the worker's event loop), a generator or an async
+    generator (its yielded values are streamed); a model may define ``concurrency(current) ->
+    int`` to say how many jobs it takes at once (asked between takes)."""
+
+    def load(self) -> object:
+        """Load weights and warm up. Called once, before the first job, on the thread (or the
+        event loop, for ``async def load``) that runs the jobs. Raises ``ModelError``."""
         ...
 
     def run(self, job_input: dict[str, Any], ctx: JobContext) -> Any:

@@ -62,6 +62,7 @@ def build_adapter(
     api = RunPodJobApi(
         take_url=setup["take_url"], result_url=setup["result_url"],
         ping_url=setup.get("ping_url"), api_key=setup["api_key"],
+        stream_url=setup.get("stream_url"),
         worker_id=setup["worker_id"], connect_timeout=2.0, read_timeout=2.0, take_timeout=2.0,
         clock=ManualClock(), sleep=sleep,
     )
@@ -74,8 +75,10 @@ def build_adapter(
 def call(adapter: Any, spec: dict[str, Any]) -> Any:
     method, args = spec["method"], spec["args"]
     if method == "post_result":
-        result = (JobResult.failure(args["job_id"], args["error"]) if "error" in args
-                  else JobResult.success(args["job_id"], args["output"]))
+        streamed = bool(args.get("streamed"))
+        result = (JobResult(args["job_id"], error=args["error"], streamed=streamed)
+                  if "error" in args
+                  else JobResult(args["job_id"], output=args["output"], streamed=streamed))
         return adapter.post_result(result)
     return getattr(adapter, method)(**args)
 

@@ -140,6 +140,7 @@ def job_api(name: str, about: str, e: Exchange, call: dict[str, Any], expect: di
             "take_url": f"{base}/{take_route}/$ID?{QUERY}{extra_query}",
             "result_url": f"{base}/job-done/$RUNPOD_POD_ID/$ID?{QUERY}",
             "ping_url": f"{base}/ping/$RUNPOD_POD_ID?{QUERY}",
+            "stream_url": f"{base}/job-stream/$RUNPOD_POD_ID/$ID?{QUERY}",
         },
         "call": call, "request": request_of(e), "response": response_of(e), "expect": expect,
         "fake": fake,
@@ -206,13 +207,19 @@ def recordings(platform: RecordingPlatform, ids: dict[str, str]) -> dict[str, di
             stop200, {"method": "jobs_to_stop", "args": {}}, {"stop": [J4]},
             {"jobs": [{"id": J4, "input": {"chunks": 1, "hang": True}}], "take_as": POD,
              "cancel": [J4]}),
-        "stream_chunk": exchange_only(
+        "stream_chunk": job_api(
             "stream: one chunk", "A generator handler's chunk, posted to "
             "RUNPOD_WEBHOOK_POST_STREAM ($ID filled; the SDK appends isStream=false).",
-            streamed, {"jobs": [{"id": stream_job, "input": {"chunks": 2}}], "take_as": POD}),
-        "result_stream_final": exchange_only(
+            streamed, {"method": "post_stream", "args": {"job_id": stream_job,
+                                                         "chunk": body(streamed)["output"]}},
+            {"accepted": True},
+            {"jobs": [{"id": stream_job, "input": {"chunks": 2}}], "take_as": POD}),
+        "result_stream_final": job_api(
             "result: after a stream", "The final result of a generator handler: job-done with "
             "isStream=true; the output is empty without return_aggregate_stream.", final,
+            {"method": "post_result", "args": {"job_id": final.path.rsplit("/", 1)[1],
+                                               "output": [], "streamed": True}},
+            {"accepted": True},
             {"jobs": [{"id": final.path.rsplit("/", 1)[1], "input": {"chunks": 2}}],
              "take_as": POD}),
         "ping_sdk": exchange_only(

@@ -209,3 +209,22 @@ def test_the_sdk_client_streams_what_the_sdk_worker_streams(
     assert answers[1] == [{"i": i, "text": f"chunk-{i}"} for i in range(4)]
     assert answers[2] == "COMPLETED"
     wait_until(lambda: bool(platform.seen("stream")), timeout=5, what="a /stream request")
+
+
+def test_the_sdk_client_streams_what_podworker_streams(
+    sdk_python: Path, platform: RecordingPlatform, tmp_path: Path
+) -> None:
+    worker = WorkerProcess(worker_env(platform, tmp_path / "state",
+                                      RUNPOD_AI_API_KEY=SDK_API_KEY), tmp_path)
+    try:
+        answers = run_sdk_client(sdk_python, platform, tmp_path, [
+            {"call": "run", "job": "s", "input": {"_echo": {"stream": 4}}},
+            {"call": "stream", "job": "s"},
+            {"call": "status", "job": "s"},
+        ])
+    finally:
+        worker.close()
+    assert answers[1] == [{"i": i, "text": f"chunk-{i}"} for i in range(4)]
+    assert answers[2] == "COMPLETED"
+    job = answers[0]
+    assert platform.jobs[job].is_stream and platform.late_stream == []

@@ -88,6 +88,8 @@ def make_harness(
     max_result_bytes: int = 10_000_000,
     secrets: tuple[str, ...] = (),
     poll_timeout: float = 0.01,
+    slots: int = 1,
+    stream_aggregate: bool = False,
 ) -> Harness:
     """A worker on in-memory fakes (the job API long-polls ``poll_timeout``), built as bootstrap
     builds it."""
@@ -101,7 +103,7 @@ def make_harness(
         policy = dataclasses.replace(policy, shutdown_grace=5.0)
     config = WorkerConfig(lifecycle=policy, ping_interval_s=ping_interval_s,
                           max_input_bytes=max_input_bytes, max_result_bytes=max_result_bytes,
-                          max_wait_s=0.02)
+                          max_wait_s=0.02, slots=slots, stream_aggregate=stream_aggregate)
     worker = assemble(
         config=config, job_api=api, stop_source=api,
         storage=storage or LocalFolderStorage(tmp_path / "outputs"), pod_control=pod,
