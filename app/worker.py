@@ -6,9 +6,10 @@ Threads, what each owns, and how they talk (queues and events, never shared fiel
       │                lifecycle times and the stop reason; drains its Inbox, builds an
       │                Observation, asks domain.lifecycle.decide, acts; publishes a Snapshot
       ├─ intake        one take at a time (a long-poll)               ──Taken──────────► inbox
-      ├─ model         model.load(), then one job at a time           ──ModelLoaded/Done─► inbox
+      ├─ model         model.load(), then jobs (model-2 ... for more  ──ModelLoaded/Done─► inbox
+      │                slots; model-loop runs an async model's tasks) ──chunks──► store
       ├─ store         outputs → Storage; result → outbox (durable)   ──result──► post
-      ├─ post          results → job API, retried; progress updates   ──Delivered──────► inbox
+      ├─ post          chunks, results → job API, retried; progress   ──Delivered──────► inbox
       ├─ heartbeat     ping(in-flight ids) every PING_INTERVAL        (reads the Snapshot)
       ├─ job-stops     the platform's job-stop long-poll              ──StopJob────────► inbox
       ├─ http-deadlines  cuts HTTP requests at their overall deadline (adapters.http_client)
