@@ -90,12 +90,13 @@ def make_harness(
     poll_timeout: float = 0.01,
     slots: int = 1,
     stream_aggregate: bool = False,
+    pod: RecordingPodControl | None = None,
 ) -> Harness:
     """A worker on in-memory fakes (the job API long-polls ``poll_timeout``), built as bootstrap
     builds it."""
     clock = clock or SystemClock()
     api = InMemoryJobApi(clock, poll_timeout=poll_timeout)
-    pod = RecordingPodControl()
+    pod = pod or RecordingPodControl()
     model = model or EchoModel()
     outbox = outbox if outbox is not None else InMemoryOutbox()
     policy = policy or LifecyclePolicy(idle_ttl=None, execution_timeout=30.0)
