@@ -132,9 +132,13 @@ class ModelRunner:
                 self._model.load()
 
         error, _ = self._outcome_of(load)
-        if error is None and not self._is_async:
+        seconds = self._clock.now() - started
+        if error is None:
+            log.info("model loaded", extra={"event": "model_loaded", "seconds": round(seconds, 3)})
             self.refresh_slots(0)
-        self._inbox.put(ModelLoaded(error=error, seconds=self._clock.now() - started))
+        else:
+            log.error("model could not be loaded: %s", error, extra={"event": "model_load_failed"})
+        self._inbox.put(ModelLoaded(error=error, seconds=seconds))
 
     # --- a plain ``def run`` -----------------------------------------------------------------
     def _run_sync(self, running: RunningJob) -> None:
@@ -241,6 +245,9 @@ class ModelRunner:
                 log.debug("model raised", exc_info=exc, extra={"job_id": job_id})
         described = self._scrub(describe_error(exc))
         fatal = isinstance(exc, DeviceLost)
+        if fatal:
+            log.error("the accelerator is lost (%s); delivering what is held, then exiting so the "
+                      "platform restarts the pod", described, extra={"event": "device_lost"})
         exc.__traceback__ = None  # frees the failed call's locals (tensors) now
         return described, fatal
 

@@ -109,16 +109,10 @@ class Worker:
         self._publish(WorkerState.STARTING)
         while True:
             message = self._inbox.get(timeout=None)
-            if isinstance(message, msg.ModelLoaded):
-                if message.error is not None:
-                    self.model_load_error = message.error
-                    log.error("model could not be loaded: %s", message.error,
-                              extra={"event": "model_load_failed"})
-                    return False
-                log.info("model loaded", extra={"event": "model_loaded",
-                                                "seconds": round(message.seconds, 3)})
+            if isinstance(message, msg.ModelLoaded):  # the model stage logged it
+                self.model_load_error = message.error
                 self._last_activity = self._last_finished = self.clock.now()
-                return True
+                return message.error is None
             if isinstance(message, msg.StopWorker):
                 log.info("stopping while the model loads: %s", message.reason,
                          extra={"event": "stop_requested"})
@@ -141,10 +135,9 @@ class Worker:
                 self._start_next(now)
             elif action is Action.TAKE:
                 self._take(now)
-            elif action in (Action.WAIT, Action.DRAIN):
-                wake = decision.wake_at
-                wait = self.config.max_wait_s if wake is None else min(
-                    max(0.0, wake - now), self.config.max_wait_s)
+            elif action in (Action.WAIT, Action.DRAIN):  # until an event, or the policy's time
+                wake, longest = decision.wake_at, self.config.max_wait_s
+                wait = longest if wake is None else min(max(0.0, wake - now), longest)
             elif action is Action.RETIRE:
                 self._retire(now)
             elif action is Action.ABANDON:
@@ -153,10 +146,10 @@ class Worker:
                 return self._exit()
 
     def _observe(self, now: float) -> Observation:
-        running = tuple(job.started for job in self._ledger.running.values())
         return Observation(
             now=now, last_activity=self._last_activity, slots=self._slots(),
-            running=running, queued=self._ledger.queued,
+            running=tuple(job.started for job in self._ledger.running.values()),
+            queued=self._ledger.queued,
             undelivered=self._ledger.undelivered, take_out=self._take_out,
             take_allowed_at=self._pacer.allowed_at, stopping_since=self._stopping_since,
             last_finished=self._last_finished,
@@ -186,9 +179,7 @@ class Worker:
                 self.stages.storer.submit(Outcome(
                     job, message.output, message.error, model_seconds=message.seconds,
                     streamed=message.streamed, stopped=message.stopped))
-            if message.device_lost and self._exit_code is None:
-                log.error("the accelerator is lost; delivering what is held, then exiting so "
-                          "the platform restarts the pod", extra={"event": "device_lost"})
+            if message.device_lost and self._exit_code is None:  # the model stage logged it
                 self._lose_model(ExitCode.DEVICE_LOST, "the accelerator is lost", now)
         elif isinstance(message, msg.Delivered):
             self._ledger.delivered(message.job_id)
