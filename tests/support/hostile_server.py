@@ -127,6 +127,10 @@ class HostileServer:
         return f"{self.url}/v2/{ENDPOINT_ID}/ping/$RUNPOD_POD_ID?gpu=hostile"
 
     @property
+    def stream_url(self) -> str:
+        return f"{self.url}/v2/{ENDPOINT_ID}/job-stream/$RUNPOD_POD_ID/$ID?gpu=hostile"
+
+    @property
     def graphql_url(self) -> str:
         return f"{self.url}/graphql"
 
