@@ -160,8 +160,10 @@ def decode_image(data: bytes, limits: ImageInputLimits, *, mode: str = "RGB") ->
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=FORMATS)
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning,
-            OSError, ValueError, SyntaxError):
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise _Refused(f"more pixels than the limit of {limits.max_pixels} (a decompression "
+                       "bomb?)") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         raise _Refused(f"not a {', '.join(FORMATS[:-1])} or {FORMATS[-1]} image") from None
     width, height = image.size
     if width < 1 or height < 1 or width * height > limits.max_pixels:

@@ -136,7 +136,12 @@ def _carried_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
     return None
 
 
-def refusal(address: str | IPAddress, *, allow_private: bool) -> AddressClass | None:
+def refusal(
+    address: str | IPAddress,
+    *,
+    allow_private: bool,
+    classify: Callable[[str | IPAddress], AddressClass] = classify,
+) -> AddressClass | None:
     """The class that makes ``address`` refused, or None when it may be fetched."""
     kind = classify(address)
     if kind is AddressClass.PUBLIC or (allow_private and kind in ALLOWABLE):
@@ -189,10 +194,14 @@ class SafeFetcher:
         *,
         resolve: Resolver = system_resolver,
         monotonic: Callable[[], float] = time.monotonic,
+        classify: Callable[[str | IPAddress], AddressClass] = classify,
     ) -> None:
+        """``resolve``, ``monotonic`` and ``classify`` are for tests (a test's loopback server
+        can stand in for a public host by being classified public)."""
         self.policy = policy
         self._resolve = resolve
         self._monotonic = monotonic
+        self._classify = classify
 
     def fetch(self, url: str) -> Fetched:
         """The body at ``url``, following redirects. Raises :class:`FetchRefused`."""
@@ -226,7 +235,8 @@ class SafeFetcher:
         if not addresses:
             raise FetchRefused(f"{host}: the name resolves to no address")
         for address in addresses:
-            kind = refusal(address.split("%")[0], allow_private=self.policy.allow_private)
+            kind = refusal(address.split("%")[0], allow_private=self.policy.allow_private,
+                           classify=self._classify)
             if kind is not None:
                 shown = host if host == address else f"{host} (resolves to {address})"
                 raise FetchRefused(
@@ -309,10 +319,25 @@ class _PinnedClient(HttpClient):
 
 
 def _pinned(pool_class: type[Any], address: str) -> type[Any]:
-    class PinnedPool(pool_class):  # type: ignore[misc]
+    """``pool_class`` whose connections' TCP connect goes to ``address``.
+
+    urllib3 connects to ``_dns_host`` and uses ``host`` (the same attribute, read back) for the
+    ``Host`` header, TLS's server name and the certificate check; the address is put in only
+    for the connect, so all of those keep the URL's name.
+    """
+
+    class PinnedConnection(pool_class.ConnectionCls):  # type: ignore[misc, name-defined]
+        _dns_host: str
+
         def _new_conn(self) -> Any:
-            conn = super()._new_conn()
-            conn._dns_host = address  # where urllib3 connects; ``host`` stays the name
-            return conn
+            name = self._dns_host
+            self._dns_host = address
+            try:
+                return super()._new_conn()
+            finally:
+                self._dns_host = name
+
+    class PinnedPool(pool_class):  # type: ignore[misc]
+        ConnectionCls = PinnedConnection
 
     return PinnedPool
