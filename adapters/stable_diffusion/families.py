@@ -13,9 +13,11 @@ flux    FluxPipeline                     1024x1024  28     3.5       no        i
 ======  ===============================  =========  =====  ========  ========  ===============
 
 Every family takes ``init_image`` (image-to-image), ``mask`` (inpainting, with ``init_image``)
-and ``prompt_strength`` (0 to 1, default 0.8, only with ``init_image``); the img2img and inpaint
-class of each is named in its :class:`FamilySpec`, reached from the same weights with diffusers'
-``AutoPipelineForImage2Image.from_pipe`` / ``AutoPipelineForInpainting.from_pipe``. Flux's
+and ``prompt_strength`` (0 to 1, default 0.8, only with ``init_image``; diffusers runs
+``int(num_inference_steps * prompt_strength)`` steps, which must be at least 1); the img2img
+and inpaint class of each is named in its :class:`FamilySpec`, reached from the same weights
+with diffusers' ``AutoPipelineForImage2Image.from_pipe`` / ``AutoPipelineForInpainting
+.from_pipe``. Flux's
 sides are multiples of 16 (its latents are packed 2x2); the others' multiples of 8.
 
 The input schema is :mod:`.schema`'s, in the same strict style and with the same helpers (one
@@ -315,7 +317,13 @@ class FamilyInput(BaseModel):
     def _strength(cls, value: Any, info: ValidationInfo) -> float:
         if "init_image" not in _context(info)[2]:
             raise _problem("only with init_image (how far to move away from it)")
-        return _number(value, 0.0, 1.0)
+        strength = _number(value, 0.0, 1.0)
+        steps = info.data.get("num_inference_steps")
+        # diffusers runs int(steps * strength) of the steps: none at all is an error there
+        if isinstance(steps, int) and int(steps * strength) < 1:
+            raise _problem(f"with {steps} steps it must be at least {1 / steps:.3g} (got "
+                           f"{_show(value)}): at least one step must run")
+        return strength
 
 
 def parse_family_input(

@@ -360,3 +360,10 @@ def test_importing_the_families_and_image_modules_imports_no_ml_library() -> Non
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True,
                           text=True, timeout=60, check=True)
     assert done.stdout.strip() == ""
+
+
+def test_a_prompt_strength_that_would_run_no_step_is_refused() -> None:
+    raw = {"prompt": "a", "init_image": PNG_B64, "num_inference_steps": 4, "prompt_strength": 0.2}
+
+    assert "prompt_strength: with 4 steps it must be at least 0.25 (got 0.2)" in problems(raw, "sd")
+    assert parse_family_input({**raw, "prompt_strength": 0.25}, spec("sd")).prompt_strength == 0.25
