@@ -145,11 +145,15 @@ def family_spec(name: str) -> FamilySpec:
         raise ValueError(f"unknown pipeline family {name!r}: choose auto, {known}") from None
 
 
-def detect_family(source: str | Path, forced: str = "auto") -> FamilySpec:
-    """The family of the weights at ``source`` (a folder), or ``forced`` unless it is ``auto``.
+def detect_family(
+    source: str | Path, forced: str = "auto", *, cache_dir: str | Path | None = None
+) -> FamilySpec:
+    """The family of the weights at ``source``, or ``forced`` unless it is ``auto``.
 
-    Reads ``model_index.json`` only (no weights, no imports). Raises ``ModelError`` when the
-    file is missing or unreadable or names a pipeline class of no known family.
+    ``source`` is a pipeline folder, or a hub id whose ``model_index.json`` is in the local
+    Hugging Face cache (``cache_dir``, else the default one; never downloaded). Reads that file
+    only (no weights). Raises ``ModelError`` when it is missing or unreadable or names a
+    pipeline class of no known family.
     """
     if forced.strip().lower() != "auto":
         try:
@@ -157,6 +161,8 @@ def detect_family(source: str | Path, forced: str = "auto") -> FamilySpec:
         except ValueError as exc:
             raise ModelError(f"SD_PIPELINE: {exc}") from None
     index = Path(source) / "model_index.json"
+    if not Path(source).is_dir():
+        index = _cached_index(str(source), cache_dir) or index
     try:
         class_name = json.loads(index.read_text("utf-8")).get("_class_name")
     except (OSError, ValueError, AttributeError) as exc:
@@ -172,6 +178,17 @@ def detect_family(source: str | Path, forced: str = "auto") -> FamilySpec:
             f"(known: {known})"
         )
     return SPECS[family]
+
+
+def _cached_index(repo_id: str, cache_dir: str | Path | None) -> Path | None:
+    """``model_index.json`` of hub id ``repo_id`` in the local cache, if it is there."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(repo_id, "model_index.json", cache_dir=cache_dir)
+    except (ImportError, ValueError):  # no hub library, or not a valid repo id
+        return None
+    return Path(found) if isinstance(found, str) else None
 
 
 def check_limits(spec: FamilySpec, limits: SdLimits) -> None:

@@ -367,3 +367,15 @@ def test_a_prompt_strength_that_would_run_no_step_is_refused() -> None:
 
     assert "prompt_strength: with 4 steps it must be at least 0.25 (got 0.2)" in problems(raw, "sd")
     assert parse_family_input({**raw, "prompt_strength": 0.25}, spec("sd")).prompt_strength == 0.25
+
+
+def test_a_hub_id_is_detected_from_the_local_cache_without_a_download(tmp_path: Path) -> None:
+    snapshot = tmp_path / "models--someone--sdxl-model" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    weights(snapshot, "StableDiffusionXLPipeline")
+    (tmp_path / "models--someone--sdxl-model" / "refs").mkdir()
+    (tmp_path / "models--someone--sdxl-model" / "refs" / "main").write_text("abc123")
+
+    assert detect_family("someone/sdxl-model", cache_dir=tmp_path).family == Family.SDXL
+    with pytest.raises(ModelError, match="set SD_PIPELINE"):
+        detect_family("someone/not-cached", cache_dir=tmp_path)
