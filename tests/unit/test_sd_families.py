@@ -22,8 +22,8 @@ from adapters.stable_diffusion.families import (
     check_limits,
     detect_family,
     family_spec,
-    parse_family_input,
 )
+from adapters.stable_diffusion.family_schema import field_names, parse_family_input
 from adapters.stable_diffusion.schema import SdLimits
 from domain.errors import InvalidInput, ModelError
 
@@ -327,7 +327,7 @@ _json = st.recursive(
 @given(
     st.sampled_from(ALL),
     st.dictionaries(
-        st.sampled_from([*SPECS[Family.SD].field_names, "image", "extra"]) | st.text(max_size=8),
+        st.sampled_from([*field_names(SPECS[Family.SD]), "image", "extra"]) | st.text(max_size=8),
         _json,
         max_size=8,
     ),
@@ -351,6 +351,7 @@ def test_importing_the_families_and_image_modules_imports_no_ml_library() -> Non
     code = (
         "import sys\n"
         "import adapters.stable_diffusion.families, adapters.stable_diffusion.job_images\n"
+        "import adapters.stable_diffusion.family_schema\n"
         "import adapters.image_inputs, adapters.safe_fetch, adapters.stable_diffusion.tiny\n"
         "import adapters.stable_diffusion.tiny_families\n"
         "heavy = sorted(m for m in ('torch', 'diffusers', 'transformers', 'PIL', 'numpy')\n"
