@@ -22,17 +22,9 @@ from typing import Any
 
 import pytest
 
+from adapters.addresses import ALLOWABLE, AddressClass, IPAddress, classify, refusal
 from adapters.image_inputs import ImageInputLimits, ImageLoader
-from adapters.safe_fetch import (
-    ALLOWABLE,
-    AddressClass,
-    FetchPolicy,
-    FetchRefused,
-    IPAddress,
-    SafeFetcher,
-    classify,
-    refusal,
-)
+from adapters.safe_fetch import FetchPolicy, FetchRefused, SafeFetcher
 from domain.errors import InvalidInput
 from tests.support.image_server import ImageServer, Route
 
