@@ -54,6 +54,12 @@ def _parser() -> argparse.ArgumentParser:
         "its own tokenizer files) and save it with save_pretrained. No network needed.",
     )
     tiny.add_argument("directory", type=Path)
+    tiny.add_argument(
+        "--family",
+        choices=("sd", "sdxl", "sd3", "flux"),
+        default="sd",
+        help="the pipeline family: sd (SD 1.x, the default), sdxl, sd3 or flux",
+    )
 
     bake = sub.add_parser(
         "bake-weights",
@@ -87,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         if command == "make-tiny-model":
             from adapters.stable_diffusion.tiny import make_tiny_model
 
-            print(make_tiny_model(args.directory))
+            print(make_tiny_model(args.directory, family=args.family))
             return 0
         if command == "bake-weights":
             from app.bake import bake_from_args

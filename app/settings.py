@@ -43,6 +43,16 @@ class BucketNaming(enum.StrEnum):
     MONTHLY = "monthly"  # the seed's scheme: one bucket a month named like ``11-26`` (MM-YY)
 
 
+class PipelineFamily(enum.StrEnum):
+    """Which diffusers pipeline family the weights are (``auto``: read model_index.json)."""
+
+    AUTO = "auto"
+    SD = "sd"
+    SDXL = "sdxl"
+    SD3 = "sd3"
+    FLUX = "flux"
+
+
 class LogFormat(enum.StrEnum):
     AUTO = "auto"  # json when not on a terminal, text on one
     JSON = "json"
@@ -108,6 +118,11 @@ class Settings(BaseSettings):
     SD_MAX_OUTPUTS: int = Field(4, ge=1, description="Stable Diffusion: most images per job.")
     SD_MAX_STEPS: int = Field(
         500, ge=25, description="Stable Diffusion: most denoising steps per job."
+    )
+    SD_PIPELINE: PipelineFamily = Field(
+        PipelineFamily.AUTO,
+        description="Stable Diffusion: pipeline family, auto (from the weights' "
+        "model_index.json), sd, sdxl, sd3 or flux.",
     )
     ECHO_DELAY_MS: int = Field(0, ge=0, description="Echo model: time each job takes (ms).")
     ECHO_FAIL: bool = Field(False, description="Echo model: fail every job.")
@@ -232,6 +247,26 @@ class Settings(BaseSettings):
     # --- input limits -------------------------------------------------------------------
     MAX_INPUT_BYTES: int = Field(
         1_000_000, gt=0, description="Largest job input accepted (bytes of JSON)."
+    )
+    INPUT_IMAGE_MAX_BYTES: int = Field(
+        10_000_000, gt=0, description="Largest input image (init_image, mask) file (bytes)."
+    )
+    INPUT_IMAGE_MAX_PIXELS: int = Field(
+        16_777_216,
+        gt=0,
+        description="Largest input image, width x height, checked before decoding (pixels).",
+    )
+    INPUT_URL_FETCH: bool = Field(
+        False,
+        description="Fetch input images given as http(s) URLs (off: base64 and data URLs only).",
+    )
+    INPUT_URL_TIMEOUT: int = Field(
+        15_000, gt=0, description="Whole time to fetch one input image, redirects included (ms)."
+    )
+    INPUT_URL_ALLOW_PRIVATE: bool = Field(
+        False,
+        description="Let input URLs reach loopback, private, link-local and CGNAT addresses "
+        "(cloud metadata addresses stay refused).",
     )
 
     @field_validator(
