@@ -78,7 +78,9 @@ class Response:
     url: str = field(repr=False)
 
 
-class _GuardedHTTPPool(HTTPConnectionPool):
+class GuardedHTTPPool(HTTPConnectionPool):
+    """A connection pool that tells the running request's guard which connection it uses."""
+
     def _make_request(self, conn: Any, *args: Any, **kwargs: Any) -> Any:
         guard = getattr(_current, "guard", None)
         if guard is not None:
@@ -86,7 +88,9 @@ class _GuardedHTTPPool(HTTPConnectionPool):
         return super()._make_request(conn, *args, **kwargs)
 
 
-class _GuardedHTTPSPool(HTTPSConnectionPool):
+class GuardedHTTPSPool(HTTPSConnectionPool):
+    """The same, over TLS."""
+
     def _make_request(self, conn: Any, *args: Any, **kwargs: Any) -> Any:
         guard = getattr(_current, "guard", None)
         if guard is not None:
@@ -120,7 +124,7 @@ class HttpClient:
         }
         manager = (urllib3.ProxyManager(proxy, **options) if proxy
                    else urllib3.PoolManager(**options))
-        manager.pool_classes_by_scheme = {"http": _GuardedHTTPPool, "https": _GuardedHTTPSPool}
+        manager.pool_classes_by_scheme = {"http": GuardedHTTPPool, "https": GuardedHTTPSPool}
         return manager
 
     def _for(self, url: str) -> urllib3.PoolManager:

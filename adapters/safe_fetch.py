@@ -45,8 +45,8 @@ from adapters.http_client import (
     HttpClient,
     HttpFailure,
     Response,
-    _GuardedHTTPPool,
-    _GuardedHTTPSPool,
+    GuardedHTTPPool,
+    GuardedHTTPSPool,
 )
 
 Resolver = Callable[[str, int], list[str]]
@@ -213,8 +213,8 @@ class _PinnedClient(HttpClient):
     def _manager(self, proxy: str | None) -> urllib3.PoolManager:
         manager = super()._manager(None)
         manager.pool_classes_by_scheme = {
-            "http": _pinned(_GuardedHTTPPool, self._address),
-            "https": _pinned(_GuardedHTTPSPool, self._address),
+            "http": _pinned(GuardedHTTPPool, self._address),
+            "https": _pinned(GuardedHTTPSPool, self._address),
         }
         return manager
 
