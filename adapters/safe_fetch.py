@@ -42,11 +42,11 @@ import urllib3
 from adapters.addresses import ALLOWABLE, AddressClass, IPAddress, classify, refusal
 from adapters.http_client import (
     DeadlineExceeded,
+    GuardedHTTPPool,
+    GuardedHTTPSPool,
     HttpClient,
     HttpFailure,
     Response,
-    GuardedHTTPPool,
-    GuardedHTTPSPool,
 )
 
 Resolver = Callable[[str, int], list[str]]
