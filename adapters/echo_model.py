@@ -10,11 +10,14 @@ behaviour, under the key ``"_echo"`` (the key is removed from the output):
   (a model that cannot be interrupted);
 - ``{"_echo": {"artifacts": 2}}``: also return two small binary outputs to be stored.
 - ``{"_echo": {"progress": 3}}``: report progress 3 times.
+- ``{"_echo": {"stream": 3}}``: stream 3 chunks ``{"i": n, "text": "chunk-n"}`` (the output is
+  streamed; the worker posts each chunk, then the final result).
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 from domain.errors import InvalidInput, OutOfMemory
@@ -65,6 +68,9 @@ class EchoModel:
         count = int(directives.get("artifacts", 0) or 0)
         if count:
             output["artifacts"] = [Artifact(TINY_PNG) for _ in range(count)]
+        chunks = int(directives.get("stream", 0) or 0)
+        if chunks:
+            return _stream(chunks)
         return output
 
     def _sleep(self, seconds: float, ctx: JobContext, *, checking: bool) -> None:
@@ -75,3 +81,8 @@ class EchoModel:
                 ctx.check_cancelled()
             self._pause.wait(min(step, remaining))
             remaining -= step
+
+
+def _stream(chunks: int) -> Iterator[dict[str, Any]]:
+    for n in range(chunks):
+        yield {"i": n, "text": f"chunk-{n}"}

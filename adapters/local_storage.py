@@ -12,14 +12,13 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
-import re
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from domain.errors import UploadFailed
 from domain.job import Artifact, safe_name
-
-_EXTENSION = re.compile(r"[A-Za-z0-9]{1,16}")
+from domain.outputs import output_file_name
 
 
 class LocalFolderStorage:
@@ -29,14 +28,16 @@ class LocalFolderStorage:
         self.root = root.resolve()
         self.stored: list[Path] = []
 
+    def store_all(
+        self, job_id: str, artifacts: Sequence[Artifact], first_index: int = 0
+    ) -> list[str]:
+        return [self.store(job_id, first_index + i, artifact) for i, artifact in
+                enumerate(artifacts)]
+
     def store(self, job_id: str, index: int, artifact: Artifact) -> str:
-        if not _EXTENSION.fullmatch(artifact.extension):
-            raise UploadFailed(
-                f"output {index} has an invalid file extension "
-                "(letters and digits only, at most 16)"
-            )
+        name = output_file_name(index, artifact)
         folder = self.root / safe_name(job_id)
-        target = folder / f"{index}.{artifact.extension}"
+        target = folder / name
         tmp: str | None = None
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -56,6 +57,12 @@ class LocalFolderStorage:
 
 class DataUrlStorage:
     """Returns each output as a ``data:`` URL (base64), for small outputs and no bucket."""
+
+    def store_all(
+        self, job_id: str, artifacts: Sequence[Artifact], first_index: int = 0
+    ) -> list[str]:
+        return [self.store(job_id, first_index + i, artifact) for i, artifact in
+                enumerate(artifacts)]
 
     def store(self, job_id: str, index: int, artifact: Artifact) -> str:
         encoded = base64.b64encode(artifact.data).decode("ascii")

@@ -22,11 +22,16 @@ than the job itself for fast models (measured by ``bench/compare.py``: 279 again
 jobs/s).
 
 ``InMemoryOutbox`` keeps the same promises for the life of the process (unit tests, local runs).
+
+Both implement two ports at once, ``ResultOutbox`` (results kept until accepted) and
+``RunMarks`` (jobs being run): one journal keeps both, so a result and the clearing of its
+job's running mark can never disagree after a crash.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import logging
@@ -89,6 +94,16 @@ def _encode(record: dict[str, Any]) -> bytes:
         return (json.dumps(record, separators=(",", ":")) + "\n").encode()
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until every byte is written (a write may be short, on a full disk say)."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:
+            raise OSError(errno.ENOSPC, "no byte written")
+        view = view[written:]
+
+
 def read_journal(root: Path) -> _State:
     """Replay ``{root}/journal.jsonl`` (read-only; no lock). Torn or foreign lines are skipped."""
     state = _State()
@@ -105,8 +120,11 @@ def read_journal(root: Path) -> _State:
             record = json.loads(line)
             if not isinstance(record, dict):
                 raise ValueError("not an object")
+            # a record must also be writable again (compaction) and sendable: no Infinity or
+            # NaN, no nesting deeper than the JSON writer goes
+            json.dumps(record, allow_nan=False)
             state.apply(record)
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
             log.warning("outbox journal: skipping unreadable record %d (%s)", number,
                         type(exc).__name__, extra={"event": "outbox_torn_record"})
     return state
@@ -187,10 +205,7 @@ class FileOutbox:
     def _append(self, record: dict[str, Any], *, sync: bool, apply: bool) -> None:
         data = _encode(record)
         with self._lock:
-            view = memoryview(data)
-            while view:
-                written = os.write(self._fd, view)
-                view = view[written:]
+            _write_all(self._fd, data)
             if sync and self._fsync:
                 os.fdatasync(self._fd)
             if apply:
@@ -209,7 +224,7 @@ class FileOutbox:
         data = b"".join(_encode(record) for record in self._state.records())
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            os.write(fd, data)
+            _write_all(fd, data)
             if self._fsync:
                 os.fsync(fd)
         finally:
@@ -228,20 +243,18 @@ class FileOutbox:
 
 
 class InMemoryOutbox:
-    """The outbox's promises for one process's life; records ``put_count`` for tests."""
+    """The outbox's promises for one process's life."""
 
     def __init__(self) -> None:
         self._results: dict[str, JobResult] = {}
         self._starts: dict[str, int] = {}
         self._running: set[str] = set()
         self._lock = threading.Lock()
-        self.put_count = 0
 
     def put(self, result: JobResult) -> None:
         with self._lock:
             self._results.pop(result.job_id, None)
             self._results[result.job_id] = result
-            self.put_count += 1
 
     def remove(self, job_id: str) -> None:
         with self._lock:

@@ -1,49 +1,47 @@
 """The job API over HTTP, as RunPod's platform speaks it: take, result, progress, ping, job-stop.
 
 Exists so that podworker can replace RunPod's own SDK worker: it implements the ``JobApi`` and
-``JobStopSource`` ports (:mod:`domain.ports`) on one pooled ``requests.Session`` (keep-alive)
-with explicit connect/read timeouts, the take and job-stop read timeout longer than the
-server's long-poll.
+``JobStopSource`` ports (:mod:`domain.ports`) on the shared :class:`~adapters.http_client.
+HttpClient` (keep-alive, an overall deadline and a size cap on every request).
 
 What it promises:
 
-- ``take`` asks once and never retries or sleeps (the worker loop owns the backoff, with
-  ``adapters.retrying.Backoff``): ``200`` -> the jobs, ``204``/``400`` -> none, ``429`` ->
-  ``RateLimited`` carrying ``Retry-After`` (seconds or an HTTP date), anything else and every
-  connection error or timeout -> ``ApiUnavailable``. A body that cannot be read, or an object
-  without a usable id, is logged (a warning with a short excerpt, never the whole body) and left
-  out; the other jobs come back.
-- ``post_result`` is retried in a short burst (``adapters.retrying.result_delivery``): ``2xx``
-  accepted;
-  ``429``, ``408``, ``5xx`` and connection errors are transient and, once the policy gives up,
-  re-raised as ``TransientError`` (the worker keeps the result and sends it again later); any
-  other ``4xx`` raises ``RejectedByApi`` at once.
-- ``post_progress`` and ``ping`` are best effort (``adapters.retrying.best_effort``): they never
-  raise and log at most one debug line.
+- ``take`` asks once and never retries or sleeps (the worker owns the backoff): ``200`` -> the
+  jobs, ``204``/``400`` -> none, ``429`` -> ``RateLimited`` carrying ``Retry-After``, anything
+  else, every connection error, an answer not complete within ``take_timeout`` or larger than
+  ``max_jobs`` inputs of ``max_input_bytes`` (plus overhead) -> ``ApiUnavailable``. A body that
+  cannot be read, or an object without a usable id, is logged (a warning with a short excerpt,
+  never the whole body) and left out; the other jobs come back. More than one job is asked for
+  with ``/job-take-batch/`` and ``batch_size``.
+- ``post_result`` tries once within ``read_timeout`` (plus a second per MB of body): ``2xx``
+  accepted; ``429``, ``408``, ``5xx``, timeouts and connection errors raise ``ApiUnavailable``
+  (the worker keeps the result in its outbox and tries again on its own schedule); any other
+  ``4xx`` raises ``RejectedByApi``.
+- ``post_stream`` posts one chunk ``{"output": chunk}`` to the stream URL (like the SDK, with
+  ``isStream=false``) and answers like ``post_result``; a streamed job's final result goes to
+  job-done with ``isStream=true``.
+- ``post_progress`` and ``ping`` are best effort: they never raise and log at most one debug
+  line; a ping is tried twice (``domain.waiting.BEST_EFFORT``).
 - ``jobs_to_stop`` long-polls the take URL with ``/job-take/`` replaced by ``/job-stop/``. When
-  the take URL has no ``/job-take/`` it returns ``[]`` at once (logged once): the worker calls it
-  from a thread that waits between calls, so it never spins; ``stop_polling`` says whether it
-  is on, so the worker may skip that thread altogether.
-- The API key is sent raw in ``Authorization`` and appears in no log line, exception message or
-  ``repr``. Error messages name the host and the status, never the URL's query. A down API is not
-  logged once per try: the caller decides how often to warn.
+  the take URL has no ``/job-take/`` it returns ``[]`` (logged once); ``stop_polling`` says
+  whether it is on, so the worker may skip that thread altogether.
+- The API key is sent raw in ``Authorization`` and no piece of it appears in a log line,
+  exception message or ``repr`` (``scrub`` runs over every excerpt before it is cut). Error
+  messages name the host and the status, never the URL's path or query.
 """
 
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
-import os
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote, urlsplit
-
-import requests
-from requests.adapters import HTTPAdapter
 
 from adapters import retrying
+from adapters.http_client import AnswerTooLarge, HttpClient, HttpFailure, Response
+from adapters.http_parts import excerpt, fill, host_of, parse_retry_after, with_query
+from adapters.runpod_urls import auth_hint, batch_url_from, dumped, stop_url_from
+from domain import waiting
 from domain.errors import (
     ApiUnavailable,
     ConfigurationError,
@@ -53,148 +51,20 @@ from domain.errors import (
 )
 from domain.job import Job, JobResult, job_from_wire
 from domain.ports import Clock
+from domain.scrubbing import Scrubber
 
 log = logging.getLogger(__name__)
 
-Sleep = Callable[[float], None]
-
-EXCERPT_CHARS = 120
-"""How much of an unreadable body a warning shows: enough to recognise it, never a whole image."""
-
-USER_AGENT = "podworker/0.1"
-
-
-class RawKeyAuth(requests.auth.AuthBase):
-    """``Authorization: <key>`` (RunPod's job API takes the raw key, no "Bearer").
-
-    Set as ``auth=`` rather than as a plain header so that ``requests`` never replaces it with
-    ``.netrc`` credentials, and drops it on a redirect to another host.
-    """
-
-    def __init__(self, key: str) -> None:
-        self._key = key
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        request.headers["Authorization"] = self._key
-        return request
-
-    def scrub(self, text: str) -> str:
-        """``text`` with the key (should a server echo it) replaced by ``***``."""
-        return text.replace(self._key, "***")
-
-    def __repr__(self) -> str:
-        return "RawKeyAuth(***)"
-
-
-def pooled_session(pool_maxsize: int = 8) -> requests.Session:
-    """A session with a small keep-alive pool and no hidden retries (our policies retry).
-
-    The worker uses it from a few threads at once (take, job-stop, ping, delivery): the pool
-    holds enough connections that none is opened and dropped per request.
-    """
-    session = requests.Session()
-    # Without proxy variables there is nothing in the environment for requests to honour, and
-    # reading it (proxies, .netrc, CA bundle) on every request costs ~130 µs of CPU each time.
-    session.trust_env = any(
-        name.lower().endswith("_proxy") for name in os.environ
-    ) or bool(os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE"))
-    adapter = HTTPAdapter(pool_connections=2, pool_maxsize=pool_maxsize, max_retries=0)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    session.headers["User-Agent"] = USER_AGENT
-    return session
-
-
-def with_query(url: str, **params: str) -> str:
-    """``url`` plus ``params``, after ``&`` when it already has a query (RunPod's templates do)."""
-    if not params:
-        return url
-    extra = "&".join(f"{quote(k, safe='')}={quote(v, safe=',')}" for k, v in params.items())
-    return f"{url}{'&' if '?' in url else '?'}{extra}"
-
-
-def fill(template: str, *, pod_id: str | None = None, job_id: str | None = None) -> str:
-    """Put the URL-quoted ids in ``template`` (``$RUNPOD_POD_ID`` first, then ``$ID``).
-
-    Quoting turns ``$`` into ``%24``, so an id can never smuggle in another placeholder, and a
-    ``/``, ``?`` or ``#`` in an id stays inside its path segment (an id of ``.`` or ``..`` is
-    sent as ``%2E``s so that it is not taken for a dot segment).
-    """
-    url = template
-    if pod_id is not None:
-        url = url.replace("$RUNPOD_POD_ID", _segment(pod_id))
-    if job_id is not None:
-        url = url.replace("$ID", _segment(job_id))
-    return url
-
-
-def _segment(value: str) -> str:
-    quoted = quote(value, safe="")
-    # "." and ".." would be resolved away as dot segments by the HTTP client.
-    return quoted.replace(".", "%2E") if quoted in (".", "..") else quoted
-
-
-def host_of(url: str) -> str:
-    """``host[:port]`` of ``url``: what error messages name (never the path or the query)."""
-    return urlsplit(url).netloc.rpartition("@")[2] or "?"
-
-
-def parse_retry_after(
-    value: str | None, *, date_header: str | None = None, now: datetime | None = None
-) -> float | None:
-    """Seconds to wait from a ``Retry-After`` value: delta-seconds or an HTTP date.
-
-    An HTTP date is measured from the answer's own ``Date`` header when there is one (so a skewed
-    local clock does not matter), else from ``now`` (the wall clock by default). Returns None
-    when absent or unreadable; never negative.
-    """
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        return max(0.0, float(text))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
-        return None
-    reference = None
-    if date_header:
-        try:
-            reference = email.utils.parsedate_to_datetime(date_header)
-        except (TypeError, ValueError, IndexError):
-            reference = None
-    if reference is None:
-        reference = now or datetime.now(UTC)
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    if reference.tzinfo is None:
-        reference = reference.replace(tzinfo=UTC)
-    return max(0.0, (when - reference).total_seconds())
-
-
-def excerpt(data: bytes | str, limit: int = EXCERPT_CHARS) -> str:
-    """A short, printable excerpt of a body for a log line."""
-    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
-    short = text[:limit]
-    shown = "".join(c if c.isprintable() else " " for c in short)
-    return shown + (f"... ({len(text)} chars)" if len(text) > limit else "")
-
-
-def describe_failure(exc: requests.RequestException) -> str:
-    """What went wrong, in words that contain no URL (requests' own messages contain it)."""
-    if isinstance(exc, requests.ConnectTimeout):
-        return "connect timed out"
-    if isinstance(exc, requests.ReadTimeout):
-        return "read timed out"
-    if isinstance(exc, requests.ConnectionError):
-        return "connection failed"
-    return f"request failed ({type(exc).__name__})"
+Sleep = Callable[[float], object]
+SMALL_ANSWER_BYTES = 64 * 1024
+"""Largest answer read to a post, a ping or a job-stop poll (they carry a few ids at most)."""
+ENVELOPE_BYTES = 64 * 1024
+WIRE_EXPANSION = 6
+"""JSON on the wire may escape each character of an input as ``\\uXXXX``: six bytes for one."""
 
 
 class RunPodJobApi:
-    """RunPod's job API (``JobApi`` and ``JobStopSource`` ports) over one pooled session."""
+    """RunPod's job API (``JobApi`` and ``JobStopSource`` ports) over one pooled client."""
 
     def __init__(
         self,
@@ -203,33 +73,41 @@ class RunPodJobApi:
         result_url: str,
         ping_url: str | None,
         api_key: str | None,
+        stream_url: str | None = None,
         worker_id: str,
         connect_timeout: float = 5.0,
         read_timeout: float = 5.0,
         take_timeout: float = 95.0,
+        max_input_bytes: int = 1_000_000,
         clock: Clock,
-        session: requests.Session | None = None,
+        client: HttpClient | None = None,
+        scrub: Scrubber | None = None,
         sleep: Sleep | None = None,
     ) -> None:
         if "$ID" not in result_url:
             raise ConfigurationError("the result URL template must contain $ID (the job id)")
         self._result_template = result_url
         self._ping_template = ping_url
-        self._auth = RawKeyAuth(api_key) if api_key else None
+        self._stream_template = stream_url
+        self._headers = {"Authorization": api_key} if api_key else {}
+        self._scrub = scrub or Scrubber([api_key])
         self.worker_id = worker_id
-        self._timeout = (connect_timeout, read_timeout)
-        self._poll_timeout = (connect_timeout, take_timeout)
+        self._connect_timeout = connect_timeout
+        self._timeout = read_timeout
+        self._poll_timeout = take_timeout
+        self._max_input_bytes = max_input_bytes
         self._clock = clock
-        self._owns_session = session is None
-        self._session = session if session is not None else pooled_session()
+        self._owns_client = client is None
+        self._client = client or HttpClient()
         self._sleep = sleep
         self._take_url = fill(take_url, job_id=worker_id, pod_id=worker_id)
-        self._stop_url = _stop_url_from(self._take_url)
+        self._batch_url = batch_url_from(self._take_url)
+        self._stop_url = stop_url_from(self._take_url)
         self._stop_off_logged = False
         self._host = host_of(take_url)
 
     def __repr__(self) -> str:
-        key = "set" if self._auth is not None else "unset"
+        key = "set" if self._headers else "unset"
         return f"RunPodJobApi(host={self._host!r}, worker_id={self.worker_id!r}, api_key={key})"
 
     @property
@@ -238,34 +116,43 @@ class RunPodJobApi:
         return self._stop_url is not None
 
     # --- JobApi ---------------------------------------------------------------------------
-    def take(self, *, job_in_progress: bool) -> list[Job]:
-        url = with_query(self._take_url, job_in_progress="1" if job_in_progress else "0")
-        response = self._get(url, self._poll_timeout)
-        status = response.status_code
+    def take(self, *, job_in_progress: bool, max_jobs: int = 1) -> list[Job]:
+        params = {"job_in_progress": "1" if job_in_progress else "0"}
+        url = self._take_url
+        if max_jobs > 1 and self._batch_url is not None:
+            url, params["batch_size"] = self._batch_url, str(max_jobs)
+        cap = max(1, max_jobs) * (WIRE_EXPANSION * self._max_input_bytes + ENVELOPE_BYTES)
+        response = self._call("GET", with_query(url, **params), self._poll_timeout, cap,
+                              what="take")
+        status = response.status
         if status in (204, 400):
             return []
         if status == 429:
             raise self._rate_limited(response)
         if status != 200:
             raise ApiUnavailable(f"job API at {self._host} answered {status} to take"
-                                 + _auth_hint(status))
+                                 + auth_hint(status))
         return self._jobs_from(response.content)
 
     def post_result(self, result: JobResult) -> None:
-        url = self._result_url(result.job_id)
         body = json.dumps(result.to_wire(), separators=(",", ":")).encode()
-        for attempt in retrying.result_delivery(self._sleep):
-            with attempt:
-                self._post(url, body, what=f"the result of job {result.job_id!r}")
+        self._post(self._result_url(result.job_id, streamed=result.streamed), body,
+                   what=f"the result of job {result.job_id!r}")
+
+    def post_stream(self, job_id: str, chunk: Any) -> None:
+        if self._stream_template is None:
+            raise RejectedByApi("no stream URL is configured (set WEBHOOK_POST_STREAM or "
+                                "RUNPOD_WEBHOOK_POST_STREAM) for a model that streams")
+        body = json.dumps({"output": chunk}, separators=(",", ":")).encode()
+        url = with_query(fill(self._stream_template, pod_id=self.worker_id, job_id=job_id),
+                         isStream="false")
+        self._post(url, body, what=f"a streamed chunk of job {job_id!r}")
 
     def post_progress(self, job_id: str, progress: Any) -> None:
         try:
             body = json.dumps({"status": "IN_PROGRESS", "output": progress},
-                              separators=(",", ":")).encode()
-            url = self._result_url(job_id)
-            for attempt in retrying.best_effort(self._sleep):
-                with attempt:
-                    self._post(url, body, what=f"progress of job {job_id!r}")
+                              separators=(",", ":"), allow_nan=False).encode()
+            self._post(self._result_url(job_id), body, what=f"progress of job {job_id!r}")
         except (PodworkerError, TypeError, ValueError) as exc:
             log.debug("progress update for job %r not delivered: %s", job_id, exc)
 
@@ -276,9 +163,10 @@ class RunPodJobApi:
         if job_ids:
             url = with_query(url, job_id=",".join(job_ids))
         try:
-            for attempt in retrying.best_effort(self._sleep):
+            for attempt in retrying.retrying(waiting.BEST_EFFORT, sleep=self._sleep):
                 with attempt:
-                    response = self._get(url, self._timeout)
+                    response = self._call("GET", url, self._timeout, SMALL_ANSWER_BYTES,
+                                          what="a ping")
                     self._check_accepted(response, what="a ping")
         except PodworkerError as exc:
             log.debug("ping not delivered: %s", exc)
@@ -291,15 +179,16 @@ class RunPodJobApi:
                 log.info("job-stop polling is off: the take URL has no /job-take/ part",
                          extra={"event": "job_stop_off"})
             return []
-        response = self._get(self._stop_url, self._poll_timeout)
-        status = response.status_code
+        response = self._call("GET", self._stop_url, self._poll_timeout,
+                              SMALL_ANSWER_BYTES * 16, what="job-stop")
+        status = response.status
         if status == 204:
             return []
         if status == 429:
             raise self._rate_limited(response)
         if status != 200:
             raise ApiUnavailable(f"job API at {self._host} answered {status} to job-stop"
-                                 + _auth_hint(status))
+                                 + auth_hint(status))
         try:
             data = json.loads(response.content) if response.content.strip() else {}
         except (ValueError, RecursionError):  # RecursionError: JSON nested too deeply
@@ -312,38 +201,41 @@ class RunPodJobApi:
         return [str(i) for i in ids if isinstance(i, str | int) and not isinstance(i, bool)]
 
     def close(self) -> None:
-        """Close the pooled connections (only when this object made the session)."""
-        if self._owns_session:
-            self._session.close()
+        """Close the pooled connections (only when this object made the client)."""
+        if self._owns_client:
+            self._client.close()
 
     # --- helpers --------------------------------------------------------------------------
-    def _result_url(self, job_id: str) -> str:
+    def _result_url(self, job_id: str, *, streamed: bool = False) -> str:
         url = fill(self._result_template, pod_id=self.worker_id, job_id=job_id)
-        return with_query(url, isStream="false")
+        return with_query(url, isStream="true" if streamed else "false")
 
-    def _get(self, url: str, timeout: tuple[float, float]) -> requests.Response:
+    def _call(self, method: str, url: str, deadline: float, cap: int, *, what: str,
+              body: bytes | None = None) -> Response:
+        headers = dict(self._headers)
+        if body is not None:
+            headers["Content-Type"] = "application/json"
         try:
-            return self._session.get(url, auth=self._auth, timeout=timeout,
-                                     allow_redirects=False)
-        except requests.RequestException as exc:
+            return self._client.request(
+                method, url, body=body, headers=headers, deadline_s=deadline,
+                max_answer_bytes=cap, connect_timeout_s=self._connect_timeout,
+            )
+        except AnswerTooLarge as exc:
+            if 200 <= exc.status < 300 and method == "POST":
+                return Response(exc.status, {}, b"", url)  # accepted; its chatter is not read
+            raise ApiUnavailable(f"job API at {host_of(url)}: {what}: {exc}") from None
+        except HttpFailure as exc:
             raise ApiUnavailable(
-                f"job API at {host_of(url)} unreachable: {describe_failure(exc)}"
+                f"job API at {host_of(url)} unreachable ({what}): {exc}"
             ) from None
 
     def _post(self, url: str, body: bytes, *, what: str) -> None:
-        try:
-            response = self._session.post(
-                url, data=body, auth=self._auth, timeout=self._timeout, allow_redirects=False,
-                headers={"Content-Type": "application/json"},
-            )
-        except requests.RequestException as exc:
-            raise ApiUnavailable(
-                f"job API at {host_of(url)} unreachable: {describe_failure(exc)}"
-            ) from None
+        deadline = self._timeout + len(body) / 1_000_000  # at least 1 MB/s for large bodies
+        response = self._call("POST", url, deadline, SMALL_ANSWER_BYTES, what=what, body=body)
         self._check_accepted(response, what=what)
 
-    def _check_accepted(self, response: requests.Response, *, what: str) -> None:
-        status = response.status_code
+    def _check_accepted(self, response: Response, *, what: str) -> None:
+        status = response.status
         host = host_of(response.url)
         if 200 <= status < 300:
             return
@@ -354,21 +246,18 @@ class RunPodJobApi:
         reason = self._excerpt(response.content, 200) if response.content else ""
         raise RejectedByApi(
             f"job API at {host} refused {what}: {status}"
-            + (f" {reason}" if reason else "") + _auth_hint(status)
+            + (f" {reason}" if reason else "") + auth_hint(status)
         )
 
-    def _scrub(self, text: str) -> str:
-        return self._auth.scrub(text) if self._auth is not None else text
-
-    def _excerpt(self, data: bytes | str, limit: int = EXCERPT_CHARS) -> str:
-        """An excerpt of a body with the key scrubbed first (scrubbing after the cut would miss
-        a key that the cut splits in two)."""
+    def _excerpt(self, data: bytes | str, limit: int = 120) -> str:
+        """An excerpt of a body with every piece of a secret scrubbed first (scrubbing after
+        the cut would miss a key that the cut splits in two)."""
         text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
-        return excerpt(self._scrub(text), limit)
+        return self._scrub(excerpt(self._scrub(text), limit))
 
-    def _rate_limited(self, response: requests.Response) -> RateLimited:
+    def _rate_limited(self, response: Response) -> RateLimited:
         retry_after = parse_retry_after(
-            response.headers.get("Retry-After"), date_header=response.headers.get("Date")
+            response.headers.get("retry-after"), date_header=response.headers.get("date")
         )
         shown = f", retry after {retry_after:g} s" if retry_after is not None else ""
         return RateLimited(f"job API at {host_of(response.url)} answered 429{shown}",
@@ -392,28 +281,8 @@ class RunPodJobApi:
             job = job_from_wire(item, now)
             if job is None:
                 log.warning("take answer holds a job without a usable id, dropped: %s",
-                            self._excerpt(_dumped(item)),
+                            self._excerpt(dumped(item)),
                             extra={"event": "job_without_id"})
                 continue
             jobs.append(job)
         return jobs
-
-
-def _dumped(item: object) -> str:
-    """``item`` as JSON text for a log excerpt (one read from a body always dumps, unless it is
-    nested almost as deep as the JSON reader allows)."""
-    try:
-        return json.dumps(item)
-    except (ValueError, RecursionError):
-        return f"(a JSON {type(item).__name__} nested too deeply to show)"
-
-
-def _stop_url_from(take_url: str) -> str | None:
-    for part in ("/job-take-batch/", "/job-take/"):
-        if part in take_url:
-            return take_url.replace(part, "/job-stop/", 1)
-    return None
-
-
-def _auth_hint(status: int) -> str:
-    return " (check AI_API_KEY / RUNPOD_AI_API_KEY)" if status in (401, 403) else ""

@@ -17,9 +17,9 @@ What it promises:
   must not be logged. It never carries the secret.
 - **Bucket naming**: ``"fixed"`` uses ``bucket``; ``"monthly"`` is the seed worker's scheme, one
   bucket a month named ``MM-YY`` (``11-26`` for November 2026) from ``today()`` (UTC by default;
-  injectable). The month is read once per ``store``/``store_many`` call, so one job's images
+  injectable). The month is read once per ``store``/``store_all`` call, so one job's images
   share a bucket. Each month's bucket must exist before its first upload: nothing is created.
-- **Retries**: only the shared ``adapters.retrying.storage_upload`` policy retries (botocore's
+- **Retries**: only the shared ``domain.waiting.STORAGE_UPLOAD`` schedule retries (botocore's
   own retries are off, so attempts do not multiply and every wait goes through ``sleep``).
   Connection errors, timeouts, 5xx and throttling are ``StorageUnavailable`` (transient) inside
   the policy; when it gives up, ``UploadFailed`` names the bucket, the endpoint, the attempts
@@ -30,7 +30,7 @@ What it promises:
   are not chained. botocore logs every request's headers at DEBUG (the ``Authorization`` header
   names the access key id), so building an ``S3Storage`` raises the ``botocore``, ``boto3`` and
   ``s3transfer`` loggers to WARNING.
-- **Parallel uploads**: ``store_many`` uploads one job's artifacts on a small shared thread pool
+- **Parallel uploads**: ``store_all`` uploads one job's artifacts on a small shared thread pool
   (``max_parallel`` threads) and returns the references in the artifacts' order.
 - **Imports**: boto3 is imported when an ``S3Storage`` is built, never when this module is
   imported (it is an optional dependency: ``podworker[s3]``). Nothing touches the network until
@@ -41,23 +41,24 @@ from __future__ import annotations
 
 import datetime
 import logging
-import re
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_all
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from adapters.retrying import storage_upload
+from adapters.retrying import retrying
+from adapters.s3_client import make_client
+from adapters.s3_errors import botocore_error, client_error
+from domain import waiting
 from domain.errors import (
     ConfigurationError,
-    PodworkerError,
     StorageUnavailable,
     UploadFailed,
 )
 from domain.job import Artifact, safe_name
+from domain.outputs import output_file_name
 
 logger = logging.getLogger(__name__)
 
@@ -69,44 +70,6 @@ BUCKET_NAMINGS = ("fixed", "monthly")
 #: SigV4 presigned URLs are valid for 7 days at most.
 MAX_URL_EXPIRY_S = 604_800
 
-#: Connecting to a healthy endpoint takes milliseconds; 5 s is a dead or unreachable host.
-CONNECT_TIMEOUT_S = 5.0
-#: Longest wait for the server's answer once a request is sent. An image of a few MB is sent in
-#: well under a second on a pod's network; 30 s leaves room for a slow server without letting a
-#: hung one hold a job for long (the retry policy bounds the total to about 30 s more).
-READ_TIMEOUT_S = 30.0
-
-#: botocore's DEBUG output carries credentials; these loggers are kept at WARNING or above.
-_SDK_LOGGERS = ("botocore", "boto3", "s3transfer")
-
-_MISSING_BUCKET_CODES = frozenset({"NoSuchBucket"})
-_DENIED_CODES = frozenset(
-    {
-        "AccessDenied",
-        "AllAccessDisabled",
-        "InvalidAccessKeyId",
-        "InvalidClientTokenId",
-        "InvalidToken",
-        "ExpiredToken",
-        "SignatureDoesNotMatch",
-        "AccountProblem",
-        "403",
-    }
-)
-_TRANSIENT_CODES = frozenset(
-    {
-        "SlowDown",
-        "Throttling",
-        "ThrottlingException",
-        "TooManyRequests",
-        "RequestLimitExceeded",
-        "RequestTimeout",
-        "InternalError",
-        "ServiceUnavailable",
-    }
-)
-_CODE_PATTERN = re.compile(r"[A-Za-z0-9.]{1,64}")
-_EXTENSION_PATTERN = re.compile(r"[A-Za-z0-9]{1,16}")
 
 
 def _utc_today() -> datetime.date:
@@ -120,11 +83,7 @@ def monthly_bucket_name(day: datetime.date) -> str:
 
 def object_key(job_id: str, index: int, artifact: Artifact) -> str:
     """``{safe_name(job_id)}/{index}.{extension}``; raises ``UploadFailed`` for a bad extension."""
-    if not _EXTENSION_PATTERN.fullmatch(artifact.extension):
-        raise UploadFailed(
-            f"output {index} has an invalid file extension (letters and digits only, at most 16)"
-        )
-    return f"{safe_name(job_id)}/{index}.{artifact.extension}"
+    return f"{safe_name(job_id)}/{output_file_name(index, artifact)}"
 
 
 def _display_endpoint(url: str) -> str:
@@ -190,56 +149,11 @@ class S3Storage:
         self._url_expiry_s = url_expiry_s
         self._sleep = sleep
         self._today = today
-        self._client = self._make_client(
+        self._client = make_client(
             endpoint_url, access_key_id, secret_access_key, region, max_parallel
         )
         self.endpoint = _display_endpoint(str(self._client.meta.endpoint_url))
         self._pool = ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="s3-upload")
-
-    @staticmethod
-    def _make_client(
-        endpoint_url: str | None,
-        access_key_id: str | None,
-        secret_access_key: str | None,
-        region: str,
-        max_parallel: int,
-    ) -> Any:
-        from botocore.config import Config  # lazily: boto3 is an optional dependency
-        from botocore.exceptions import InvalidRegionError
-
-        config = Config(
-            connect_timeout=CONNECT_TIMEOUT_S,
-            read_timeout=READ_TIMEOUT_S,
-            # One attempt per call: adapters.retrying.storage_upload does the retrying.
-            retries={"mode": "standard", "total_max_attempts": 1},
-            signature_version="s3v4",
-            # Custom endpoints (MinIO, moto, R2...) rarely resolve bucket subdomains.
-            s3={"addressing_style": "path" if endpoint_url else "auto"},
-            max_pool_connections=max(10, max_parallel),
-            # botocore >= 1.36 adds CRC checksums to every upload by default, which several
-            # S3-compatible servers reject; send them only where the API requires them.
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-            user_agent_extra="podworker",
-        )
-        try:
-            with _sdk_lock:
-                _quiet_sdk_loggers()
-                return _sdk_session().client(
-                    "s3",
-                    endpoint_url=endpoint_url,
-                    aws_access_key_id=access_key_id,
-                    aws_secret_access_key=secret_access_key,
-                    region_name=region,
-                    config=config,
-                )
-        except InvalidRegionError:
-            raise ConfigurationError(f"invalid S3 region {region!r}") from None
-        except ValueError:
-            # botocore's message quotes the endpoint, which may hold user info: not shown.
-            raise ConfigurationError(
-                "invalid S3 endpoint URL: it must look like https://host[:port]"
-            ) from None
 
     # --- the Storage port ---------------------------------------------------------------
 
@@ -247,17 +161,21 @@ class S3Storage:
         """Upload one output and return its URL. Raises ``UploadFailed`` (after retries)."""
         return self._store(self.current_bucket(), job_id, index, artifact)
 
-    def store_many(self, job_id: str, artifacts: list[Artifact]) -> list[str]:
-        """Upload one job's outputs in parallel (output ``i`` at index ``i``); URLs in order.
+    def store_all(
+        self, job_id: str, artifacts: Sequence[Artifact], first_index: int = 0
+    ) -> list[str]:
+        """Upload one job's outputs in parallel (the ``i``-th at index ``first_index + i``);
+        URLs in order.
 
         Waits for every upload to end, then raises the first failure (in index order) as
         ``UploadFailed``, so no upload is left running behind an error.
         """
         bucket = self.current_bucket()
         if len(artifacts) <= 1:
-            return [self._store(bucket, job_id, i, a) for i, a in enumerate(artifacts)]
+            return [self._store(bucket, job_id, first_index + i, a)
+                    for i, a in enumerate(artifacts)]
         futures: list[Future[str]] = [
-            self._pool.submit(self._store, bucket, job_id, i, artifact)
+            self._pool.submit(self._store, bucket, job_id, first_index + i, artifact)
             for i, artifact in enumerate(artifacts)
         ]
         wait_all(futures)
@@ -302,7 +220,7 @@ class S3Storage:
         started = time.monotonic()
         attempts = 0
         try:
-            for attempt in storage_upload(sleep=self._sleep):
+            for attempt in retrying(waiting.STORAGE_UPLOAD, sleep=self._sleep):
                 with attempt:
                     attempts += 1
                     try:
@@ -363,71 +281,7 @@ class S3Storage:
         try:
             return call()
         except ClientError as exc:
-            error = self._translate_client_error(exc.response, bucket)
+            error = client_error(exc.response, bucket, self.endpoint)
         except BotoCoreError as exc:
-            error = self._translate_botocore_error(exc)
+            error = botocore_error(exc, self.endpoint)
         raise error from None
-
-    def _translate_client_error(self, response: dict[str, Any], bucket: str) -> PodworkerError:
-        raw_code = str(response.get("Error", {}).get("Code", ""))
-        code = raw_code if _CODE_PATTERN.fullmatch(raw_code) else "unknown"
-        status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-        where = f"bucket '{bucket}' at {self.endpoint}"
-        if code in _MISSING_BUCKET_CODES or code in {"404", "NotFound"}:
-            # A HEAD answer has no body: a bare 404 from head_bucket means no such bucket.
-            return UploadFailed(f"bucket '{bucket}' does not exist at {self.endpoint}")
-        if code == "RequestTimeTooSkewed":  # a 403, but the keys are not to blame
-            return UploadFailed(
-                f"S3 at {self.endpoint} refused the request: this machine's clock is off "
-                "by more than 15 minutes (RequestTimeTooSkewed)"
-            )
-        if code in _DENIED_CODES or status == 403:
-            return UploadFailed(
-                f"access denied to {where}: check BUCKET_ACCESS_KEY_ID and "
-                f"BUCKET_SECRET_ACCESS_KEY ({code})"
-            )
-        if code in _TRANSIENT_CODES or status >= 500 or status == 429:
-            return StorageUnavailable(f"S3 answered {status} {code}")
-        return UploadFailed(f"S3 refused the request for {where}: {status} {code}")
-
-    def _translate_botocore_error(self, exc: Exception) -> PodworkerError:
-        from botocore.exceptions import ConnectionError as BotoConnectionError
-        from botocore.exceptions import (
-            HTTPClientError,
-            NoCredentialsError,
-            PartialCredentialsError,
-        )
-
-        name = type(exc).__name__
-        if isinstance(exc, BotoConnectionError | HTTPClientError):
-            return StorageUnavailable(f"could not reach S3 ({name})")
-        if isinstance(exc, NoCredentialsError | PartialCredentialsError):
-            return UploadFailed(
-                f"no S3 credentials for {self.endpoint}: set BUCKET_ACCESS_KEY_ID and "
-                "BUCKET_SECRET_ACCESS_KEY"
-            )
-        return UploadFailed(f"S3 client error talking to {self.endpoint} ({name})")
-
-
-# boto3 sessions are not thread-safe, the clients they make are. One session, used only under
-# this lock, makes every client: it loads S3's service model once (about 60 ms) for all of them.
-_sdk_lock = threading.Lock()
-_session: Any = None
-
-
-def _sdk_session() -> Any:
-    """The process's boto3 session (call with ``_sdk_lock`` held)."""
-    global _session
-    if _session is None:
-        import boto3.session
-
-        _session = boto3.session.Session()
-    return _session
-
-
-def _quiet_sdk_loggers() -> None:
-    """Keep the AWS SDK's loggers at WARNING or above: at DEBUG they log credentials."""
-    for name in _SDK_LOGGERS:
-        sdk_logger = logging.getLogger(name)
-        if sdk_logger.getEffectiveLevel() < logging.WARNING:
-            sdk_logger.setLevel(logging.WARNING)

@@ -1,15 +1,16 @@
-"""The composition root: builds the worker from settings. Every adapter can be swapped.
+"""The composition root: builds the worker and its stages from settings. Every adapter can be
+swapped.
 
-``build_worker(settings, job_api=..., model=..., ...)`` uses the adapters it is given and
-builds production ones for the rest, from the settings. Heavy adapters (boto3, diffusers) are
-imported here, inside the functions that need them, so a worker that does not use them never
-loads them.
+``build_worker(settings, job_api=..., model=..., ...)`` uses the adapters it is given and builds
+production ones for the rest, from the settings. Heavy adapters (boto3, diffusers) are imported
+here, inside the functions that need them, so a worker that does not use them never loads them.
+Settings (milliseconds) become a frozen :class:`~app.config.WorkerConfig` (seconds) here, once.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
+import threading
 import uuid
 from typing import Any
 
@@ -18,14 +19,24 @@ from adapters.echo_model import EchoModel
 from adapters.local_pod_control import RecordingPodControl
 from adapters.local_storage import DataUrlStorage, LocalFolderStorage
 from adapters.memory_job_api import InMemoryJobApi
-from adapters.outbox import FileOutbox
-from app.logs import Redactor
+from adapters.outbox import FileOutbox, InMemoryOutbox
+from adapters.runpod_job_api import RunPodJobApi
+from app.config import WorkerConfig, config_from
+from app.heartbeat import Heartbeat
+from app.intake import Intake
+from app.job_stops import JobStops
+from app.messages import Inbox
 from app.metrics import Metrics
+from app.model_runner import ModelRunner
+from app.plugins import OneByOneStorage, load_factory
+from app.posting import Poster
 from app.settings import Settings, StorageKind
+from app.stages import Board, Stages
+from app.storing import Storer
 from app.worker import Worker
 from domain.errors import ConfigurationError
-from domain.lifecycle import LifecyclePolicy
-from domain.ports import Clock, JobApi, JobStopSource, Model, Outbox, PodControl, Storage
+from domain.ports import Clock, JobApi, JobStopSource, Model, PodControl, Storage
+from domain.scrubbing import Scrubber
 
 log = logging.getLogger("podworker.bootstrap")
 
@@ -34,9 +45,9 @@ def secret(value: Any) -> str | None:
     return value.get_secret_value() if value is not None else None
 
 
-def redactor_for(settings: Settings) -> Redactor:
-    """The redactor that knows every secret in ``settings``."""
-    return Redactor(
+def redactor_for(settings: Settings) -> Scrubber:
+    """The scrubber that knows every secret in ``settings``."""
+    return Scrubber(
         secret(getattr(settings, name))
         for name in ("AI_API_KEY", "RUNPOD_API_KEY", "BUCKET_ACCESS_KEY_ID",
                      "BUCKET_SECRET_ACCESS_KEY")
@@ -47,39 +58,34 @@ def worker_id(settings: Settings) -> str:
     return settings.RUNPOD_POD_ID or f"podworker-{uuid.uuid4().hex[:12]}"
 
 
-def policy_for(settings: Settings) -> LifecyclePolicy:
-    return LifecyclePolicy.from_millis(
-        terminate_idle_time_ms=settings.TERMINATE_IDLE_TIME,
-        execution_timeout_ms=settings.EXECUTION_TIMEOUT,
-        worker_zero=settings.WORKER_ZERO,
-        overrun_grace_ms=settings.OVERRUN_GRACE,
-    )
-
-
-def build_job_api(settings: Settings, clock: Clock, pod_id: str) -> Any:
+def build_job_api(settings: Settings, clock: Clock, pod_id: str) -> RunPodJobApi:
     """The RunPod HTTP job API (it is also the job-stop source)."""
-    from adapters.runpod_job_api import RunPodJobApi
-
     assert settings.WEBHOOK_GET_WORK is not None
     if settings.WEBHOOK_POST_OUTPUT is None:
         raise ConfigurationError(
             "invalid setting WEBHOOK_POST_OUTPUT: required when WEBHOOK_GET_WORK is set "
             "(or RUNPOD_WEBHOOK_POST_OUTPUT)"
         )
+    config = config_from(settings).job_api
     return RunPodJobApi(
         take_url=settings.WEBHOOK_GET_WORK,
         result_url=settings.WEBHOOK_POST_OUTPUT,
         ping_url=settings.WEBHOOK_PING,
+        stream_url=settings.WEBHOOK_POST_STREAM,
         api_key=secret(settings.AI_API_KEY),
         worker_id=pod_id,
-        connect_timeout=settings.JOB_API_TIMEOUT / 1000,
-        read_timeout=settings.JOB_API_TIMEOUT / 1000,
-        take_timeout=settings.JOB_TAKE_TIMEOUT / 1000,
+        connect_timeout=config.connect_timeout_s,
+        read_timeout=config.request_timeout_s,
+        take_timeout=config.take_timeout_s,
+        max_input_bytes=settings.MAX_INPUT_BYTES,
         clock=clock,
+        scrub=redactor_for(settings),
     )
 
 
-def build_pod_control(settings: Settings, pod_id: str) -> PodControl:
+def build_pod_control(
+    settings: Settings, pod_id: str, interrupt: threading.Event | None = None
+) -> PodControl:
     """RunPod's GraphQL pod control when a key and a pod id are set; else a recorder."""
     api_key = secret(settings.RUNPOD_API_KEY)
     if settings.local_mode or not api_key or not settings.RUNPOD_POD_ID:
@@ -92,7 +98,8 @@ def build_pod_control(settings: Settings, pod_id: str) -> PodControl:
         return RecordingPodControl(pod_id)
     from adapters.runpod_pod_control import RunPodPodControl
 
-    return RunPodPodControl(settings.RUNPOD_API_URL, api_key, settings.RUNPOD_POD_ID)
+    return RunPodPodControl(settings.RUNPOD_API_URL, api_key, settings.RUNPOD_POD_ID,
+                            scrub=redactor_for(settings), interrupt=interrupt)
 
 
 def storage_kind(settings: Settings) -> StorageKind | None:
@@ -108,7 +115,7 @@ def storage_kind(settings: Settings) -> StorageKind | None:
 def build_storage(settings: Settings) -> Storage:
     kind = storage_kind(settings)
     if kind is None:
-        return load_factory(settings.STORAGE, "STORAGE", settings, ("store",))  # type: ignore[no-any-return]
+        return OneByOneStorage(load_factory(settings.STORAGE, "STORAGE", settings, ("store",)))
     if kind is StorageKind.LOCAL:
         return LocalFolderStorage(settings.OUTPUT_DIR)
     if kind is StorageKind.BASE64:
@@ -154,31 +161,6 @@ def build_model(settings: Settings) -> Model:
     )
 
 
-def load_factory(spec: str, setting: str, settings: Settings, methods: tuple[str, ...]) -> Any:
-    """Import ``module:factory`` and call ``factory(settings)`` (or ``factory()``).
-
-    Used for your own model (``MODEL=``) and storage (``STORAGE=``); the object it returns must
-    have the port's methods (``methods``), checked here so a mistake is a clear start-up error.
-    """
-    module_name, _, attr = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-        factory = getattr(module, attr)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigurationError(f"invalid setting {setting} ({spec!r}): {exc}") from None
-    try:
-        built = factory(settings)
-    except TypeError:
-        built = factory()
-    for method in methods:
-        if not callable(getattr(built, method, None)):
-            raise ConfigurationError(
-                f"invalid setting {setting} ({spec!r}): what the factory returned has no "
-                f"{method}() method"
-            )
-    return built
-
-
 def build_worker(
     settings: Settings,
     *,
@@ -187,10 +169,10 @@ def build_worker(
     storage: Storage | None = None,
     pod_control: PodControl | None = None,
     model: Model | None = None,
-    outbox: Outbox | None = None,
+    outbox: FileOutbox | InMemoryOutbox | None = None,
     clock: Clock | None = None,
     metrics: Metrics | None = None,
-    stop_when_drained: bool | None = None,
+    config: WorkerConfig | None = None,
 ) -> Worker:
     """The worker with the given adapters, and production ones (from settings) for the rest."""
     clock = clock or SystemClock()
@@ -202,23 +184,59 @@ def build_worker(
         job_api = http_api
         if stop_source is None and http_api.stop_polling:
             stop_source = http_api
-    return Worker(
+    interrupt = threading.Event()
+    return assemble(
+        config=config or config_from(settings),
         job_api=job_api,
         stop_source=stop_source,
         storage=storage or build_storage(settings),
-        pod_control=pod_control or build_pod_control(settings, pod_id),
+        pod_control=pod_control or build_pod_control(settings, pod_id, interrupt),
         model=model or build_model(settings),
-        outbox=outbox or open_outbox(settings),
+        outbox=outbox if outbox is not None else open_outbox(settings),
         clock=clock,
-        policy=policy_for(settings),
-        metrics=metrics,
-        ping_interval_s=settings.PING_INTERVAL / 1000,
-        max_result_bytes=settings.MAX_RESULT_BYTES,
-        max_input_bytes=settings.MAX_INPUT_BYTES,
-        shutdown_grace_s=settings.SHUTDOWN_GRACE / 1000,
-        stop_when_drained=settings.local_mode if stop_when_drained is None else stop_when_drained,
-        redact=redactor_for(settings),
+        metrics=metrics or Metrics(),
+        scrub=redactor_for(settings),
+        interrupt=interrupt,
     )
+
+
+def assemble(
+    *,
+    config: WorkerConfig,
+    job_api: JobApi,
+    stop_source: JobStopSource | None,
+    storage: Storage,
+    pod_control: PodControl,
+    model: Model,
+    outbox: FileOutbox | InMemoryOutbox,
+    clock: Clock,
+    metrics: Metrics,
+    scrub: Scrubber,
+    interrupt: threading.Event | None = None,
+) -> Worker:
+    """Wire the stages around the controller (tests call this with fakes directly)."""
+    inbox = Inbox()
+    poster = Poster(job_api=job_api, outbox=outbox, clock=clock, metrics=metrics, inbox=inbox,
+                    scrub=scrub)
+    storer = Storer(storage=storage, outbox=outbox, marks=outbox, poster=poster, clock=clock,
+                    metrics=metrics, max_result_bytes=config.max_result_bytes, scrub=scrub)
+    board = Board()
+    stages = Stages(
+        intake=Intake(job_api, clock, inbox),
+        runner=ModelRunner(model, clock, inbox, scrub, concurrency=config.slots,
+                           on_chunk=storer.stream, aggregate=config.stream_aggregate),
+        storer=storer,
+        poster=poster,
+        heartbeat=Heartbeat(job_api, config.ping_interval_s, lambda: board.snapshot.in_flight),
+        job_stops=JobStops(stop_source, clock, inbox) if stop_source is not None else None,
+    )
+    metrics.gauge("undelivered_results", "Results not yet accepted by the job API.",
+                  lambda: float(board.snapshot.undelivered))
+    metrics.gauge("seconds_since_last_job", "Seconds since the last result was delivered.",
+                  lambda: clock.now() - board.snapshot.last_activity)
+    return Worker(stages=stages, inbox=inbox, outbox=outbox, marks=outbox, board=board,
+                  pod_control=pod_control, clock=clock, config=config, metrics=metrics,
+                  interrupt=interrupt)
 
 
 def open_outbox(settings: Settings) -> FileOutbox:

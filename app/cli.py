@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from app.bake import add_bake_arguments
 from domain.errors import ConfigurationError
@@ -51,6 +54,12 @@ def _parser() -> argparse.ArgumentParser:
         "its own tokenizer files) and save it with save_pretrained. No network needed.",
     )
     tiny.add_argument("directory", type=Path)
+    tiny.add_argument(
+        "--family",
+        choices=("sd", "sdxl", "sd3", "flux"),
+        default="sd",
+        help="the pipeline family: sd (SD 1.x, the default), sdxl, sd3 or flux",
+    )
 
     bake = sub.add_parser(
         "bake-weights",
@@ -70,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     if argv[:1] == ["fake-api"]:  # its own options, parsed by the fake server
-        from adapters.fake_job_api_server import main as fake_api_main
+        from fakeplatform.cli import main as fake_api_main
 
         return int(fake_api_main(argv[1:]) or 0)
     parser = _parser()
@@ -84,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         if command == "make-tiny-model":
             from adapters.stable_diffusion.tiny import make_tiny_model
 
-            print(make_tiny_model(args.directory))
+            print(make_tiny_model(args.directory, family=args.family))
             return 0
         if command == "bake-weights":
             from app.bake import bake_from_args
@@ -114,11 +123,28 @@ def _run(args: argparse.Namespace) -> int:
         static=None if settings.local_mode else {"pod_id": worker_id(settings)},
     )
     if settings.local_mode:
-        return run_local(settings, getattr(args, "test_input", None))
-    worker = build_worker(settings)
-    install_stop_handlers(worker.request_stop)
-    if settings.HEALTH_PORT:
-        from app.health import start_health_server
+        code = run_local(settings, getattr(args, "test_input", None))
+    else:
+        worker = build_worker(settings)
+        install_stop_handlers(worker.request_stop)
+        if settings.HEALTH_PORT:
+            from app.health import start_health_server
 
-        start_health_server(worker, settings.HEALTH_HOST, settings.HEALTH_PORT)
-    return int(worker.run())
+            start_health_server(worker, settings.HEALTH_HOST, settings.HEALTH_PORT)
+        code = int(worker.run())
+    leave(code)
+    return code  # not reached
+
+
+def leave(code: int) -> NoReturn:
+    """Exit with ``code`` now, whatever threads a model left behind.
+
+    Results are delivered (or in the outbox) by the time the worker returns; a non-daemon thread
+    a model started would otherwise keep the process, and the pod, alive after "stopped". Logs
+    and standard streams are flushed first, since ``os._exit`` skips Python's own clean-up.
+    """
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)

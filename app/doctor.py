@@ -35,15 +35,14 @@ class Check:
 def check_job_api(settings: Settings) -> Check:
     """An HTTP request to the job API's host that takes no job: a ping when a ping URL is set
     (the platform expects those), else a GET of the take URL's origin (any answer counts)."""
-    import requests
-
-    from adapters.runpod_job_api import fill
+    from adapters.http_client import HttpClient, HttpFailure
+    from adapters.http_parts import fill, host_of
 
     if settings.local_mode:
         return Check("job API", SKIP, "local mode: no take webhook configured")
     assert settings.WEBHOOK_GET_WORK is not None
     parts = urlsplit(settings.WEBHOOK_GET_WORK)
-    host = parts.netloc.rsplit("@", 1)[-1]
+    host = host_of(settings.WEBHOOK_GET_WORK)
     if settings.WEBHOOK_PING:
         url = fill(settings.WEBHOOK_PING, pod_id=settings.RUNPOD_POD_ID or "doctor")
     else:
@@ -52,17 +51,19 @@ def check_job_api(settings: Settings) -> Check:
     if settings.AI_API_KEY is not None:
         headers["Authorization"] = settings.AI_API_KEY.get_secret_value()
     try:
-        response = requests.get(url, headers=headers, timeout=settings.JOB_API_TIMEOUT / 1000)
-    except requests.RequestException as exc:
-        return Check("job API", FAIL, f"{host} did not answer ({type(exc).__name__})",
+        response = HttpClient(max_connections=1).request(
+            "GET", url, headers=headers, deadline_s=settings.JOB_API_TIMEOUT / 1000,
+            max_answer_bytes=64 * 1024)
+    except HttpFailure as exc:
+        return Check("job API", FAIL, f"{host} did not answer ({exc})",
                      "check WEBHOOK_GET_WORK and that the job API is reachable from this pod")
-    if response.status_code in (401, 403):
-        return Check("job API", FAIL, f"{host} refused the key (HTTP {response.status_code})",
+    if response.status in (401, 403):
+        return Check("job API", FAIL, f"{host} refused the key (HTTP {response.status})",
                      "check AI_API_KEY (or RUNPOD_AI_API_KEY)")
-    if response.status_code >= 500:
-        return Check("job API", FAIL, f"{host} answered HTTP {response.status_code}",
+    if response.status >= 500:
+        return Check("job API", FAIL, f"{host} answered HTTP {response.status}",
                      "the job API is failing; try again later")
-    return Check("job API", OK, f"{host} answered HTTP {response.status_code}")
+    return Check("job API", OK, f"{host} answered HTTP {response.status}")
 
 
 def check_storage(settings: Settings) -> Check:

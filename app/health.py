@@ -66,17 +66,18 @@ class _MetricsCollector:
         state = GaugeMetricFamily("podworker_state", "1 for the worker's current state.",
                                   labels=["state"])
         for value in ("starting", "ready", "busy", "draining", "stopped"):
-            state.add_metric([value], 1.0 if self._worker.state.value == value else 0.0)
+            state.add_metric([value], 1.0 if self._worker.snapshot.state.value == value else 0.0)
         yield state
 
 
 def health_report(worker: Worker) -> tuple[int, dict[str, Any]]:
-    state = worker.state.value
+    snapshot = worker.snapshot
+    state = snapshot.state.value
     body = {
         "state": state,
-        "jobs_in_flight": len(worker.in_flight_ids()),
-        "undelivered_results": worker.delivery.undelivered,
-        "seconds_since_last_job": round(worker.clock.now() - worker.last_activity, 3),
+        "jobs_in_flight": len(snapshot.in_flight),
+        "undelivered_results": snapshot.undelivered,
+        "seconds_since_last_job": round(worker.clock.now() - snapshot.last_activity, 3),
     }
     return (200 if state in HEALTHY else 503), body
 

@@ -18,9 +18,10 @@ from adapters.local_jobs import read_test_inputs
 from adapters.local_pod_control import RecordingPodControl
 from adapters.outbox import InMemoryOutbox
 from app.bootstrap import build_local_job_api, build_worker
+from app.config import config_from
 from app.settings import Settings
 from app.signals import install_stop_handlers
-from app.worker import ExitCode
+from app.stages import ExitCode
 from domain.job import JobResult
 from domain.ports import Model
 
@@ -44,7 +45,7 @@ def run_local(
         pod_control=RecordingPodControl(),
         model=model,
         clock=clock,
-        stop_when_drained=True,
+        config=config_from(settings, stop_when_drained=True),
     )
     install_stop_handlers(worker.request_stop)
     code = worker.run()

@@ -1,8 +1,8 @@
 """Logging: one JSON object a line in production, readable lines locally, never a secret.
 
-``configure_logging`` installs one handler on the root logger with a :class:`Redactor` filter:
-every secret value from the settings (API keys, S3 credentials) is replaced by ``[redacted]``
-in the message, the arguments and the exception text before anything is written. Record
+``configure_logging`` installs one handler on the root logger with a filter that runs the
+settings' :class:`~domain.scrubbing.Scrubber` over the message, the arguments, the exception
+text and every string field: no piece of six or more characters of a secret is written. Record
 attributes passed with ``extra=`` (``job_id``, ``event``, ``seconds`` ...) become JSON fields.
 """
 
@@ -12,35 +12,17 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Iterable
 from typing import Any, TextIO
 
-REDACTED = "[redacted]"
+from domain.scrubbing import Scrubber
+
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
-
-
-class Redactor:
-    """Replaces every known secret in a text. Secrets shorter than 4 characters are ignored
-    (too short to be real keys, and redacting them would mangle ordinary words)."""
-
-    def __init__(self, secrets: Iterable[str | None]) -> None:
-        values = {s for s in secrets if s and len(s) >= 4}
-        self._secrets = sorted(values, key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        for secret in self._secrets:
-            if secret in text:
-                text = text.replace(secret, REDACTED)
-        return text
-
-    def __bool__(self) -> bool:
-        return bool(self._secrets)
 
 
 class RedactingFilter(logging.Filter):
     """Rewrites each record so no secret reaches a handler."""
 
-    def __init__(self, redact: Redactor) -> None:
+    def __init__(self, redact: Scrubber) -> None:
         super().__init__()
         self._redact = redact
 
@@ -126,7 +108,7 @@ def configure_logging(
     *,
     debug: bool,
     fmt: str,
-    redactor: Redactor,
+    redactor: Scrubber,
     stream: TextIO | None = None,
     static: dict[str, Any] | None = None,
 ) -> None:

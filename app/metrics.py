@@ -17,6 +17,7 @@ COUNTERS = {
     "jobs_failed": "Jobs whose error result the job API accepted.",
     "take_errors": "Take requests that failed (API down, 5xx, 429).",
     "result_post_retries": "Result posts that failed and were kept for a later try.",
+    "duplicate_jobs": "Jobs handed out again while this worker still held them (answered once).",
 }
 
 STAGES = {
@@ -61,10 +62,6 @@ class Metrics:
     def observe(self, stage: str, seconds: float) -> None:
         with self._lock:
             self._stages[stage].add(max(0.0, seconds))
-
-    def value(self, name: str) -> float:
-        with self._lock:
-            return self._counters[name]
 
     def gauge(self, name: str, text: str, read: Callable[[], float]) -> None:
         """Register a gauge read when scraped (outbox depth, seconds since the last job)."""

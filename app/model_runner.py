@@ -1,91 +1,288 @@
-"""The model stage: one long-lived thread that runs jobs on the model, one at a time.
+"""The model stage: loads the model, then runs jobs on it, as many at once as it has slots.
 
-The model always runs on the same thread (CUDA state and thread-local caches stay put), while
-the controller keeps its own thread free to watch deadlines, signals and the idle TTL. A model
-that ignores its cancel check cannot be stopped from Python: the controller then gives up on it
-(see ``domain.lifecycle.Action.ABANDON``) and the process exits on purpose.
+How a job runs depends on the model's ``run``:
+
+- a plain ``def run`` runs on the stage's threads (one per slot, started as needed). With one
+  slot (the default, and Stable Diffusion's), ``load()`` and every job run on the same thread
+  ("model"): CUDA state, cuDNN plans, cuBLAS handles and CUDA-graph trees are per thread, so
+  warm-up on another thread would be paid again by the first job;
+- an ``async def run`` runs as a task on one event loop the stage owns ("model-loop"); the work
+  timeout and a platform job-stop cancel the task;
+- a ``run`` that is a generator (or async generator) **streams**: each value it yields is handed
+  to ``on_chunk`` at once (stored and posted in order, before the final result); the final
+  output is the list of chunks when ``aggregate`` is on (the SDK's ``return_aggregate_stream``),
+  else empty.
+
+Slots: ``concurrency`` (the ``CONCURRENCY`` setting), or what the model's own
+``concurrency(current)`` answers, asked between takes (the SDK's ``concurrency_modifier``),
+kept between 1 and ``MAX_SLOTS``.
+
+What it promises: whatever ``load`` or ``run`` raises — ``Exception``, ``SystemExit``,
+``KeyboardInterrupt``, ``GeneratorExit``, a bare ``BaseException``, an exception whose
+``__str__`` raises — becomes that job's described, scrubbed error (``ModelDone``) or the load's
+(``ModelLoaded``); nothing is raised into the worker. Tracebacks are dropped at once (a held one
+keeps the failed call's tensors alive). A sync model that ignores its cancel check cannot be
+stopped from Python: the controller gives up on it (``Action.ABANDON``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import inspect
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
-from app.delivery import Finished
-from domain.errors import ExecutionTimeout
+from app.messages import Inbox, ModelDone, ModelLoaded
+from domain.errors import DeviceLost, ExecutionTimeout, JobCancelled
 from domain.execution import RunningJob
+from domain.job import Job
+from domain.outputs import describe_error
 from domain.ports import Clock, Model
 
 log = logging.getLogger("podworker.model")
 
+MAX_SLOTS = 1024
+QUIET_ERRORS = (ValueError, LookupError, TypeError)  # the model's own input checks: no traceback
+
+OnChunk = Callable[[Job, Any], None]
+
 
 class ModelRunner:
-    """Runs ``RunningJob``s on ``model``, hands each outcome to ``on_finished``, then calls
-    ``on_free`` (so the controller takes the next job without delay)."""
+    """Runs ``RunningJob``s on ``model``; reports each outcome on ``inbox``."""
 
     def __init__(
         self,
         model: Model,
         clock: Clock,
-        on_finished: Callable[[Finished], None],
-        on_free: Callable[[], None] = lambda: None,
+        inbox: Inbox,
+        scrub: Callable[[str], str],
+        *,
+        concurrency: int = 1,
+        on_chunk: OnChunk | None = None,
+        aggregate: bool = False,
     ) -> None:
         self._model = model
         self._clock = clock
-        self._on_finished = on_finished
-        self._on_free = on_free
-        self._jobs: queue.Queue[RunningJob | None] = queue.Queue(maxsize=1)
-        self._lock = threading.Lock()
-        self._current: RunningJob | None = None
-        self._thread = threading.Thread(target=self._run, name="model", daemon=True)
+        self._inbox = inbox
+        self._scrub = scrub
+        self._concurrency = max(1, min(concurrency, MAX_SLOTS))
+        self._on_chunk = on_chunk or (lambda job, chunk: None)
+        self._aggregate = aggregate
+        run = model.run
+        self._is_async = inspect.iscoroutinefunction(run) or inspect.isasyncgenfunction(run)
+        self._threads = _Threads()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._slots = self._concurrency
+        self._modifier_failed = False
 
+    # --- called by the controller ----------------------------------------------------------
     def start(self) -> None:
-        self._thread.start()
+        """Load the model (on the thread or loop the jobs will use); reports ``ModelLoaded``."""
+        if self._is_async or inspect.iscoroutinefunction(self._model.load):
+            self._loop = asyncio.new_event_loop()
+            threading.Thread(target=self._loop.run_forever, name="model-loop",
+                             daemon=True).start()
+        self._threads.submit(self._load)
 
     @property
-    def current(self) -> RunningJob | None:
-        """The job on the model now (None when the model is free)."""
-        with self._lock:
-            return self._current
+    def slots(self) -> int:
+        """How many jobs may be on the model at once (as last asked)."""
+        return self._slots
+
+    def refresh_slots(self, current: int) -> None:
+        """Ask the model's ``concurrency(current)``, when it has one (between takes)."""
+        modifier = getattr(self._model, "concurrency", None)
+        if not callable(modifier):
+            return
+        try:
+            self._slots = max(1, min(int(modifier(current)), MAX_SLOTS))
+        except Exception as exc:  # a broken modifier keeps the last answer
+            if not self._modifier_failed:
+                self._modifier_failed = True
+                log.error("the model's concurrency() failed: %s; keeping %d slot(s)",
+                          self._scrub(describe_error(exc)), self._slots,
+                          extra={"event": "concurrency_failed"})
 
     def submit(self, running: RunningJob) -> None:
-        """Start ``running``; the caller makes sure the model is free first."""
-        with self._lock:
-            if self._current is not None:
-                raise RuntimeError("the model is busy")
-            self._current = running
-        self._jobs.put(running)
+        """Run ``running`` (the controller makes sure a slot is free)."""
+        if self._is_async:
+            assert self._loop is not None
+            asyncio.run_coroutine_threadsafe(self._run_async(running), self._loop)
+        else:
+            self._threads.submit(lambda: self._run_sync(running))
 
     def stop(self) -> None:
-        self._jobs.put(None)
+        self._threads.stop()
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
 
-    def _run(self) -> None:
+    # --- loading -----------------------------------------------------------------------------
+    def _load(self) -> None:
+        started = self._clock.now()
+
+        def load() -> None:
+            if inspect.iscoroutinefunction(self._model.load):
+                assert self._loop is not None
+                asyncio.run_coroutine_threadsafe(self._model.load(), self._loop).result()
+            else:
+                self._model.load()
+
+        error, _ = self._outcome_of(load)
+        seconds = self._clock.now() - started
+        if error is None:
+            log.info("model loaded", extra={"event": "model_loaded", "seconds": round(seconds, 3)})
+            self.refresh_slots(0)
+        else:
+            log.error("model could not be loaded: %s", error, extra={"event": "model_load_failed"})
+        self._inbox.put(ModelLoaded(error=error, seconds=seconds))
+
+    # --- a plain ``def run`` -----------------------------------------------------------------
+    def _run_sync(self, running: RunningJob) -> None:
+        started = self._clock.now()
+        result: dict[str, Any] = {}
+
+        def call() -> None:
+            output = self._model.run(running.job.input, running)
+            if inspect.isgenerator(output):
+                result["streamed"] = True
+                output = self._stream(running, output)
+            result["output"] = output
+            if running.timed_out(self._clock.now()):  # finished past its deadline
+                raise ExecutionTimeout(round(running.timeout_s * 1000))
+
+        error, fatal = self._outcome_of(call, job_id=running.job_id)
+        self._done(running, result, error, fatal, started)
+
+    def _stream(self, running: RunningJob, chunks: Iterator[Any]) -> Any:
+        kept: list[Any] = []
+        try:
+            for chunk in chunks:
+                self._on_chunk(running.job, chunk)
+                if self._aggregate:
+                    kept.append(chunk)
+                running.check_cancelled()  # a stop or the timeout ends the stream here
+        finally:
+            close = getattr(chunks, "close", None)
+            if callable(close):
+                close()
+        return kept if self._aggregate else None
+
+    # --- an ``async def run`` ---------------------------------------------------------------
+    async def _run_async(self, running: RunningJob) -> None:
+        started = self._clock.now()
+        result: dict[str, Any] = {}
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        if task is not None:
+            running.on_cancel(lambda: loop.call_soon_threadsafe(task.cancel))
+        error: str | None = None
+        fatal = False
+        try:
+            async with asyncio.timeout(max(0.0, running.deadline - self._clock.now())) as limit:
+                try:
+                    output = self._model.run(running.job.input, running)
+                    if inspect.isasyncgen(output):
+                        result["streamed"] = True
+                        result["output"] = await self._stream_async(running, output)
+                    else:
+                        result["output"] = await output
+                except asyncio.CancelledError:
+                    if running.cancel_reason is None:
+                        raise  # the timeout's cancel: asyncio.timeout turns it into TimeoutError
+                    raise JobCancelled(running.cancel_reason) from None
+        except TimeoutError:
+            if limit.expired():
+                error = str(ExecutionTimeout(round(running.timeout_s * 1000)))
+            else:
+                error = self._scrub("TimeoutError")
+        except BaseException as exc:
+            error, fatal = self._described(exc, running.job_id)
+        self._done(running, result, error, fatal, started)
+
+    async def _stream_async(self, running: RunningJob, chunks: AsyncIterator[Any]) -> Any:
+        kept: list[Any] = []
+        try:
+            async for chunk in chunks:
+                self._on_chunk(running.job, chunk)
+                if self._aggregate:
+                    kept.append(chunk)
+                running.check_cancelled()
+        finally:
+            aclose = getattr(chunks, "aclose", None)
+            if callable(aclose):
+                with contextlib.suppress(BaseException):
+                    await aclose()
+        return kept if self._aggregate else None
+
+    # --- outcomes ----------------------------------------------------------------------------
+    def _done(self, running: RunningJob, result: dict[str, Any], error: str | None,
+              fatal: bool, started: float) -> None:
+        self._inbox.put(ModelDone(
+            running=running, output=None if error else result.get("output"), error=error,
+            seconds=self._clock.now() - started, device_lost=fatal,
+            streamed=bool(result.get("streamed")),
+            stopped=error is not None and running.cancel_reason is not None,
+        ))
+
+    def _outcome_of(
+        self, call: Callable[[], object], job_id: str | None = None
+    ) -> tuple[str | None, bool]:
+        """Run ``call``: (None, False) when it returned, else (its error described, whether the
+        device is lost). Never raises."""
+        try:
+            call()
+        except BaseException as exc:  # a model's SystemExit is its job's error, too
+            return self._described(exc, job_id)
+        return None, False
+
+    def _described(self, exc: BaseException, job_id: str | None) -> tuple[str, bool]:
+        if not isinstance(exc, QUIET_ERRORS) and log.isEnabledFor(logging.DEBUG):
+            with contextlib.suppress(BaseException):  # a hostile exception may break logging
+                log.debug("model raised", exc_info=exc, extra={"job_id": job_id})
+        described = self._scrub(describe_error(exc))
+        fatal = isinstance(exc, DeviceLost)
+        if fatal:
+            log.error("the accelerator is lost (%s); delivering what is held, then exiting so the "
+                      "platform restarts the pod", described, extra={"event": "device_lost"})
+        exc.__traceback__ = None  # frees the failed call's locals (tensors) now
+        return described, fatal
+
+
+class _Threads:
+    """Daemon threads run submitted calls; a new one starts only when none is idle (so with one
+    slot, everything runs on the first thread, "model")."""
+
+    def __init__(self) -> None:
+        self._work: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0
+        self._count = 0
+
+    def submit(self, call: Callable[[], None]) -> None:
+        with self._lock:
+            if self._idle > 0:
+                self._idle -= 1
+            else:
+                self._count += 1
+                name = "model" if self._count == 1 else f"model-{self._count}"
+                threading.Thread(target=self._serve, name=name, daemon=True).start()
+        self._work.put(call)
+
+    def stop(self) -> None:
+        with self._lock:
+            count = self._count
+        for _ in range(count):
+            self._work.put(None)
+
+    def _serve(self) -> None:
         while True:
-            running = self._jobs.get()
-            if running is None:
+            call = self._work.get()
+            if call is None:
                 return
-            started = self._clock.now()
-            output: object = None
-            error: BaseException | None = None
-            try:
-                output = self._model.run(running.job.input, running)
-                if running.timed_out(self._clock.now()):  # finished past its deadline
-                    raise ExecutionTimeout(round(running.timeout_s * 1000))
-            except Exception as exc:  # any error becomes the job's error result
-                error = exc
-                if not isinstance(exc, ValueError | LookupError | TypeError):
-                    log.debug("model raised", exc_info=True, extra={"job_id": running.job_id})
-            finished = Finished(
-                job=running.job,
-                output=output,
-                error=error,
-                model_seconds=self._clock.now() - started,
-            )
-            if not running.abandoned:
-                self._on_finished(finished)  # handed over (counted undelivered) before we look free
+            call()
             with self._lock:
-                if self._current is running:
-                    self._current = None
-            self._on_free()
+                self._idle += 1

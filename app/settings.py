@@ -43,6 +43,16 @@ class BucketNaming(enum.StrEnum):
     MONTHLY = "monthly"  # the seed's scheme: one bucket a month named like ``11-26`` (MM-YY)
 
 
+class PipelineFamily(enum.StrEnum):
+    """Which diffusers pipeline family the weights are (``auto``: read model_index.json)."""
+
+    AUTO = "auto"
+    SD = "sd"
+    SDXL = "sdxl"
+    SD3 = "sd3"
+    FLUX = "flux"
+
+
 class LogFormat(enum.StrEnum):
     AUTO = "auto"  # json when not on a terminal, text on one
     JSON = "json"
@@ -109,8 +119,21 @@ class Settings(BaseSettings):
     SD_MAX_STEPS: int = Field(
         500, ge=25, description="Stable Diffusion: most denoising steps per job."
     )
+    SD_PIPELINE: PipelineFamily = Field(
+        PipelineFamily.AUTO,
+        description="Stable Diffusion: pipeline family, auto (from the weights' "
+        "model_index.json), sd, sdxl, sd3 or flux.",
+    )
     ECHO_DELAY_MS: int = Field(0, ge=0, description="Echo model: time each job takes (ms).")
     ECHO_FAIL: bool = Field(False, description="Echo model: fail every job.")
+    CONCURRENCY: int = Field(
+        1, ge=1, le=1024,
+        description="Jobs on the model at once (a model's own concurrency() overrides it).",
+    )
+    STREAM_AGGREGATE: bool = Field(
+        False,
+        description="A streaming model's final output is the list of its chunks (else empty).",
+    )
 
     # --- lifecycle ----------------------------------------------------------------------
     EXECUTION_TIMEOUT: int = Field(
@@ -152,6 +175,12 @@ class Settings(BaseSettings):
         validation_alias=_env("WEBHOOK_PING", "RUNPOD_WEBHOOK_PING"),
         description="Heartbeat URL template ($RUNPOD_POD_ID = worker id). Also "
         "RUNPOD_WEBHOOK_PING.",
+    )
+    WEBHOOK_POST_STREAM: str | None = Field(
+        None,
+        validation_alias=_env("WEBHOOK_POST_STREAM", "RUNPOD_WEBHOOK_POST_STREAM"),
+        description="Stream URL template ($ID = job id, $RUNPOD_POD_ID = worker id). Also "
+        "RUNPOD_WEBHOOK_POST_STREAM.",
     )
     PING_INTERVAL: int = Field(
         10_000,
@@ -219,9 +248,30 @@ class Settings(BaseSettings):
     MAX_INPUT_BYTES: int = Field(
         1_000_000, gt=0, description="Largest job input accepted (bytes of JSON)."
     )
+    INPUT_IMAGE_MAX_BYTES: int = Field(
+        10_000_000, gt=0, description="Largest input image (init_image, mask) file (bytes)."
+    )
+    INPUT_IMAGE_MAX_PIXELS: int = Field(
+        16_777_216,
+        gt=0,
+        description="Largest input image, width x height, checked before decoding (pixels).",
+    )
+    INPUT_URL_FETCH: bool = Field(
+        False,
+        description="Fetch input images given as http(s) URLs (off: base64 and data URLs only).",
+    )
+    INPUT_URL_TIMEOUT: int = Field(
+        15_000, gt=0, description="Whole time to fetch one input image, redirects included (ms)."
+    )
+    INPUT_URL_ALLOW_PRIVATE: bool = Field(
+        False,
+        description="Let input URLs reach loopback, private, link-local and CGNAT addresses "
+        "(cloud metadata addresses stay refused).",
+    )
 
     @field_validator(
-        "WEBHOOK_GET_WORK", "WEBHOOK_POST_OUTPUT", "WEBHOOK_PING", "BUCKET_ENDPOINT_URL",
+        "WEBHOOK_GET_WORK", "WEBHOOK_POST_OUTPUT", "WEBHOOK_PING", "WEBHOOK_POST_STREAM",
+        "BUCKET_ENDPOINT_URL",
         "MODEL_PATH", "RUNPOD_POD_ID", "BUCKET_NAME", mode="before",
     )
     @classmethod
@@ -236,7 +286,8 @@ class Settings(BaseSettings):
             return value
         raise ValueError("must be auto, s3, local, base64, or module:factory")
 
-    @field_validator("WEBHOOK_GET_WORK", "WEBHOOK_POST_OUTPUT", "WEBHOOK_PING", "RUNPOD_API_URL")
+    @field_validator("WEBHOOK_GET_WORK", "WEBHOOK_POST_OUTPUT", "WEBHOOK_PING",
+                     "WEBHOOK_POST_STREAM", "RUNPOD_API_URL")
     @classmethod
     def _must_be_http_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):

@@ -1,4 +1,7 @@
-"""SIGTERM/SIGINT: the first asks the worker to stop gracefully, the second stops at once.
+"""SIGTERM, SIGINT and SIGHUP: the first asks the worker to stop gracefully, a second stops at once.
+
+SIGHUP (the terminal or session went away) is treated like SIGTERM: its default action would
+kill the process with no log line and no delivery.
 
 A graceful stop takes no new job, lets the job in flight finish (bounded by its timeout),
 delivers every result (bounded by SHUTDOWN_GRACE) and exits 0. A second signal exits with 130
@@ -19,7 +22,8 @@ from types import FrameType
 
 
 def install_stop_handlers(request_stop: Callable[[str], None]) -> None:
-    """Route SIGTERM and SIGINT to ``request_stop``; a second one ends the process (130)."""
+    """Route SIGTERM, SIGINT and SIGHUP to ``request_stop``; a second one ends the process
+    (130)."""
     received: list[str] = []
 
     def handle(signum: int, frame: FrameType | None) -> None:
@@ -33,5 +37,5 @@ def install_stop_handlers(request_stop: Callable[[str], None]) -> None:
             target=request_stop, args=(f"{name} received",), name="stop-request", daemon=True
         ).start()
 
-    signal.signal(signal.SIGTERM, handle)
-    signal.signal(signal.SIGINT, handle)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, handle)

@@ -6,7 +6,7 @@
 What it does, in order:
 
 1. creates (or reuses) ``bench/.venv-runpod`` and installs the latest ``runpod`` from PyPI there;
-2. starts the fake job API (``adapters.fake_job_api_server``) in this process on 127.0.0.1 with
+2. starts the fake job API (``fakeplatform``) in this process on 127.0.0.1 with
    a 1 s long-poll, and checks that each answer comes in one packet (else delayed ACKs add
    about 40 ms per answer and every figure below is wrong);
 3. runs the scenarios, each worker in its own process, one after the other, on the same jobs and
@@ -57,10 +57,10 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script, sys.path[0] is bench/
     sys.path.insert(0, str(REPO))
 
-from adapters.fake_job_api_server import FakeJobApiServer, Reply  # noqa: E402
+from bench import runpod_venv  # noqa: E402
+from fakeplatform import FakeJobApiServer, Reply  # noqa: E402
 
 BENCH = REPO / "bench"
-RUNPOD_VENV = BENCH / ".venv-runpod"
 RESULTS = BENCH / "results"
 API_KEY = "bench-job-api-key"
 LONG_POLL_S = 1.0
@@ -514,30 +514,12 @@ def startup_and_memory(server: BenchServer, launch: Launch, tag: str) -> dict[st
 def ensure_runpod_venv() -> tuple[Path, str, str]:
     """``bench/.venv-runpod`` with the latest ``runpod`` from PyPI; (python, runpod version,
     python version)."""
-    python = RUNPOD_VENV / "bin" / "python"
-    if not python.exists():
-        print(f"creating {RUNPOD_VENV.relative_to(REPO)} ...", flush=True)
-        subprocess.run([sys.executable, "-m", "venv", str(RUNPOD_VENV)], check=True, timeout=300)
-    print("installing the latest runpod from PyPI into bench/.venv-runpod ...", flush=True)
-    pip = subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-         "--upgrade", "--upgrade-strategy", "only-if-needed", "runpod"],
-        capture_output=True, text=True, timeout=900,
-    )
-    version = subprocess.run(
-        [str(python), "-c", "import importlib.metadata as m, platform; "
-         "print(m.version('runpod'), platform.python_version())"],
-        capture_output=True, text=True, timeout=60,
-    )
-    if version.returncode != 0:
-        print(pip.stdout[-3000:], pip.stderr[-3000:], file=sys.stderr)
-        raise SystemExit("bench: runpod is not installed in bench/.venv-runpod (see above)")
-    if pip.returncode != 0:
-        print("bench: pip could not upgrade runpod; using the one installed:\n"
-              + pip.stderr[-1500:], file=sys.stderr)
-    runpod_version, python_version = version.stdout.split()
-    print(f"runpod {runpod_version} (Python {python_version})", flush=True)
-    return python, runpod_version, python_version
+    try:
+        venv = runpod_venv.ensure_runpod_venv("runpod", say=lambda s: print(s, flush=True))
+    except runpod_venv.RunpodVenvError as exc:
+        raise SystemExit(f"bench: {exc}") from None
+    print(f"runpod {venv.runpod_version} (Python {venv.python_version})", flush=True)
+    return venv.python, venv.runpod_version, venv.python_version
 
 
 # --- machine, table, JSON --------------------------------------------------------------------

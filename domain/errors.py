@@ -13,9 +13,10 @@
     │   ├── ExecutionTimeout        the job ran past EXECUTION_TIMEOUT
     │   ├── JobCancelled            the platform asked to stop the job, or the worker is stopping
     │   ├── ModelError              the model raised; the message says what it said
-    │   │   └── OutOfMemory         the accelerator ran out of memory on this job
+    │   │   ├── OutOfMemory         the accelerator ran out of memory on this job
+    │   │   └── DeviceLost          the accelerator is unusable (a dead CUDA context): the job
+    │   │                           fails, then the worker drains and exits (code 6) for a restart
     │   ├── UploadFailed            an output could not be stored (after retries)
-    │   ├── ResultTooLarge          the result is too large for the job API to accept
     │   └── RejectedByApi           the job API refused a request for good (4xx other than 429)
     └── ConfigurationError          a setting is missing or wrong; the process exits with code 2
 
@@ -75,7 +76,7 @@ class ExecutionTimeout(PermanentError):
 
 
 class JobCancelled(PermanentError):
-    """The job was cancelled (a job-stop request from the platform, or a worker shutdown)."""
+    """The job was cancelled: the platform asked to stop it (job-stop)."""
 
 
 class ModelError(PermanentError):
@@ -86,12 +87,16 @@ class OutOfMemory(ModelError):
     """The accelerator ran out of memory while running the job."""
 
 
+class DeviceLost(ModelError):
+    """The accelerator cannot run anything any more (a dead CUDA context, a lost device).
+
+    Every later job would fail the same way, so the worker fails this job, delivers what it
+    holds, and exits with code 6 so that the platform restarts the pod.
+    """
+
+
 class UploadFailed(PermanentError):
     """An output could not be stored, even after retries."""
-
-
-class ResultTooLarge(PermanentError):
-    """The result body is larger than the job API accepts."""
 
 
 class RejectedByApi(PermanentError):

@@ -1,8 +1,8 @@
 """The context one job runs in: its deadline, its cancel flag and its progress sink.
 
 :class:`RunningJob` is what a model receives as its ``JobContext``. It is pure: the clock and
-the progress sink are handed in, and cancellation is a plain attribute the worker sets (from the
-job-stop poller or a shutdown) and the model reads at its next step.
+the progress sink are handed in, and cancellation is a plain attribute the controller sets (on a
+platform job-stop) and the model reads at its next step, as it reads the work timeout.
 """
 
 from __future__ import annotations
@@ -34,16 +34,25 @@ class RunningJob:
         self._clock = clock
         self._on_progress = on_progress
         self.cancel_reason: str | None = None
-        self.abandoned = False  # the worker gave up on it: its outcome must be dropped
+        self._cancel_hooks: list[Callable[[], object]] = []
 
     @property
     def job_id(self) -> str:
         return self.job.id
 
     def cancel(self, reason: str) -> None:
-        """Ask the job to stop at its next ``check_cancelled()``; the first reason wins."""
+        """Ask the job to stop at its next ``check_cancelled()`` (and call the cancel hooks: an
+        async job's task is cancelled at once); the first reason wins."""
         if self.cancel_reason is None:
             self.cancel_reason = reason
+            for hook in list(self._cancel_hooks):
+                hook()
+
+    def on_cancel(self, hook: Callable[[], object]) -> None:
+        """Call ``hook`` when the job is cancelled (at once, when it already is)."""
+        self._cancel_hooks.append(hook)
+        if self.cancel_reason is not None:
+            hook()
 
     def timed_out(self, now: float) -> bool:
         return now >= self.deadline

@@ -47,11 +47,16 @@ class Artifact:
 
 @dataclass(frozen=True)
 class JobResult:
-    """The final answer for one job: an output, or an error string (never both)."""
+    """The final answer for one job: an output, or an error string (never both).
+
+    ``streamed`` marks the final result of a job whose output was streamed in chunks before it
+    (the job API is told with ``isStream=true``).
+    """
 
     job_id: str
     output: Any = None
     error: str | None = None
+    streamed: bool = False
 
     @classmethod
     def success(cls, job_id: str, output: Any) -> JobResult:
@@ -73,13 +78,18 @@ class JobResult:
 
     def to_json(self) -> dict[str, Any]:
         """A self-contained record (job id included), as kept in the outbox."""
-        return {"id": self.job_id, **self.to_wire()}
+        record = {"id": self.job_id, **self.to_wire()}
+        if self.streamed:
+            record["streamed"] = True
+        return record
 
     @classmethod
     def from_json(cls, record: dict[str, Any]) -> JobResult:
+        streamed = record.get("streamed") is True
         if "error" in record:
-            return cls.failure(str(record["id"]), str(record["error"]))
-        return cls.success(str(record["id"]), record.get("output"))
+            return cls(str(record["id"]), error=str(record["error"]) or "unknown error",
+                       streamed=streamed)
+        return cls(str(record["id"]), output=record.get("output"), streamed=streamed)
 
     def wire_size(self) -> int:
         """Bytes of the JSON body that :meth:`to_wire` produces."""

@@ -1,16 +1,26 @@
-"""The worker's life as a pure policy: when to take a job, wait, drain, or terminate the pod.
+"""The worker's life as a pure policy: take, start, wait, drain, retire, exit or give up.
 
 The seed's pod worker got these rules wrong (an idle TTL in milliseconds counted down by one a
-second, a work timeout that deleted the pod with the job unreported). Here they are plain
-functions of an :class:`Observation`, so they are tested without threads, sockets or sleeps:
+second, a work timeout that deleted the pod with the job unreported). Here every decision the
+controller makes is one :class:`Action` of :func:`decide`, a plain function of an
+:class:`Observation`, so the rules are tested without threads, sockets or sleeps:
 
-- **idle TTL**: after ``idle_ttl`` seconds with nothing in flight, the worker terminates its pod.
-  The clock restarts whenever a job finishes; it never expires while a job is in flight or a
-  result is still waiting to be delivered. ``idle_ttl=None`` (worker zero) never expires.
-- **work timeout**: a job may run ``execution_timeout`` seconds; past that it is failed with
-  ``ExecutionTimeout``. A model that does not stop within ``overrun_grace`` seconds more cannot
-  be interrupted: the worker reports the job and exits on purpose so the platform restarts it.
-- **stopping** (SIGTERM/SIGINT or TTL): take no new job, finish what is in flight, then exit.
+- **taking**: ask the job API for work only when a model slot is free, nothing taken is
+  waiting to start, no take is already out, and any backoff after a failed take has passed.
+- **idle TTL**: after ``idle_ttl`` seconds with nothing in flight (nothing queued, running,
+  undelivered, no take out), the worker *retires*: it stops taking, then terminates its pod.
+  The clock restarts whenever a result is delivered. ``idle_ttl=None`` (worker zero) never
+  expires.
+- **work timeout**: a job may run ``execution_timeout`` seconds; past that the model is asked to
+  stop (``RunningJob.check_cancelled`` raises). A model that does not stop within
+  ``overrun_grace`` more cannot be interrupted: the worker reports the job and exits on purpose
+  (``ABANDON``) so the platform restarts it.
+- **stopping** (SIGTERM, SIGINT, SIGHUP, or retiring): take nothing new; jobs already taken are
+  run; a take still out gets ``take_grace`` to answer; then results are delivered for at most
+  ``shutdown_grace`` after the last job finished (``DRAIN``), and the worker exits.
+
+:func:`decide` also says until when nothing can change without an event (``wake_at``), so the
+controller waits on its inbox until then and never polls.
 """
 
 from __future__ import annotations
@@ -20,85 +30,108 @@ from dataclasses import dataclass
 
 
 class Action(enum.Enum):
-    """What the controller should do on this pass."""
+    """What the controller does on this pass."""
 
-    TAKE_JOB = "take_job"  # the model is free: ask the job API for work
-    WAIT = "wait"  # something is in flight: wait for it (or for the next event)
-    TERMINATE = "terminate"  # idle too long: flush results, terminate the pod, exit
-    EXIT = "exit"  # stopping and nothing left in flight: exit the process
-    ABANDON = "abandon"  # the model overran its timeout and ignores cancellation: exit non-zero
+    START = "start"  # a taken job waits and a model slot is free: start it
+    TAKE = "take"  # slots are free and nothing waits: ask the job API for work
+    WAIT = "wait"  # nothing to do until an event (or ``wake_at``)
+    DRAIN = "drain"  # stopping, nothing runs: wait for results to be delivered
+    RETIRE = "retire"  # idle too long: stop taking, then terminate the pod
+    EXIT = "exit"  # stopping and everything delivered (or the grace is over): leave
+    ABANDON = "abandon"  # a model overran its timeout and ignores cancellation: exit non-zero
 
 
 @dataclass(frozen=True)
 class LifecyclePolicy:
-    """The lifecycle rules, in seconds. ``idle_ttl=None`` means worker zero: never terminate."""
+    """The lifecycle rules, in seconds. ``idle_ttl=None`` means worker zero: never retire."""
 
     idle_ttl: float | None = 60.0
     execution_timeout: float = 300.0
     overrun_grace: float = 10.0
-
-    @classmethod
-    def from_millis(
-        cls,
-        *,
-        terminate_idle_time_ms: int,
-        execution_timeout_ms: int,
-        worker_zero: bool = False,
-        overrun_grace_ms: int = 10_000,
-    ) -> LifecyclePolicy:
-        """Build the policy from the seed's millisecond settings.
-
-        ``terminate_idle_time_ms=0`` or ``worker_zero=True`` disables self-termination.
-        """
-        ttl = None if worker_zero or terminate_idle_time_ms <= 0 else terminate_idle_time_ms / 1000
-        return cls(
-            idle_ttl=ttl,
-            execution_timeout=execution_timeout_ms / 1000,
-            overrun_grace=overrun_grace_ms / 1000,
-        )
+    shutdown_grace: float = 30.0
+    take_grace: float = 2.0
 
 
 @dataclass(frozen=True)
 class Observation:
-    """What the controller sees at one instant (``now`` and ``last_activity`` are monotonic s).
+    """What the controller sees at one instant (all times are monotonic seconds).
 
-    ``model_job_started`` is when the job now on the model started (None when the model is free).
-    ``undelivered`` counts results produced but not yet accepted by the job API.
+    ``running`` holds the start time of every job on the model; ``slots`` is how many jobs the
+    model may run at once. ``queued`` counts jobs taken and not started, ``undelivered`` results
+    produced and not yet accepted by the job API. ``last_activity`` is when the worker last
+    delivered a result (or started); ``last_finished`` when the model last finished a job.
     """
 
     now: float
     last_activity: float
-    model_job_started: float | None = None
+    slots: int = 1
+    running: tuple[float, ...] = ()
+    queued: int = 0
     undelivered: int = 0
-    stopping: bool = False
+    take_out: bool = False
+    take_allowed_at: float = 0.0
+    stopping_since: float | None = None
+    last_finished: float = 0.0
+
+    @property
+    def stopping(self) -> bool:
+        return self.stopping_since is not None
+
+    @property
+    def idle(self) -> bool:
+        """Nothing at all in flight."""
+        return not (self.running or self.queued or self.undelivered or self.take_out)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The action, and for ``WAIT``/``DRAIN`` the time by which to look again (None: only on an
+    event)."""
+
+    action: Action
+    wake_at: float | None = None
+
+
+def decide(obs: Observation, policy: LifecyclePolicy) -> Decision:
+    """The one decision the controller asks for on each pass."""
+    deadlines: list[float] = []
+    for started in obs.running:
+        overrun_at = started + policy.execution_timeout + policy.overrun_grace
+        if obs.now >= overrun_at:
+            return Decision(Action.ABANDON)
+        deadlines.append(overrun_at)  # the model itself sees the timeout at its next check
+    free = obs.slots - len(obs.running)
+    if obs.queued and free > 0:
+        return Decision(Action.START)
+    if obs.stopping:
+        return _stopping(obs, policy, deadlines)
+    if obs.idle and idle_ttl_expired(obs.last_activity, obs.now, policy.idle_ttl):
+        return Decision(Action.RETIRE)
+    if free > obs.queued and not obs.take_out:
+        if obs.now >= obs.take_allowed_at:
+            return Decision(Action.TAKE)
+        deadlines.append(obs.take_allowed_at)
+    if obs.idle and policy.idle_ttl is not None:
+        deadlines.append(obs.last_activity + policy.idle_ttl)
+    return Decision(Action.WAIT, min(deadlines, default=None))
+
+
+def _stopping(obs: Observation, policy: LifecyclePolicy, deadlines: list[float]) -> Decision:
+    if obs.running or obs.queued:
+        return Decision(Action.WAIT, min(deadlines, default=None))
+    assert obs.stopping_since is not None
+    if obs.take_out:  # its jobs would still be run: give it a moment to answer
+        answer_by = obs.stopping_since + policy.take_grace
+        if obs.now < answer_by:
+            return Decision(Action.WAIT, answer_by)
+    if obs.undelivered == 0:
+        return Decision(Action.EXIT)
+    drain_until = max(obs.stopping_since, obs.last_finished) + policy.shutdown_grace
+    if obs.now >= drain_until:
+        return Decision(Action.EXIT)
+    return Decision(Action.DRAIN, drain_until)
 
 
 def idle_ttl_expired(last_activity: float, now: float, ttl: float | None) -> bool:
     """True when ``ttl`` seconds have passed since ``last_activity``. ``ttl=None`` never expires."""
     return ttl is not None and now - last_activity >= ttl
-
-
-def execution_timed_out(started: float, now: float, timeout: float) -> bool:
-    """True when a job that started at ``started`` has run ``timeout`` seconds or more."""
-    return now - started >= timeout
-
-
-def decide(obs: Observation, policy: LifecyclePolicy) -> Action:
-    """The one decision the controller asks for on each pass."""
-    if obs.model_job_started is not None:
-        overrun_at = obs.model_job_started + policy.execution_timeout + policy.overrun_grace
-        if obs.now >= overrun_at:
-            return Action.ABANDON
-        return Action.WAIT
-    if obs.stopping:
-        return Action.EXIT if obs.undelivered == 0 else Action.WAIT
-    if obs.undelivered == 0 and idle_ttl_expired(obs.last_activity, obs.now, policy.idle_ttl):
-        return Action.TERMINATE
-    return Action.TAKE_JOB
-
-
-def seconds_until_idle_expiry(obs: Observation, policy: LifecyclePolicy) -> float | None:
-    """How long the worker may stay idle from ``obs.now`` before the TTL expires (None: never)."""
-    if policy.idle_ttl is None:
-        return None
-    return max(0.0, obs.last_activity + policy.idle_ttl - obs.now)

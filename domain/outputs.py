@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterator
 from typing import Any
 
-from domain.errors import ModelError, PermanentError, TransientError
+from domain.errors import ModelError, PermanentError, TransientError, UploadFailed
 from domain.job import Artifact
 
 
@@ -63,12 +64,38 @@ def _refuse(value: object) -> object:
 
 
 def describe_error(exc: BaseException, *, limit: int = 2000) -> str:
-    """The error string a job's result carries for ``exc``: clear, bounded, one line or a few."""
-    if isinstance(exc, PermanentError | TransientError):
-        text = str(exc) or type(exc).__name__
-    else:
+    """The error string a job's result carries for ``exc``: clear, bounded, one line or a few.
+
+    Never raises, whatever ``exc`` is: a model may raise an exception whose ``__str__`` itself
+    raises (or calls ``sys.exit``); the type's name is then reported with a note.
+    """
+    try:
+        name = type(exc).__name__
+    except BaseException:  # a type whose name cannot even be read
+        name = "exception"
+    try:
         detail = str(exc)
-        text = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+    except BaseException:
+        detail = "(its message could not be read)"
+    if isinstance(exc, PermanentError | TransientError):
+        text = detail or name
+    else:
+        text = f"{name}: {detail}" if detail else name
     if len(text) > limit:
         text = text[: limit - 15] + " ... (truncated)"
     return text
+
+_EXTENSION = re.compile(r"[A-Za-z0-9]{1,16}")
+
+
+def output_file_name(index: int, artifact: Artifact) -> str:
+    """``{index}.{extension}``: the name every storage gives output ``index``.
+
+    The extension is limited to letters and digits (at most 16), so no model output can name a
+    path or an S3 key of its own choosing; anything else raises ``UploadFailed``.
+    """
+    if not _EXTENSION.fullmatch(artifact.extension):
+        raise UploadFailed(
+            f"output {index} has an invalid file extension (letters and digits only, at most 16)"
+        )
+    return f"{index}.{artifact.extension}"

@@ -24,8 +24,8 @@ class Clock(Protocol):
 class JobApi(Protocol):
     """Where jobs come from and results go to (RunPod's webhook protocol, or a local fake)."""
 
-    def take(self, *, job_in_progress: bool) -> list[Job]:
-        """Take the next job(s), waiting up to the server's long-poll time.
+    def take(self, *, job_in_progress: bool, max_jobs: int = 1) -> list[Job]:
+        """Take up to ``max_jobs`` jobs, waiting up to the server's long-poll time.
 
         Returns an empty list when no job is available. Jobs whose envelope is malformed but
         whose id can be read come back with ``Job.problem`` set; payloads without a readable id
@@ -39,6 +39,14 @@ class JobApi(Protocol):
 
         Raises ``TransientError`` when it should be tried again later (the caller keeps the
         result), ``RejectedByApi`` when the API refused it for good.
+        """
+        ...
+
+    def post_stream(self, job_id: str, chunk: Any) -> None:
+        """Deliver one streamed chunk of a running job's output, in order.
+
+        Raises ``TransientError`` when it should be tried again (the caller keeps it and
+        its job's later chunks and result behind it), ``RejectedByApi`` when refused for good.
         """
         ...
 
@@ -65,12 +73,15 @@ class JobStopSource(Protocol):
 class Storage(Protocol):
     """Where a job's binary outputs go (S3, a local folder, or inline data URLs)."""
 
-    def store(self, job_id: str, index: int, artifact: Artifact) -> str:
-        """Store one output and return a reference the user can fetch (a URL or a path).
+    def store_all(
+        self, job_id: str, artifacts: Sequence[Artifact], first_index: int = 0
+    ) -> list[str]:
+        """Store one job's outputs and return a reference for each (a URL or a path), in order.
 
-        The same ``(job_id, index)`` always maps to the same place, so storing again after a
-        crash overwrites rather than duplicates. Raises ``TransientError`` when worth retrying,
-        ``UploadFailed`` when not.
+        The outputs are numbered from ``first_index`` (a streaming job's chunks number theirs
+        on). Output ``i`` always maps to the same place for a job, so storing again after a crash
+        overwrites rather than duplicates. Returns only once every output is stored; raises
+        ``UploadFailed`` (or ``TransientError``) when one could not be.
         """
         ...
 
@@ -104,10 +115,15 @@ class JobContext(Protocol):
 
 
 class Model(Protocol):
-    """The model the worker serves: loaded once, then run on one job's input at a time."""
+    """The model the worker serves: loaded once, then run on each job's input.
 
-    def load(self) -> None:
-        """Load weights and warm up. Called once, before the first job. Raises ``ModelError``."""
+    ``run`` may also be ``async def`` (run on the worker's event loop), a generator or an async
+    generator (its yielded values are streamed); a model may define ``concurrency(current) ->
+    int`` to say how many jobs it takes at once (asked between takes)."""
+
+    def load(self) -> object:
+        """Load weights and warm up. Called once, before the first job, on the thread (or the
+        event loop, for ``async def load``) that runs the jobs. Raises ``ModelError``."""
         ...
 
     def run(self, job_input: dict[str, Any], ctx: JobContext) -> Any:
@@ -120,11 +136,11 @@ class Model(Protocol):
         ...
 
 
-class Outbox(Protocol):
-    """Results written down before they are sent, and jobs started but not finished.
+class ResultOutbox(Protocol):
+    """Results written down before they are sent.
 
-    Promises: a result put here survives a crash of the process until ``remove`` is called for
-    it; ``started`` marks survive likewise until ``finished``.
+    Promises: a result ``put`` here survives a crash of the process (and of the machine, for the
+    durable one) until ``remove`` is called for it.
     """
 
     def put(self, result: JobResult) -> None:
@@ -138,6 +154,13 @@ class Outbox(Protocol):
     def pending(self) -> list[JobResult]:
         """Every result kept and not yet removed, oldest first."""
         ...
+
+
+class RunMarks(Protocol):
+    """Marks of jobs being run, so a job the process died on is reported at the next start.
+
+    Promises: a ``started`` mark survives the process dying until ``finished`` clears it.
+    """
 
     def started(self, job: Job) -> int:
         """Mark ``job`` as running; returns how many times it was started before (crashes)."""

@@ -13,7 +13,9 @@ freezegun.configure(
 pytest_plugins: list[str] = [
     # each fixture module in tests/support/ is added here, one line each
     "tests.support.s3_server",
+    "tests.support.s3_storage_kit",
     "tests.support.tiny_sd",
     "tests.support.http_fixtures",
     "tests.support.fault_kit",
+    "tests.support.hostile_server",
 ]

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -239,8 +239,17 @@ def parse_input(raw: Mapping[str, Any], limits: SdLimits | None = None) -> SdInp
         raise InvalidInput(describe_problems(exc)) from None
 
 
-def describe_problems(exc: ValidationError) -> str:
-    """``invalid input: <field>: <problem>; <field>: <problem>; ...`` for every problem."""
+def describe_problems(
+    exc: ValidationError,
+    field_names: Sequence[str] = FIELD_NAMES,
+    extra_field: Callable[[str], tuple[str, bool]] | None = None,
+) -> str:
+    """``invalid input: <field>: <problem>; <field>: <problem>; ...`` for every problem.
+
+    ``field_names`` and ``extra_field`` (the message for a key the schema does not take, and
+    whether it is simply unknown) let another schema (a pipeline family's) share these rules.
+    """
+    explain = extra_field or _extra_field
     problems: list[str] = []
     unknown = False
     for err in exc.errors(include_url=False):
@@ -251,7 +260,7 @@ def describe_problems(exc: ValidationError) -> str:
         elif kind == "missing":
             problems.append(f"{field}: is required")
         elif kind == "extra_forbidden":
-            message, is_unknown = _extra_field(str(err["loc"][0]) if err["loc"] else field)
+            message, is_unknown = explain(str(err["loc"][0]) if err["loc"] else field)
             unknown = unknown or is_unknown
             problems.append(f"{field}: {message}")
         else:
@@ -260,7 +269,7 @@ def describe_problems(exc: ValidationError) -> str:
         hidden = len(problems) - MAX_REPORTED_PROBLEMS
         problems = [*problems[:MAX_REPORTED_PROBLEMS], f"and {hidden} more"]
     if unknown:
-        problems.append(f"known fields: {', '.join(FIELD_NAMES)}")
+        problems.append(f"known fields: {', '.join(field_names)}")
     return "invalid input: " + "; ".join(problems)
 
 

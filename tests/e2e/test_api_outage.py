@@ -9,7 +9,7 @@ from pathlib import Path
 
 import requests
 
-from adapters.fake_job_api_server import FakeJobApiServer
+from fakeplatform import FakeJobApiServer
 from tests.support.harness import wait_until
 from tests.support.worker_process import JOB_API_KEY, WorkerProcess, worker_env
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from adapters.fake_job_api_server import FakeJobApiServer
 from adapters.outbox import peek
+from fakeplatform import FakeJobApiServer
 from tests.support.harness import wait_until
 from tests.support.worker_process import JOB_API_KEY, WorkerProcess, worker_env
 

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from adapters.fake_job_api_server import FakeJobApiServer
+from fakeplatform import FakeJobApiServer
 from tests.support.worker_process import JOB_API_KEY, worker_env
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.fake_job_api_server import FakeJobApiServer
+from fakeplatform import FakeJobApiServer
 from tests.support.worker_process import JOB_API_KEY, WorkerProcess, worker_env
 
 
@@ -52,16 +52,18 @@ def test_pings_carry_the_job_in_flight_and_nothing_when_idle(
         worker.close()
 
 
-def test_a_stop_request_cancels_the_running_job(api: FakeJobApiServer, tmp_path: Path) -> None:
+def test_a_stop_request_cancels_the_running_job_and_posts_nothing_for_it(
+    api: FakeJobApiServer, tmp_path: Path
+) -> None:
     worker = WorkerProcess(worker_env(api, tmp_path / "state"), tmp_path)
     try:
         job = api.submit({"_echo": {"sleep_ms": 20_000}})
         assert api.wait_until(lambda s: job in s.taken, timeout=30)
         api.cancel(job)
-        assert api.wait_for_results(1, timeout=15)
-        assert api.results[job]["error"] == "job cancelled: the platform asked to stop it"
+        worker.wait_for("job_stopped", timeout=15, job_id=job)
         follow_up = api.submit({"after": "cancel"})
-        assert api.wait_for_results(2, timeout=15)
+        assert api.wait_for_results(1, timeout=15)
+        assert job not in api.results  # as RunPod's SDK does: the platform stopped it
         assert api.status(follow_up)["status"] == "COMPLETED"  # type: ignore[index]
         assert worker.terminate() == 0
     finally:

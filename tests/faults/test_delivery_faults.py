@@ -43,14 +43,14 @@ def test_a_result_refused_longer_than_every_retry_waits_in_the_outbox_and_is_del
     rig.wait_taken(first)
     second = rig.submit({**TWO_IMAGES, "n": 2})
 
-    # result_delivery gives up after 4 attempts within about 10 s; the result stays put, and
+    # the post stage defers a refused result on its own schedule; the result stays put, and
     # the next job's result joins it in the outbox rather than waiting in memory
     worker.wait_for("result_deferred", timeout=60, job_id=first)
     kept = {result.job_id: result for result in rig.kept_results()}
     assert first in kept and set(kept) <= {first, second}
     assert first not in rig.api.results
     posts = rig.api.requests["done"]
-    assert 4 <= posts <= 12, f"{posts} posts to a failing API in one retry round"
+    assert 1 <= posts <= 12, f"{posts} posts to a failing API before the first deferral"
     assert worker.proc.poll() is None
 
     rig.api.clear_faults()

@@ -19,9 +19,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from adapters.clock import ManualClock
-from adapters.fake_job_api_server import FakeJobApiServer
 from adapters.runpod_job_api import RunPodJobApi
 from domain.job import MAX_JOB_ID_LENGTH, JobResult
+from fakeplatform import FakeJobApiServer
 from tests.support.fuzz_kit import (
     CASES,
     envelopes,

@@ -1,5 +1,8 @@
 """The real ``RunPodJobApi`` against real HTTP servers on loopback (the fake job API, replay
-servers, and a closed port). Retry policies get a sleep recorder: nothing here sleeps."""
+servers, and a closed port): taking jobs, posting results and progress, pinging, and polling for
+jobs to stop. How requests are built from URL templates, how odd answers are read and how the
+API key is kept out of errors and logs is in ``test_runpod_job_api_urls_answers_and_secrets.py``.
+Retry policies get a sleep recorder: nothing here sleeps."""
 
 from __future__ import annotations
 
@@ -7,23 +10,16 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from functools import partial
 
 import pytest
 
 from adapters.clock import ManualClock
-from adapters.fake_job_api_server import FakeJobApiServer
-from adapters.runpod_job_api import RunPodJobApi, parse_retry_after
-from domain.errors import (
-    ApiUnavailable,
-    ConfigurationError,
-    PodworkerError,
-    RateLimited,
-    RejectedByApi,
-    TransientError,
-)
+from adapters.http_parts import parse_retry_after
+from adapters.runpod_job_api import RunPodJobApi
+from domain.errors import ApiUnavailable, RateLimited, RejectedByApi, TransientError
 from domain.job import JobResult
 from domain.ports import JobApi, JobStopSource
+from fakeplatform import FakeJobApiServer
 from tests.support.http_fixtures import API_KEY, WORKER_ID, SleepRecorder
 from tests.support.replay_server import Recorded, ReplayServer
 
@@ -123,35 +119,23 @@ def test_retry_after_values_are_read_as_seconds_or_ignored(
     assert parse_retry_after(value) == seconds
 
 
-def test_post_result_waits_as_long_as_retry_after_asks_then_delivers_once(
-    fake_api: FakeJobApiServer, make_job_api: MakeApi, sleeps: SleepRecorder
+def test_post_result_is_one_try_and_a_429_says_how_long_to_wait(
+    fake_api: FakeJobApiServer, make_job_api: MakeApi
 ) -> None:
     job_id = fake_api.submit({"n": 1})
     api = make_job_api(fake_api.url)
     [job] = api.take(job_in_progress=False)
-    fake_api.inject_fault("done", status=429, retry_after=2, count=2)
-    api.post_result(JobResult.success(job.id, "ok"))
-    assert len(sleeps.waits) == 2
-    assert all(wait >= 2 for wait in sleeps.waits)
+    fake_api.inject_fault("done", status=429, retry_after=2, count=1)
+    with pytest.raises(RateLimited) as caught:
+        api.post_result(JobResult.success(job.id, "ok"))
+    assert caught.value.retry_after == 2
+    api.post_result(JobResult.success(job.id, "ok"))  # the worker's post stage tries again
     assert fake_api.results[job_id] == {"output": "ok"}
-    assert fake_api.requests["done"] == 3
+    assert fake_api.requests["done"] == 2
     assert fake_api.duplicates == []
 
 
-def test_post_result_retries_server_errors_then_succeeds(
-    fake_api: FakeJobApiServer, make_job_api: MakeApi, sleeps: SleepRecorder
-) -> None:
-    job_id = fake_api.submit({"n": 1})
-    api = make_job_api(fake_api.url)
-    api.take(job_in_progress=False)
-    fake_api.inject_fault("done", status=503, count=3)
-    api.post_result(JobResult.failure(job_id, "model exploded"))
-    assert len(sleeps.waits) == 3
-    assert fake_api.status(job_id) == {"id": job_id, "status": "FAILED",
-                                       "error": "model exploded"}
-
-
-def test_post_result_raises_a_transient_error_once_the_policy_gives_up(
+def test_post_result_answered_with_a_server_error_is_transient_and_not_retried_here(
     fake_api: FakeJobApiServer, make_job_api: MakeApi, sleeps: SleepRecorder
 ) -> None:
     job_id = fake_api.submit({"n": 1})
@@ -160,20 +144,19 @@ def test_post_result_raises_a_transient_error_once_the_policy_gives_up(
     fake_api.inject_fault("done", status=503, count=100)
     with pytest.raises(TransientError, match="503"):
         api.post_result(JobResult.success(job_id, "ok"))
-    assert fake_api.requests["done"] == 4  # result_delivery: 4 attempts, then the outbox
-    assert len(sleeps.waits) == 3
+    assert fake_api.requests["done"] == 1  # the outbox and the post stage retry, not this
+    assert sleeps.waits == []
     assert fake_api.results == {}
 
 
 def test_post_result_to_an_unreachable_api_is_transient_and_names_only_the_host(
-    closed_port_url: str, make_job_api: MakeApi, sleeps: SleepRecorder
+    closed_port_url: str, make_job_api: MakeApi
 ) -> None:
     api = make_job_api(closed_port_url)
     with pytest.raises(ApiUnavailable) as caught:
         api.post_result(JobResult.success("job-1", "ok"))
     assert str(caught.value).startswith(f"job API at {closed_port_url.removeprefix('http://')}")
     assert "gpu=" not in str(caught.value)
-    assert len(sleeps.waits) == 3
 
 
 def test_a_result_for_a_job_the_api_does_not_know_is_rejected_at_once(
@@ -192,7 +175,7 @@ def test_ping_and_progress_never_raise_when_the_api_is_down(
     api = make_job_api(closed_port_url)
     api.ping(["job-1"])
     api.post_progress("job-1", {"step": 3})
-    assert len(sleeps.waits) == 2  # one quick retry each, then given up quietly
+    assert len(sleeps.waits) == 1  # a ping gets one quick retry; progress none (it is coalesced)
 
 
 def test_ping_and_progress_never_raise_on_a_refusal_either(
@@ -220,77 +203,6 @@ def test_without_a_ping_url_ping_sends_nothing(
     server = replay(Recorded(200))
     make_job_api(server.url, ping_url=None).ping(["job-a"])
     assert server.captured == []
-
-
-@pytest.mark.parametrize(
-    "job_id",
-    ["a/b c?d&e#f%g", "x$RUNPOD_POD_ID-$ID", "ünïcødé-✓", "..", "plus+sign", "semi;colon=1"],
-)
-def test_odd_job_ids_reach_the_api_intact_inside_one_path_segment(
-    fake_api: FakeJobApiServer, make_job_api: MakeApi, job_id: str
-) -> None:
-    fake_api.submit({"n": 1}, job_id=job_id)
-    api = make_job_api(fake_api.url)
-    [job] = api.take(job_in_progress=False)
-    api.post_progress(job.id, "half")
-    api.post_result(JobResult.success(job.id, "done"))
-    assert fake_api.progress == [(job_id, "half")]
-    assert fake_api.results == {job_id: {"output": "done"}}
-
-
-def test_job_in_progress_starts_the_query_when_the_template_has_none(
-    replay: Replay, make_job_api: MakeApi
-) -> None:
-    server = replay(Recorded(204))
-    api = make_job_api(server.url, take_url=f"{server.url}/job-take/$ID")
-    assert api.take(job_in_progress=True) == []
-    assert server.captured[0].target == f"/job-take/{WORKER_ID}?job_in_progress=1"
-
-
-def test_without_an_api_key_no_authorization_header_is_sent(
-    replay: Replay, make_job_api: MakeApi
-) -> None:
-    server = replay(Recorded(204))
-    make_job_api(server.url, api_key=None).take(job_in_progress=False)
-    assert "authorization" not in server.captured[0].headers
-
-
-def test_a_server_error_names_host_and_status_but_not_the_query(
-    replay: Replay, make_job_api: MakeApi
-) -> None:
-    server = replay(Recorded(502))
-    api = make_job_api(server.url, take_url=f"{server.url}/v2/e/job-take/$ID?token=abc123")
-    with pytest.raises(ApiUnavailable) as caught:
-        api.take(job_in_progress=False)
-    message = str(caught.value)
-    assert "502" in message
-    assert server.url.removeprefix("http://") in message
-    assert "abc123" not in message
-
-
-def test_an_unreadable_take_answer_is_logged_briefly_and_gives_no_job(
-    replay: Replay, make_job_api: MakeApi, caplog: pytest.LogCaptureFixture
-) -> None:
-    body = b"<html>" + b"x" * 200_000 + b"</html>"
-    server = replay(Recorded(200, {"Content-Type": "text/html"}, body))
-    with caplog.at_level(logging.WARNING, logger="adapters.runpod_job_api"):
-        assert make_job_api(server.url).take(job_in_progress=False) == []
-    [record] = caplog.records
-    assert "not JSON" in record.getMessage()
-    assert "<html>" in record.getMessage()
-    assert len(record.getMessage()) < 400
-
-
-def test_objects_without_a_usable_id_are_logged_and_the_other_jobs_returned(
-    replay: Replay, make_job_api: MakeApi, caplog: pytest.LogCaptureFixture
-) -> None:
-    body = b'[{"input": {"a": 1}}, {"id": "good", "input": {}}, {"id": true, "input": {}}]'
-    server = replay(Recorded(200, {"Content-Type": "application/json"}, body))
-    with caplog.at_level(logging.WARNING, logger="adapters.runpod_job_api"):
-        jobs = make_job_api(server.url).take(job_in_progress=False)
-    assert [job.id for job in jobs] == ["good"]
-    assert len(caplog.records) == 2
-    assert all("without a usable id" in r.getMessage() for r in caplog.records)
 
 
 def test_jobs_to_stop_returns_the_jobs_the_platform_cancelled(
@@ -322,43 +234,3 @@ def test_jobs_to_stop_raises_a_transient_error_when_the_api_is_down(
 ) -> None:
     with pytest.raises(ApiUnavailable):
         make_job_api(closed_port_url).jobs_to_stop()
-
-
-def test_a_result_url_without_the_job_id_placeholder_is_a_configuration_error() -> None:
-    with pytest.raises(ConfigurationError, match=r"\$ID"):
-        RunPodJobApi(take_url="http://h/job-take/$ID", result_url="http://h/done",
-                     ping_url=None, api_key=None, worker_id="w", clock=ManualClock())
-
-
-def test_the_api_key_never_appears_in_errors_logs_or_repr(
-    fake_api: FakeJobApiServer, replay: Replay, closed_port_url: str, make_job_api: MakeApi,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    secret = "sk-CANARY-do-not-log-8c1f"
-    echo = replay(Recorded(200, {}, f"not json {secret}".encode()),  # take
-                  Recorded(400, {}, f'{{"error": "bad key {secret}"}}'.encode()),  # result
-                  Recorded(200, {}, f'[{{"input": "{secret}"}}]'.encode()))  # take, stop...
-    errors: list[PodworkerError] = []
-    with caplog.at_level(logging.DEBUG):
-        for base in (fake_api.url, closed_port_url, echo.url):
-            api = make_job_api(base, api_key=secret)
-            assert secret not in repr(api)
-            attempts: list[Callable[[], object]] = [
-                partial(api.take, job_in_progress=False),
-                partial(api.post_result, JobResult.success("job-x", "ok")),
-                partial(api.take, job_in_progress=False),
-                api.jobs_to_stop,
-            ]
-            for attempt in attempts:
-                try:
-                    attempt()
-                except PodworkerError as exc:
-                    errors.append(exc)
-            api.ping(["job-x"])
-            api.post_progress("job-x", 1)
-    assert len(errors) >= 6
-    assert any("401" in str(e) for e in errors)
-    assert any("refused" in str(e) and "***" in str(e) for e in errors)
-    assert all(secret not in str(e) for e in errors)
-    assert caplog.records
-    assert secret not in caplog.text

@@ -20,12 +20,13 @@ import pytest
 import requests
 
 from adapters.clock import ManualClock
-from adapters.fake_job_api_server import FakeJobApiServer
-from adapters.runpod_job_api import RunPodJobApi, pooled_session
+from adapters.http_client import HttpClient, HttpFailure
+from adapters.runpod_job_api import RunPodJobApi
 from adapters.runpod_pod_control import RunPodPodControl
 from adapters.s3_storage import S3Storage
 from domain.errors import ApiUnavailable, PodControlUnavailable, UploadFailed
 from domain.job import Artifact
+from fakeplatform import FakeJobApiServer
 from tests.support.fault_kit import LONG_POLL_S, POD_ID, RecordingServer, Rig, s3_settings
 from tests.support.http_fixtures import SleepRecorder
 from tests.support.leak_check import (
@@ -144,7 +145,7 @@ def test_every_http_client_refuses_a_certificate_it_cannot_verify(
         ping_url=None, api_key=JOB_KEY, worker_id="w", connect_timeout=5, read_timeout=5,
         take_timeout=5, clock=ManualClock(), sleep=SleepRecorder(),
     )
-    with pytest.raises(ApiUnavailable, match="connection failed"):
+    with pytest.raises(ApiUnavailable, match="TLS failed"):
         job_api.take(job_in_progress=False)
     job_api.close()
     control = RunPodPodControl(f"{url}/graphql", POD_KEY, "pod-1", timeout=5,
@@ -160,10 +161,15 @@ def test_every_http_client_refuses_a_certificate_it_cannot_verify(
     assert [c.method for c in server.captured] == ["GET"], "a request got past TLS unverified"
 
 
-def test_the_shared_http_session_verifies_certificates() -> None:
-    session = pooled_session()
-    assert session.verify is True
-    session.close()
+def test_the_shared_http_client_trusts_only_a_ca_bundle_it_can_name(
+    untrusted_https: tuple[RecordingServer, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, cert = untrusted_https
+    with pytest.raises(HttpFailure, match="TLS"):
+        HttpClient().request("GET", f"{server.url}/x", deadline_s=5, max_answer_bytes=100)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the operator's own CA, as with pip or curl
+    answer = HttpClient().request("GET", f"{server.url}/x", deadline_s=5, max_answer_bytes=100)
+    assert answer.status == 200
 
 
 INSECURE = re.compile(

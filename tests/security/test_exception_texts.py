@@ -174,7 +174,7 @@ def test_s3_errors_hold_no_piece_of_the_keys_even_when_the_server_echoes_the_key
         storage.close()
     with ReplayServer(echo(500, xml, "application/xml")) as server:
         storage = s3_storage(server.url)
-        assert_clean(raised_by(lambda: storage.store_many("job", [image, image])))
+        assert_clean(raised_by(lambda: storage.store_all("job", [image, image])))
         storage.close()
     storage = s3_storage(closed_port_url)
     assert_clean(raised_by(lambda: storage.store("job", 0, image)))

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.fake_job_api_server import FakeJobApiServer
+from fakeplatform import FakeJobApiServer
 from tests.support.fault_kit import LONG_POLL_S, Rig, s3_settings
 from tests.support.leak_check import (
     JOB_KEY,
@@ -123,7 +123,7 @@ def test_no_piece_of_any_secret_reaches_logs_errors_results_or_the_outbox_at_deb
         log = process.log_path.read_text(errors="replace")
         assert_no_secret(f"the log of {process.log_path.name}", log)
     terminate_failed = [e for e in ender.events() if e.get("event") == "terminate_failed"]
-    assert terminate_failed and "***" in terminate_failed[0]["message"]
+    assert terminate_failed and "[redacted]" in terminate_failed[0]["message"]
 
 
 def test_with_public_urls_results_hold_no_piece_of_any_secret(

@@ -28,9 +28,9 @@ from typing import Any, cast
 import pytest
 import requests
 
-from adapters.fake_job_api_server import FakeJobApiServer
 from adapters.outbox import peek, read_journal
 from domain.job import JobResult
+from fakeplatform import FakeJobApiServer
 from tests.support.replay_server import Captured
 from tests.support.worker_process import JOB_API_KEY, RUNPOD_KEY, WorkerProcess, worker_env
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
@@ -13,10 +14,15 @@ from adapters.echo_model import EchoModel
 from adapters.local_pod_control import RecordingPodControl
 from adapters.local_storage import LocalFolderStorage
 from adapters.memory_job_api import InMemoryJobApi
-from adapters.outbox import InMemoryOutbox
-from app.worker import ExitCode, Worker
+from adapters.outbox import FileOutbox, InMemoryOutbox
+from app.bootstrap import assemble
+from app.config import WorkerConfig
+from app.metrics import Metrics
+from app.stages import ExitCode
+from app.worker import Worker
 from domain.lifecycle import LifecyclePolicy
-from domain.ports import Clock, Model, Outbox, Storage
+from domain.ports import Clock, Model, Storage
+from domain.scrubbing import Scrubber
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
@@ -27,6 +33,17 @@ def wait_until(condition: Callable[[], bool], timeout: float = 10.0, what: str =
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what or condition}")
         pause.wait(0.002)
+
+
+def eventually(condition: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    """Poll ``condition`` for up to ``timeout`` seconds; whether it came true (no failure)."""
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        pause.wait(interval)
+    return True
 
 
 @dataclass
@@ -64,28 +81,33 @@ def make_harness(
     model: Model | None = None,
     clock: Clock | None = None,
     policy: LifecyclePolicy | None = None,
-    outbox: Outbox | None = None,
+    outbox: InMemoryOutbox | FileOutbox | None = None,
     storage: Storage | None = None,
     ping_interval_s: float = 60.0,
-    **worker_kwargs: Any,
+    max_input_bytes: int = 1_000_000,
+    max_result_bytes: int = 10_000_000,
+    secrets: tuple[str, ...] = (),
+    poll_timeout: float = 0.01,
+    slots: int = 1,
+    stream_aggregate: bool = False,
+    pod: RecordingPodControl | None = None,
 ) -> Harness:
+    """A worker on in-memory fakes (the job API long-polls ``poll_timeout``), built as bootstrap
+    builds it."""
     clock = clock or SystemClock()
-    api = InMemoryJobApi(clock, poll_timeout=0.01)
-    pod = RecordingPodControl()
+    api = InMemoryJobApi(clock, poll_timeout=poll_timeout)
+    pod = pod or RecordingPodControl()
     model = model or EchoModel()
-    outbox = outbox or InMemoryOutbox()
-    worker = Worker(
-        job_api=api,
-        stop_source=api,
-        storage=storage or LocalFolderStorage(tmp_path / "outputs"),
-        pod_control=pod,
-        model=model,
-        outbox=outbox,
-        clock=clock,
-        policy=policy or LifecyclePolicy(idle_ttl=None, execution_timeout=30.0),
-        ping_interval_s=ping_interval_s,
-        shutdown_grace_s=5.0,
-        min_poll_interval_s=worker_kwargs.pop("min_poll_interval_s", 0.0),
-        **worker_kwargs,
+    outbox = outbox if outbox is not None else InMemoryOutbox()
+    policy = policy or LifecyclePolicy(idle_ttl=None, execution_timeout=30.0)
+    if policy.shutdown_grace == LifecyclePolicy().shutdown_grace:
+        policy = dataclasses.replace(policy, shutdown_grace=5.0)
+    config = WorkerConfig(lifecycle=policy, ping_interval_s=ping_interval_s,
+                          max_input_bytes=max_input_bytes, max_result_bytes=max_result_bytes,
+                          max_wait_s=0.02, slots=slots, stream_aggregate=stream_aggregate)
+    worker = assemble(
+        config=config, job_api=api, stop_source=api,
+        storage=storage or LocalFolderStorage(tmp_path / "outputs"), pod_control=pod,
+        model=model, outbox=outbox, clock=clock, metrics=Metrics(), scrub=Scrubber(secrets),
     )
     return Harness(worker=worker, api=api, pod=pod, model=model, outbox=outbox)

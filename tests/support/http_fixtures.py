@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from adapters.clock import ManualClock
-from adapters.fake_job_api_server import FakeJobApiServer
 from adapters.runpod_job_api import RunPodJobApi
 from adapters.runpod_pod_control import RunPodPodControl
+from fakeplatform import FakeJobApiServer
 from tests.support.replay_server import Recorded, ReplayServer
 
 API_KEY = "test-job-api-key-3c9d"

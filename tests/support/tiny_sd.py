@@ -5,10 +5,15 @@ directory: random weights, no network, about 4 MB. ``tiny_sd_model`` (session) i
 ``StableDiffusionModel`` loaded from it on the CPU, through the same ``from_pretrained`` path
 as real weights. Tests that need torch skip when the ``sd`` extra is not installed. Nothing is
 imported from torch or diffusers until a test asks for one of these fixtures.
+
+``tiny_family_path`` (session) does the same for any family: call it with ``"sdxl"``,
+``"sd3"``, ``"flux"`` (or ``"sd"``, the same folder as ``tiny_sd_path``); each family is built
+at most once per session.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,3 +40,20 @@ def tiny_sd_model(tiny_sd_path: Path) -> StableDiffusionModel:
     model = StableDiffusionModel(str(tiny_sd_path), device="cpu")
     model.load()
     return model
+
+
+@pytest.fixture(scope="session")
+def tiny_family_path(
+    tmp_path_factory: pytest.TempPathFactory, tiny_sd_path: Path
+) -> Callable[[str], Path]:
+    from adapters.stable_diffusion.tiny import make_tiny_model
+
+    built: dict[str, Path] = {"sd": tiny_sd_path}
+
+    def path_of(family: str) -> Path:
+        if family not in built:
+            folder = tmp_path_factory.mktemp(f"tiny-{family}") / "pipeline"
+            built[family] = make_tiny_model(folder, family=family)
+        return built[family]
+
+    return path_of

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from adapters.fake_job_api_server import FakeJobApiServer
+from fakeplatform import FakeJobApiServer
 from tests.support.harness import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,13 +30,13 @@ def worker_env(
            if not k.startswith(("RUNPOD_", "WEBHOOK_", "BUCKET_", "AI_API_KEY", "MODEL"))}
     names = (
         ("RUNPOD_WEBHOOK_GET_JOB", "RUNPOD_WEBHOOK_POST_OUTPUT", "RUNPOD_WEBHOOK_PING",
-         "RUNPOD_AI_API_KEY", "RUNPOD_PING_INTERVAL")
+         "RUNPOD_WEBHOOK_POST_STREAM", "RUNPOD_AI_API_KEY", "RUNPOD_PING_INTERVAL")
         if runpod_names
-        else ("WEBHOOK_GET_WORK", "WEBHOOK_POST_OUTPUT", "WEBHOOK_PING", "AI_API_KEY",
-              "PING_INTERVAL")
+        else ("WEBHOOK_GET_WORK", "WEBHOOK_POST_OUTPUT", "WEBHOOK_PING", "WEBHOOK_POST_STREAM",
+              "AI_API_KEY", "PING_INTERVAL")
     )
-    env.update(dict(zip(names, (api.take_url, api.result_url, api.ping_url, JOB_API_KEY, "100"),
-                        strict=True)))
+    values = (api.take_url, api.result_url, api.ping_url, api.stream_url, JOB_API_KEY, "100")
+    env.update(dict(zip(names, values, strict=True)))
     env.update({
         "PYTHONPATH": str(ROOT),
         "RUNPOD_POD_ID": "e2e-pod",

@@ -9,7 +9,7 @@ import pytest
 from adapters.outbox import JOURNAL, FileOutbox, InMemoryOutbox, peek
 from domain.errors import ConfigurationError
 from domain.job import Job, JobResult
-from domain.ports import Outbox
+from domain.ports import ResultOutbox, RunMarks
 
 
 def reopen(box: FileOutbox) -> FileOutbox:
@@ -18,9 +18,10 @@ def reopen(box: FileOutbox) -> FileOutbox:
     return FileOutbox(box.root)
 
 
-def test_both_outboxes_conform_to_the_port(tmp_path: Path) -> None:
-    ports: list[Outbox] = [FileOutbox(tmp_path), InMemoryOutbox()]
-    assert len(ports) == 2
+def test_both_outboxes_conform_to_both_ports(tmp_path: Path) -> None:
+    results: list[ResultOutbox] = [FileOutbox(tmp_path / "a"), InMemoryOutbox()]
+    marks: list[RunMarks] = [FileOutbox(tmp_path / "b"), InMemoryOutbox()]
+    assert len(results) == len(marks) == 2
 
 
 def test_a_kept_result_is_seen_by_the_next_process_on_the_same_folder(tmp_path: Path) -> None:

@@ -6,34 +6,31 @@ import pytest
 from freezegun import freeze_time
 
 from adapters.clock import SystemClock
-from domain.lifecycle import (
-    Action,
-    LifecyclePolicy,
-    Observation,
-    decide,
-    execution_timed_out,
-    idle_ttl_expired,
-    seconds_until_idle_expiry,
-)
+from app.config import lifecycle_from
+from app.settings import load_settings
+from domain.lifecycle import Action, LifecyclePolicy, Observation, decide, idle_ttl_expired
 
-DEFAULT = LifecyclePolicy.from_millis(terminate_idle_time_ms=60_000, execution_timeout_ms=300_000)
+DEFAULT = LifecyclePolicy(idle_ttl=60.0, execution_timeout=300.0)
 
 
 def test_the_seed_default_of_60000_ms_is_one_minute_not_sixteen_hours() -> None:
-    assert DEFAULT.idle_ttl == 60.0
-    assert DEFAULT.execution_timeout == 300.0
+    policy = lifecycle_from(load_settings(env_file=None))
+    assert policy.idle_ttl == 60.0
+    assert policy.execution_timeout == 300.0
 
 
-def test_idle_ttl_expires_after_exactly_the_configured_time() -> None:
+def test_idle_ttl_expires_after_exactly_the_configured_time_and_then_the_worker_retires() -> None:
     clock = SystemClock()
     with freeze_time("2026-11-28 12:00:00") as frozen:
         last_activity = clock.now()
         frozen.tick(59.999)
-        obs = Observation(now=clock.now(), last_activity=last_activity)
-        assert decide(obs, DEFAULT) is Action.TAKE_JOB
+        decision = decide(Observation(now=clock.now(), last_activity=last_activity,
+                                      take_allowed_at=1e12), DEFAULT)
+        assert decision.action is Action.WAIT
+        assert decision.wake_at == pytest.approx(last_activity + 60)
         frozen.tick(0.001)
         obs = Observation(now=clock.now(), last_activity=last_activity)
-        assert decide(obs, DEFAULT) is Action.TERMINATE
+        assert decide(obs, DEFAULT).action is Action.RETIRE
 
 
 def test_idle_clock_restarts_after_every_job() -> None:
@@ -49,76 +46,89 @@ def test_idle_clock_restarts_after_every_job() -> None:
         assert idle_ttl_expired(job_finished, clock.now(), 60.0)
 
 
-def test_idle_ttl_never_expires_while_a_job_is_on_the_model() -> None:
+@pytest.mark.parametrize(
+    "busy",
+    [{"running": (0.0,)}, {"queued": 1}, {"undelivered": 1}, {"take_out": True}],
+    ids=["a job on the model", "a job queued", "a result undelivered", "a take out"],
+)
+def test_idle_ttl_never_expires_while_anything_is_in_flight(busy: dict[str, object]) -> None:
     clock = SystemClock()
-    with freeze_time("2026-11-28 12:00:00") as frozen:
-        last = clock.now()
-        started = clock.now()
-        frozen.tick(3600)
-        policy = LifecyclePolicy(idle_ttl=60, execution_timeout=7200)
-        obs = Observation(now=clock.now(), last_activity=last, model_job_started=started)
-        assert decide(obs, policy) is Action.WAIT
-
-
-def test_idle_ttl_never_expires_while_a_result_waits_to_be_delivered() -> None:
-    clock = SystemClock()
+    policy = LifecyclePolicy(idle_ttl=60, execution_timeout=7200)
     with freeze_time("2026-11-28 12:00:00") as frozen:
         last = clock.now()
         frozen.tick(3600)
-        obs = Observation(now=clock.now(), last_activity=last, undelivered=1)
-        assert decide(obs, DEFAULT) is Action.TAKE_JOB
-        assert decide(Observation(now=clock.now(), last_activity=last), DEFAULT) is Action.TERMINATE
+        obs = Observation(now=clock.now(), last_activity=last, **busy)  # type: ignore[arg-type]
+        assert decide(obs, policy).action is not Action.RETIRE
 
 
 @pytest.mark.parametrize(
-    "policy",
-    [
-        LifecyclePolicy.from_millis(terminate_idle_time_ms=0, execution_timeout_ms=1000),
-        LifecyclePolicy.from_millis(
-            terminate_idle_time_ms=60_000, execution_timeout_ms=1000, worker_zero=True
-        ),
-    ],
-    ids=["TERMINATE_IDLE_TIME=0", "WORKER_ZERO=true"],
+    ("env", "reason"),
+    [({"TERMINATE_IDLE_TIME": "0"}, "TERMINATE_IDLE_TIME=0"),
+     ({"WORKER_ZERO": "true"}, "WORKER_ZERO=true")],
 )
-def test_worker_zero_never_expires(policy: LifecyclePolicy) -> None:
+def test_worker_zero_never_expires(
+    env: dict[str, str], reason: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    policy = lifecycle_from(load_settings(env_file=None))
+    assert policy.idle_ttl is None, reason
     clock = SystemClock()
     with freeze_time("2026-11-28 12:00:00") as frozen:
         last = clock.now()
         frozen.tick(10 * 365 * 24 * 3600)
-        obs = Observation(now=clock.now(), last_activity=last)
-        assert policy.idle_ttl is None
-        assert decide(obs, policy) is Action.TAKE_JOB
-        assert seconds_until_idle_expiry(obs, policy) is None
+        decision = decide(Observation(now=clock.now(), last_activity=last), policy)
+        assert decision.action is Action.TAKE
 
 
-def test_work_timeout_counts_from_the_job_start() -> None:
-    clock = SystemClock()
-    policy = LifecyclePolicy.from_millis(terminate_idle_time_ms=0, execution_timeout_ms=2_500)
-    with freeze_time("2026-11-28 12:00:00") as frozen:
-        started = clock.now()
-        frozen.tick(2.499)
-        assert not execution_timed_out(started, clock.now(), policy.execution_timeout)
-        frozen.tick(0.001)
-        assert execution_timed_out(started, clock.now(), policy.execution_timeout)
-
-
-def test_a_model_past_timeout_and_grace_is_abandoned_never_terminated() -> None:
+def test_a_model_past_timeout_and_grace_is_abandoned_never_retired() -> None:
     policy = LifecyclePolicy(idle_ttl=1, execution_timeout=10, overrun_grace=5)
-    assert decide(Observation(now=114.9, last_activity=0, model_job_started=100), policy) is (
-        Action.WAIT
-    )
-    assert decide(Observation(now=115, last_activity=0, model_job_started=100), policy) is (
+    waiting = decide(Observation(now=114.9, last_activity=0, running=(100.0,)), policy)
+    assert waiting.action is Action.WAIT and waiting.wake_at == 115
+    assert decide(Observation(now=115, last_activity=0, running=(100.0,)), policy).action is (
         Action.ABANDON
     )
 
 
-def test_stopping_waits_for_deliveries_then_exits() -> None:
-    assert decide(Observation(now=1, last_activity=0, undelivered=2, stopping=True), DEFAULT) is (
+def test_a_free_slot_starts_a_queued_job_before_anything_else_even_when_stopping() -> None:
+    obs = Observation(now=1, last_activity=0, queued=1, stopping_since=0.5)
+    assert decide(obs, DEFAULT).action is Action.START
+    full = Observation(now=1, last_activity=0, queued=1, running=(0.5,))
+    assert decide(full, DEFAULT).action is Action.WAIT
+
+
+def test_a_take_waits_for_its_backoff_and_never_doubles_up() -> None:
+    backing_off = decide(Observation(now=1, last_activity=0, take_allowed_at=3), DEFAULT)
+    assert backing_off.action is Action.WAIT and backing_off.wake_at == 3
+    assert decide(Observation(now=3, last_activity=0, take_allowed_at=3), DEFAULT).action is (
+        Action.TAKE
+    )
+    assert decide(Observation(now=3, last_activity=0, take_out=True), DEFAULT).action is (
         Action.WAIT
     )
-    assert decide(Observation(now=1, last_activity=0, stopping=True), DEFAULT) is Action.EXIT
 
 
-def test_stopping_never_terminates_the_pod_even_when_idle_long() -> None:
-    obs = Observation(now=10_000, last_activity=0, stopping=True)
-    assert decide(obs, DEFAULT) is Action.EXIT
+def test_stopping_drains_deliveries_for_the_grace_then_exits() -> None:
+    policy = LifecyclePolicy(shutdown_grace=30)
+    draining = decide(Observation(now=1, last_activity=0, undelivered=2, stopping_since=0.5,
+                                  last_finished=0.8), policy)
+    assert draining.action is Action.DRAIN and draining.wake_at == pytest.approx(30.8)
+    assert decide(Observation(now=31, last_activity=0, undelivered=2, stopping_since=0.5,
+                              last_finished=0.8), policy).action is Action.EXIT
+    assert decide(Observation(now=1, last_activity=0, stopping_since=0.5), policy).action is (
+        Action.EXIT
+    )
+
+
+def test_stopping_gives_a_take_in_progress_its_grace_then_lets_it_go() -> None:
+    policy = LifecyclePolicy(take_grace=2)
+    waiting = decide(Observation(now=1, last_activity=0, take_out=True, stopping_since=0.5),
+                     policy)
+    assert waiting.action is Action.WAIT and waiting.wake_at == 2.5
+    assert decide(Observation(now=2.5, last_activity=0, take_out=True, stopping_since=0.5),
+                  policy).action is Action.EXIT
+
+
+def test_stopping_never_retires_the_pod_even_when_idle_long() -> None:
+    obs = Observation(now=10_000, last_activity=0, stopping_since=9_000)
+    assert decide(obs, DEFAULT).action is Action.EXIT

@@ -6,14 +6,15 @@ import io
 import json
 import logging
 
-from app.logs import Redactor, configure_logging
+from app.logs import configure_logging
+from domain.scrubbing import Scrubber
 
 SECRET = "sk-live-0123456789abcdef"
 
 
 def test_json_lines_carry_the_extra_fields() -> None:
     stream = io.StringIO()
-    configure_logging(debug=False, fmt="json", redactor=Redactor([]), stream=stream,
+    configure_logging(debug=False, fmt="json", redactor=Scrubber([]), stream=stream,
                       static={"pod_id": "pod-1"})
     logging.getLogger("podworker.test").info("job taken", extra={"job_id": "j1", "event": "e"})
     entry = json.loads(stream.getvalue().splitlines()[-1])
@@ -24,7 +25,7 @@ def test_json_lines_carry_the_extra_fields() -> None:
 
 def test_secrets_are_redacted_from_messages_arguments_extras_and_tracebacks() -> None:
     stream = io.StringIO()
-    configure_logging(debug=True, fmt="json", redactor=Redactor([SECRET, "abc"]), stream=stream)
+    configure_logging(debug=True, fmt="json", redactor=Scrubber([SECRET, "abc"]), stream=stream)
     log = logging.getLogger("podworker.test")
     log.info("key is %s", SECRET, extra={"url": f"https://x/?key={SECRET}"})
     try:
@@ -34,7 +35,7 @@ def test_secrets_are_redacted_from_messages_arguments_extras_and_tracebacks() ->
     text = stream.getvalue()
     assert SECRET not in text
     assert text.count("[redacted]") >= 3
-    assert Redactor(["abc"])("abc") == "abc"  # under 4 characters: not a key, left alone
+    assert Scrubber(["abc"])("abc") == "abc"  # under 4 characters: not a key, left alone
 
 
 def test_summaries_for_debug_logs_cut_long_values_such_as_base64_images() -> None:

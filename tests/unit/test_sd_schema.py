@@ -291,8 +291,8 @@ def test_any_json_object_is_either_accepted_or_refused_with_one_clean_line(
         message = str(exc)
         assert message.startswith("invalid input: ")
         assert "\n" not in message
-        assert "pydantic" not in message
-        assert "http" not in message
+        assert "pydantic" not in _without_input_text(message, raw)
+        assert "http" not in _without_input_text(message, raw)  # no docs URL of pydantic's
     else:
         assert parsed.prompt.strip()
         assert parsed.width * parsed.height <= SdLimits().max_pixels
@@ -318,3 +318,25 @@ def test_importing_the_adapter_does_not_import_torch_or_diffusers() -> None:
     )
 
     assert done.stdout.strip() == ""
+
+
+def _without_input_text(message: str, raw: Any) -> str:
+    """``message`` less every key and string of ``raw`` it may quote (hypothesis may name a
+    field ``http``): what is left is the message's own words."""
+    texts: list[str] = []
+
+    def collect(value: Any) -> None:
+        if isinstance(value, str):
+            texts.append(value)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                collect(key)
+                collect(item)
+        elif isinstance(value, list):
+            for item in value:
+                collect(item)
+
+    collect(raw)
+    for text in sorted((t for t in texts if t), key=len, reverse=True):
+        message = message.replace(text, "").replace(repr(text), "")
+    return message

@@ -66,4 +66,4 @@ def test_the_readme_names_every_alternative_name() -> None:
 
 def test_env_example_loads_as_the_defaults() -> None:
     from_file = load_settings(env_file=ROOT / ".env.example")
-    assert from_file.model_dump() == Settings(_env_file=None).model_dump()  # type: ignore[call-arg]
+    assert from_file.model_dump() == Settings(_env_file=None).model_dump()

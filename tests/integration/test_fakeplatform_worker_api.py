@@ -1,57 +1,24 @@
-"""The fake job API over real HTTP on loopback, and the real ``RunPodPodControl`` against its
-``/graphql``. No sleeps: waits are threads joined with deadlines and the fake's ``wait_until``."""
+"""The fake platform's worker side over real HTTP on loopback: take, done, long polls, auth,
+the wire. No sleeps: waits are threads joined with deadlines and the fake's ``wait_until``."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
-import subprocess
-import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from adapters.fake_job_api_server import FakeJobApiServer
-from adapters.runpod_pod_control import TERMINATE_MUTATION, RunPodPodControl
-from domain.errors import PodControlUnavailable, RejectedByApi
-from domain.ports import PodControl
-from tests.support.http_fixtures import API_KEY, POD_API_KEY, WORKER_ID, SleepRecorder
-from tests.support.replay_server import Recorded, ReplayServer
+from fakeplatform import FakeJobApiServer
+from fakeplatform.cli import load_jobs
+from tests.support.http_fixtures import API_KEY, WORKER_ID
+from tests.support.platform_calls import AUTH, done, http, in_thread, take, untimed
 
-AUTH = {"Authorization": API_KEY}
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def http() -> Iterator[requests.Session]:
-    with requests.Session() as session:
-        yield session
-
-
-def take(http: requests.Session, fake: FakeJobApiServer, worker: str = WORKER_ID,
-         **params: str) -> requests.Response:
-    return http.get(f"{fake.url}/v2/fake/job-take/{worker}", params=params, headers=AUTH,
-                    timeout=10)
-
-
-def done(http: requests.Session, fake: FakeJobApiServer, job_id: str, body: Any,
-         worker: str = WORKER_ID, **headers: str) -> requests.Response:
-    return http.post(f"{fake.url}/v2/fake/job-done/{worker}/{job_id}?isStream=false",
-                     data=json.dumps(body), headers={**AUTH, **headers}, timeout=10)
-
-
-def in_thread(target: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
-    out: list[Any] = []
-    thread = threading.Thread(target=lambda: out.append(target()), daemon=True)
-    thread.start()
-    return thread, out
+__all__ = ["http"]  # the fixture, used by name
 
 
 # --- jobs in, results out -------------------------------------------------------------
@@ -66,8 +33,10 @@ def test_a_job_run_through_the_api_is_followed_by_status_to_completed(
     status = http.get(f"{fake_api.url}/v2/fake/status/{job_id}", timeout=5).json()
     assert status["status"] == "IN_PROGRESS"
     assert done(http, fake_api, job_id, {"output": [1, 2]}).status_code == 200
-    assert http.get(f"{fake_api.url}/status/{job_id}", timeout=5).json() == {
-        "id": job_id, "status": "COMPLETED", "output": [1, 2]}
+    final = http.get(f"{fake_api.url}/status/{job_id}", timeout=5).json()
+    timing = {k: final.pop(k) for k in ("delayTime", "executionTime")}
+    assert final == {"id": job_id, "status": "COMPLETED", "output": [1, 2], "workerId": WORKER_ID}
+    assert all(isinstance(ms, int) and ms >= 0 for ms in timing.values())
 
 
 @pytest.mark.parametrize(
@@ -79,7 +48,7 @@ def test_only_a_string_error_marks_the_job_failed_as_on_the_platform(
     job_id = fake_api.submit({})
     take(http, fake_api)
     done(http, fake_api, job_id, {"error": error})
-    assert fake_api.status(job_id) == {"id": job_id, "status": status, "error": error}
+    assert untimed(fake_api.status(job_id)) == {"id": job_id, "status": status, "error": error}
 
 
 def test_a_result_sent_as_form_urlencoded_is_still_read_as_json(
@@ -113,16 +82,19 @@ def test_a_second_final_result_is_counted_as_a_duplicate_and_keeps_the_first(
     done(http, fake_api, job_id, {"output": "second"})
     assert fake_api.duplicates == [job_id]
     assert fake_api.stats()["duplicates"] == 1
-    assert fake_api.status(job_id) == {"id": job_id, "status": "COMPLETED", "output": "first"}
+    assert untimed(fake_api.status(job_id)) == {
+        "id": job_id, "status": "COMPLETED", "output": "first"}
 
 
-def test_progress_is_recorded_in_order_and_progress_after_the_result_counts_as_late(
+def test_progress_is_recorded_in_order_shown_by_status_and_after_the_result_counts_as_late(
     fake_api: FakeJobApiServer, http: requests.Session
 ) -> None:
     job_id = fake_api.submit({})
     take(http, fake_api)
     for step in (1, 2):
         done(http, fake_api, job_id, {"status": "IN_PROGRESS", "output": step})
+    assert untimed(fake_api.status(job_id, full=True)) == {
+        "id": job_id, "status": "IN_PROGRESS", "output": 2}
     assert fake_api.status(job_id) == {"id": job_id, "status": "IN_PROGRESS"}
     done(http, fake_api, job_id, {"output": "ok"})
     done(http, fake_api, job_id, {"status": "IN_PROGRESS", "output": 3})
@@ -238,11 +210,13 @@ def test_job_api_endpoints_require_the_exact_api_key_but_run_and_status_do_not(
     assert len(fake_api.pings) == 1
 
 
-def test_jobs_from_a_test_inputs_file_are_queued_with_the_local_ids(tmp_path: Path) -> None:
+def test_jobs_from_a_test_inputs_file_keep_their_ids_and_the_others_get_new_ones(
+    tmp_path: Path
+) -> None:
     path = tmp_path / "jobs.json"
     path.write_text(json.dumps([{"input": {"a": 1}}, {"id": "x", "input": {"b": 2}}]))
     with FakeJobApiServer() as fake:
-        assert fake.load_jobs(path) == ["LOCAL-TEST", "x"]
+        assert load_jobs(fake, path) == ["job-1", "x"]
         assert fake.stats()["queued"] == 2
 
 
@@ -300,163 +274,3 @@ def test_a_malformed_header_line_is_answered_400(fake_api: FakeJobApiServer) -> 
     assert answer.startswith(b"HTTP/1.0 400 ") or answer.startswith(b"HTTP/1.1 400 ")
 
 
-# --- fault injection ----------------------------------------------------------------
-def test_faults_posted_over_http_fail_the_next_requests_then_clear(
-    fake_api: FakeJobApiServer, http: requests.Session
-) -> None:
-    fake_api.submit({})
-    faults = http.post(f"{fake_api.url}/_faults",
-                       json={"take": {"status": 500, "count": 2}}, timeout=5)
-    assert faults.json() == {"take": [{"status": 500, "count": 2, "retry_after": None,
-                                       "delay_s": 0.0, "body": None, "errors": None}]}
-    assert [take(http, fake_api).status_code for _ in range(3)] == [500, 500, 200]
-    assert fake_api.stats()["faults_served"] == 2
-    http.post(f"{fake_api.url}/_faults", json={"ping": {"status": 503, "count": 5}}, timeout=5)
-    assert http.delete(f"{fake_api.url}/_faults", timeout=5).status_code == 200
-    assert http.get(f"{fake_api.url}/_faults", timeout=5).json() == {}
-
-
-def test_a_429_fault_carries_retry_after_and_does_not_act_on_the_request(
-    fake_api: FakeJobApiServer, http: requests.Session
-) -> None:
-    job_id = fake_api.submit({})
-    take(http, fake_api)
-    fake_api.inject_fault("done", status=429, retry_after=2)
-    reply = done(http, fake_api, job_id, {"output": 1})
-    assert (reply.status_code, reply.headers["Retry-After"]) == (429, "2")
-    assert fake_api.results == {}
-
-
-def test_a_delay_fault_delays_then_answers_normally(
-    fake_api: FakeJobApiServer, http: requests.Session
-) -> None:
-    job_id = fake_api.submit({})
-    fake_api.inject_fault("take", delay_s=0.2)
-    started = time.monotonic()
-    assert take(http, fake_api).json()["id"] == job_id
-    assert time.monotonic() - started >= 0.2
-
-
-@pytest.mark.parametrize(
-    "spec",
-    [{"nowhere": {"status": 500}}, {"take": {"status": 500, "colour": "red"}},
-     {"take": {"status": 500, "count": 0}}, {"take": {"status": 99}}, {"take": {}}, [1]],
-)
-def test_a_bad_fault_spec_is_refused_with_a_reason(
-    fake_api: FakeJobApiServer, http: requests.Session, spec: Any
-) -> None:
-    reply = http.post(f"{fake_api.url}/_faults", json=spec, timeout=5)
-    assert reply.status_code == 400
-    assert reply.json()["error"]
-    assert fake_api.pending_faults() == {}
-
-
-# --- pod control against the fake's /graphql ------------------------------------------
-def test_pod_control_conforms_to_the_port_and_terminates_this_pod(
-    fake_api: FakeJobApiServer, make_pod_control: Callable[..., RunPodPodControl],
-    sleeps: SleepRecorder,
-) -> None:
-    control: PodControl = make_pod_control(fake_api.graphql_url)
-    control.terminate()
-    assert fake_api.terminations == [WORKER_ID]
-    assert sleeps.waits == []
-
-
-def test_pod_control_sends_the_key_as_a_bearer_header_and_the_pod_id_as_a_variable(
-    make_pod_control: Callable[..., RunPodPodControl],
-) -> None:
-    with ReplayServer(Recorded(200, {}, b'{"data": {"podTerminate": null}}')) as server:
-        make_pod_control(f"{server.url}/graphql", pod_id='p"1 }').terminate()
-    [request] = server.captured
-    assert request.target == "/graphql"
-    assert request.headers["authorization"] == f"Bearer {POD_API_KEY}"
-    assert request.json() == {"query": TERMINATE_MUTATION, "variables": {"podId": 'p"1 }'}}
-
-
-def test_a_graphql_error_is_a_permanent_failure_and_is_not_retried(
-    fake_api: FakeJobApiServer, make_pod_control: Callable[..., RunPodPodControl],
-    sleeps: SleepRecorder,
-) -> None:
-    fake_api.inject_fault("graphql", errors=["Pod not found"])
-    with pytest.raises(RejectedByApi, match="Pod not found"):
-        make_pod_control(fake_api.graphql_url).terminate()
-    assert fake_api.requests["graphql"] == 1
-    assert sleeps.waits == []
-    assert fake_api.terminations == []
-
-
-def test_pod_control_retries_server_errors_then_succeeds(
-    fake_api: FakeJobApiServer, make_pod_control: Callable[..., RunPodPodControl],
-    sleeps: SleepRecorder,
-) -> None:
-    fake_api.inject_fault("graphql", status=502, count=2)
-    make_pod_control(fake_api.graphql_url).terminate()
-    assert len(sleeps.waits) == 2
-    assert fake_api.terminations == [WORKER_ID]
-
-
-def test_pod_control_gives_up_with_a_transient_error_when_unreachable(
-    closed_port_url: str, make_pod_control: Callable[..., RunPodPodControl],
-    sleeps: SleepRecorder,
-) -> None:
-    with pytest.raises(PodControlUnavailable, match="unreachable"):
-        make_pod_control(f"{closed_port_url}/graphql").terminate()
-    assert len(sleeps.waits) == 4
-
-
-def test_a_wrong_key_is_permanent_says_which_setting_and_never_shows_the_key(
-    fake_api: FakeJobApiServer, make_pod_control: Callable[..., RunPodPodControl],
-    sleeps: SleepRecorder,
-) -> None:
-    secret = "rp-CANARY-5521"
-    control = make_pod_control(fake_api.graphql_url, api_key=secret)
-    with pytest.raises(RejectedByApi, match="check RUNPOD_API_KEY") as caught:
-        control.terminate()
-    assert secret not in str(caught.value)
-    assert secret not in repr(control)
-    assert sleeps.waits == []
-
-
-def test_the_fake_graphql_also_reads_the_seed_s_inline_pod_id(
-    fake_api: FakeJobApiServer, http: requests.Session
-) -> None:
-    query = 'mutation { podTerminate(input: {podId: "pod-\\"q\\""}) }'
-    reply = http.post(fake_api.graphql_url, json={"query": query},
-                      headers={"Authorization": f"Bearer {POD_API_KEY}"}, timeout=5)
-    assert reply.json() == {"data": {"podTerminate": None}}
-    assert fake_api.terminations == ['pod-"q"']
-
-
-# --- the command line ---------------------------------------------------------------
-def test_main_prints_the_url_templates_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
-    jobs = tmp_path / "jobs.json"
-    jobs.write_text(json.dumps({"id": "from-file", "input": {"x": 1}}))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "adapters.fake_job_api_server", "--port", "0", "--jobs",
-         str(jobs), "--long-poll", "0.1", "--api-key", "k"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    try:
-        assert proc.stdout is not None
-        printed: dict[str, str] = {}
-        while "RUNPOD_API_URL" not in printed:
-            line = proc.stdout.readline()
-            assert line, proc.stderr.read() if proc.stderr else "no output"
-            if "=" in line and not line.startswith("#"):
-                name, _, value = line.strip().partition("=")
-                printed[name] = value.strip("'")
-        base = printed["FAKE_API_URL"]
-        assert printed["WEBHOOK_GET_WORK"] == f"{base}/v2/fake/job-take/$ID?gpu=fake"
-        assert printed["WEBHOOK_POST_OUTPUT"] == \
-            f"{base}/v2/fake/job-done/$RUNPOD_POD_ID/$ID?gpu=fake"
-        assert printed["WEBHOOK_PING"] == f"{base}/v2/fake/ping/$RUNPOD_POD_ID?gpu=fake"
-        taken = requests.get(f"{base}/v2/fake/job-take/w", headers={"Authorization": "k"},
-                             timeout=5)
-        assert taken.json() == {"id": "from-file", "input": {"x": 1}}
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()

@@ -1,0 +1,266 @@
+"""A pipeline family's input schema: :mod:`.schema`'s rules, with the family's fields and defaults.
+
+Same strict style and same helpers as the SD 1.x schema: one line naming every bad field, strict
+types, ``null`` for the default, unknown fields refused with a suggestion and the family's own
+field list. A field the family does not have (Flux's ``negative_prompt``, a ``scheduler`` for
+SD3 or Flux) is refused by name; diffusers' own names (``image``, ``mask_image``, ``strength``)
+point to the template's.
+
+Every family takes ``init_image`` (image-to-image), ``mask`` (inpainting, with ``init_image``)
+and ``prompt_strength`` (0 to 1, default 0.8, only with ``init_image``; diffusers runs
+``int(num_inference_steps * prompt_strength)`` steps, which must be at least 1). Images are
+checked here for their shape only (base64, a data URL, or a URL when ``fetch_urls``); they are
+loaded by :func:`.job_images.prepare_images`. ``width``/``height`` left out with an
+``init_image`` stay None: the image's own size is used. No environment, no torch, no Pillow.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from adapters.image_inputs import describe_reference_problem
+from adapters.stable_diffusion.families import SPECS, Family, FamilySpec
+from adapters.stable_diffusion.schedulers import SCHEDULER_NAMES, canonical_scheduler
+from adapters.stable_diffusion.schema import (
+    DEFAULT_LIMITS,
+    MAX_GUIDANCE,
+    MIN_SIDE,
+    SEED_MAX,
+    UNSUPPORTED_FIELDS,
+    SdLimits,
+    _bounded,
+    _integer,
+    _problem,
+    _show,
+    _text,
+    describe_problems,
+)
+from domain.errors import InvalidInput
+
+DEFAULT_PROMPT_STRENGTH = 0.8
+
+
+class FamilyInput(BaseModel):
+    """One job's validated input for a family. Build it with :func:`parse_family_input`.
+
+    ``width``/``height`` are None only with an ``init_image`` and no size given (the image's
+    size is used); ``scheduler`` is None for families that use the pipeline's own;
+    ``prompt_strength`` is set exactly when ``init_image`` is.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prompt: str
+    negative_prompt: str | None = None
+    width: int | None = None
+    height: int | None = None
+    num_outputs: int = Field(1, validation_alias=AliasChoices("num_outputs", "num_images"))
+    num_inference_steps: int
+    guidance_scale: float
+    scheduler: str | None = None
+    seed: int | None = None
+    init_image: str | None = None
+    mask: str | None = None
+    prompt_strength: float | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, raw: Any, info: ValidationInfo) -> Any:
+        """Fill the family's defaults in for fields left out or null."""
+        if not isinstance(raw, dict):
+            return raw
+        spec = _context(info)[0]
+        given = {k: v for k, v in raw.items() if v is not None}
+        has_image = "init_image" in given
+        defaults: dict[str, Any] = {
+            "num_inference_steps": spec.default_steps,
+            "guidance_scale": spec.default_guidance,
+        }
+        if not has_image or "width" in given or "height" in given:
+            defaults |= {"width": spec.default_side, "height": spec.default_side}
+        if spec.default_scheduler:
+            defaults["scheduler"] = spec.default_scheduler
+        if has_image:
+            defaults["prompt_strength"] = DEFAULT_PROMPT_STRENGTH
+        if "num_images" not in given:
+            defaults["num_outputs"] = 1
+        return {**defaults, **given}
+
+    @field_validator("prompt", mode="plain")
+    @classmethod
+    def _prompt(cls, value: Any, info: ValidationInfo) -> str:
+        text = _text(value, _context(info)[1])
+        if not text.strip():
+            raise _problem("must not be empty")
+        return text
+
+    @field_validator("negative_prompt", mode="plain")
+    @classmethod
+    def _negative_prompt(cls, value: Any, info: ValidationInfo) -> str | None:
+        spec, limits = _context(info)[:2]
+        if not spec.negative_prompt:
+            raise _problem(f"not supported by {spec.label} pipelines (they take no negative "
+                           "prompt)")
+        return None if value is None else _text(value, limits)
+
+    @field_validator("width", "height", mode="plain")
+    @classmethod
+    def _side(cls, value: Any, info: ValidationInfo) -> int:
+        spec, limits = _context(info)[:2]
+        side = _bounded(_integer(value), MIN_SIDE, limits.max_pixels // MIN_SIDE)
+        if side % spec.side_multiple:
+            raise _problem(f"must be a multiple of {spec.side_multiple} (got {side})")
+        width = info.data.get("width")
+        too_many = isinstance(width, int) and width * side > limits.max_pixels
+        if info.field_name == "height" and too_many:
+            raise PydanticCustomError("sd_pixels", "{message}", {
+                "message": f"width x height: {width}x{side} is {side * int(width or 0)} "
+                f"pixels, more than the limit of {limits.max_pixels}"})
+        return side
+
+    @field_validator("num_outputs", mode="plain")
+    @classmethod
+    def _num_outputs(cls, value: Any, info: ValidationInfo) -> int:
+        return _bounded(_integer(value), 1, _context(info)[1].max_outputs)
+
+    @field_validator("num_inference_steps", mode="plain")
+    @classmethod
+    def _steps(cls, value: Any, info: ValidationInfo) -> int:
+        return _bounded(_integer(value), 1, _context(info)[1].max_steps)
+
+    @field_validator("guidance_scale", mode="plain")
+    @classmethod
+    def _guidance(cls, value: Any) -> float:
+        return _number(value, 0.0, MAX_GUIDANCE)
+
+    @field_validator("scheduler", mode="plain")
+    @classmethod
+    def _scheduler(cls, value: Any, info: ValidationInfo) -> str:
+        spec = _context(info)[0]
+        if not spec.default_scheduler:
+            raise _problem(f"not supported by {spec.label} pipelines (they use their own "
+                           "flow-matching scheduler)")
+        canonical = canonical_scheduler(value) if isinstance(value, str) else None
+        if canonical is None:
+            raise _problem(f"unknown {_show(value)}, allowed: {', '.join(SCHEDULER_NAMES)}")
+        return canonical
+
+    @field_validator("seed", mode="plain")
+    @classmethod
+    def _seed(cls, value: Any) -> int:
+        return _bounded(_integer(value), 0, SEED_MAX)
+
+    @field_validator("init_image", "mask", mode="plain")
+    @classmethod
+    def _image(cls, value: Any, info: ValidationInfo) -> str:
+        spec, _, given, urls = _context(info)
+        variant = spec.img2img if info.field_name == "init_image" else spec.inpaint
+        if variant is None:
+            raise _problem(f"not supported by {spec.label} pipelines")
+        if info.field_name == "mask" and "init_image" not in given:
+            raise _problem("needs init_image (the image to paint into)")
+        problem = describe_reference_problem(value, fetch_urls=urls)
+        if problem:
+            raise _problem(problem)
+        return str(value)
+
+    @field_validator("prompt_strength", mode="plain")
+    @classmethod
+    def _strength(cls, value: Any, info: ValidationInfo) -> float:
+        if "init_image" not in _context(info)[2]:
+            raise _problem("only with init_image (how far to move away from it)")
+        strength = _number(value, 0.0, 1.0)
+        steps = info.data.get("num_inference_steps")
+        # diffusers runs int(steps * strength) of the steps: none at all is an error there
+        if isinstance(steps, int) and int(steps * strength) < 1:
+            raise _problem(f"with {steps} steps it must be at least {1 / steps:.3g} (got "
+                           f"{_show(value)}): at least one step must run")
+        return strength
+
+
+def parse_family_input(
+    raw: Mapping[str, Any],
+    spec: FamilySpec,
+    limits: SdLimits | None = None,
+    *,
+    fetch_urls: bool = False,
+) -> FamilyInput:
+    """Validate one job's input for ``spec``'s family against ``limits``.
+
+    ``fetch_urls`` is the setting ``INPUT_URL_FETCH``: without it an image given as a URL is
+    refused here, before any work. Raises ``InvalidInput`` naming every bad field, in one line.
+    """
+    if not isinstance(raw, Mapping):
+        raise InvalidInput(f"invalid input: must be a JSON object (got {_show(raw)})")
+    given = frozenset(k for k, v in raw.items() if v is not None)
+    context = {"spec": spec, "limits": limits or DEFAULT_LIMITS, "given": given,
+               "fetch_urls": fetch_urls}
+    try:
+        return FamilyInput.model_validate(dict(raw), context=context)
+    except ValidationError as exc:
+        names = field_names(spec)
+        raise InvalidInput(
+            describe_problems(exc, names, lambda key: _extra_field(key, names))
+        ) from None
+
+
+def field_names(spec: FamilySpec) -> tuple[str, ...]:
+    """Every key a job of ``spec``'s family may send (``num_images`` being an alias)."""
+    return tuple(
+        name
+        for name in (*FamilyInput.model_fields, "num_images")
+        if (name != "negative_prompt" or spec.negative_prompt)
+        and (name != "scheduler" or spec.default_scheduler)
+    )
+
+
+_RENAMED = {"image": "init_image", "mask_image": "mask", "strength": "prompt_strength"}
+"""diffusers' own names for the template's image fields."""
+
+
+def _extra_field(key: str, names: tuple[str, ...]) -> tuple[str, bool]:
+    if key in ("num_outputs", "num_images"):
+        return "give num_outputs or num_images, not both", False
+    if key in _RENAMED:
+        return f"unknown field (this worker calls it {_RENAMED[key]})", False
+    if key in UNSUPPORTED_FIELDS:
+        return "not supported by this worker", False
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.75)
+    return f"unknown field{f' (did you mean {close[0]}?)' if close else ''}", True
+
+
+def _context(info: ValidationInfo) -> tuple[FamilySpec, SdLimits, frozenset[str], bool]:
+    """The family, the limits, the keys the job gave (not null) and whether URLs are fetched."""
+    context = info.context if isinstance(info.context, dict) else {}
+    spec = context.get("spec")
+    limits = context.get("limits")
+    given = context.get("given")
+    return (
+        spec if isinstance(spec, FamilySpec) else SPECS[Family.SD],
+        limits if isinstance(limits, SdLimits) else DEFAULT_LIMITS,
+        given if isinstance(given, frozenset) else frozenset(),
+        bool(context.get("fetch_urls")),
+    )
+
+
+def _number(value: Any, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _problem(f"must be a number (got {_show(value)})")
+    if not math.isfinite(value) or not low <= value <= high:
+        raise _problem(f"must be between {low:g} and {high:g} (got {_show(value)})")
+    return float(value)

@@ -1,0 +1,180 @@
+"""Tiny SDXL, SD3 and Flux pipelines with random weights, built offline (see :mod:`.tiny`).
+
+Each has its family's real architecture and components, a few channels wide, so it is saved by
+``save_pretrained`` and loaded back by the family's own ``from_pretrained`` exactly as real
+weights are:
+
+======  ===============================================  ==========================================
+family  text encoders (tokenizers)                        denoiser, VAE, scheduler
+======  ===============================================  ==========================================
+sdxl    CLIP + CLIP with projection (two CLIP BPE)        UNet with ``text_time`` conditioning,
+                                                          8x VAE, Euler (SDXL's own config)
+sd3     CLIP with projection x2 + T5 encoder (CLIP BPE    SD3 MMDiT transformer (patch 2), 8x VAE
+        x2, a T5 unigram tokenizer)                       with SD3's shift/scale, flow-match Euler
+flux    CLIP + T5 encoder (CLIP BPE, T5 unigram)          Flux transformer with guidance embedding
+                                                          (as Flux dev), 8x VAE, flow-match Euler
+======  ===============================================  ==========================================
+
+The VAEs keep the real factor of 8 (four blocks), so sizes mean what they mean with real
+weights: multiples of 8 (16 for Flux, whose latents are packed 2x2). The T5 tokenizer is a
+unigram vocabulary built here from :data:`.tiny._CORPUS` (no sentencepiece file, no network).
+Callers seed the random generator; these functions only build modules.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections import Counter
+from typing import Any
+
+from adapters.stable_diffusion.tiny import _CORPUS, CLIP_WIDTH, clip_config, tiny_vae
+
+T5_WIDTH = 64  # the T5 encoder's d_model: the joint attention width of SD3's and Flux's tiny DiTs
+
+FLOW_MATCH_SHIFT = 3.0  # SD3's and Flux dev's scheduler shift
+
+
+def build_sdxl(tokenizer: Any) -> Any:
+    """An ``StableDiffusionXLPipeline``; ``tokenizer`` is the CLIP tokenizer of :mod:`.tiny`."""
+    diffusers, transformers = _libraries()
+    time_embed = 8  # SDXL's add_time_ids: 6 numbers (sizes and crop), each embedded this wide
+    unet = diffusers.UNet2DConditionModel(
+        sample_size=16,  # 128 px / 8
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(32, 64),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(4, 8),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=time_embed,
+        transformer_layers_per_block=(1, 2),
+        projection_class_embeddings_input_dim=6 * time_embed + CLIP_WIDTH,
+        cross_attention_dim=2 * CLIP_WIDTH,  # both encoders' hidden states side by side
+        norm_num_groups=8,
+    )
+    return diffusers.StableDiffusionXLPipeline(
+        vae=tiny_vae(diffusers, scaling_factor=0.13025),
+        text_encoder=transformers.CLIPTextModel(clip_config(transformers, tokenizer)),
+        text_encoder_2=transformers.CLIPTextModelWithProjection(
+            clip_config(transformers, tokenizer)
+        ),
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer,
+        unet=unet,
+        scheduler=diffusers.EulerDiscreteScheduler(
+            num_train_timesteps=1000,
+            beta_start=0.00085,
+            beta_end=0.012,
+            beta_schedule="scaled_linear",
+            steps_offset=1,
+            timestep_spacing="leading",
+        ),
+        force_zeros_for_empty_prompt=True,
+    )
+
+
+def build_sd3(tokenizer: Any) -> Any:
+    """A ``StableDiffusion3Pipeline`` (two CLIP encoders with projection and a T5 encoder)."""
+    diffusers, transformers = _libraries()
+    transformer = diffusers.SD3Transformer2DModel(
+        sample_size=16,
+        patch_size=2,
+        in_channels=16,
+        out_channels=16,
+        num_layers=2,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        joint_attention_dim=T5_WIDTH,
+        caption_projection_dim=32,
+        pooled_projection_dim=2 * CLIP_WIDTH,  # both encoders' pooled outputs side by side
+        pos_embed_max_size=64,  # positions for latents up to 128x128: images up to 1024 px
+    )
+    t5_tokenizer = make_t5_tokenizer()
+    return diffusers.StableDiffusion3Pipeline(
+        transformer=transformer,
+        scheduler=diffusers.FlowMatchEulerDiscreteScheduler(shift=FLOW_MATCH_SHIFT),
+        vae=tiny_vae(diffusers, latent_channels=16, scaling_factor=1.5305, shift_factor=0.0609),
+        text_encoder=transformers.CLIPTextModelWithProjection(
+            clip_config(transformers, tokenizer)
+        ),
+        tokenizer=tokenizer,
+        text_encoder_2=transformers.CLIPTextModelWithProjection(
+            clip_config(transformers, tokenizer)
+        ),
+        tokenizer_2=tokenizer,
+        text_encoder_3=_t5_encoder(transformers, t5_tokenizer),
+        tokenizer_3=t5_tokenizer,
+    )
+
+
+def build_flux(tokenizer: Any) -> Any:
+    """A ``FluxPipeline`` (a CLIP and a T5 encoder), with guidance embedding like Flux dev."""
+    diffusers, transformers = _libraries()
+    head = 16
+    transformer = diffusers.FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=16,  # 4 latent channels packed 2x2
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=head,
+        num_attention_heads=2,
+        joint_attention_dim=T5_WIDTH,
+        pooled_projection_dim=CLIP_WIDTH,
+        guidance_embeds=True,
+        axes_dims_rope=(4, 4, 8),  # sums to the head width
+    )
+    t5_tokenizer = make_t5_tokenizer()
+    return diffusers.FluxPipeline(
+        scheduler=diffusers.FlowMatchEulerDiscreteScheduler(
+            shift=FLOW_MATCH_SHIFT, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+            base_image_seq_len=256, max_image_seq_len=4096,
+        ),
+        vae=tiny_vae(diffusers, latent_channels=4, scaling_factor=0.3611, shift_factor=0.1159),
+        text_encoder=transformers.CLIPTextModel(clip_config(transformers, tokenizer)),
+        tokenizer=tokenizer,
+        text_encoder_2=_t5_encoder(transformers, t5_tokenizer),
+        tokenizer_2=t5_tokenizer,
+        transformer=transformer,
+    )
+
+
+def make_t5_tokenizer() -> Any:
+    """A T5 tokenizer (unigram, metaspace, ``</s>`` appended) over the tiny corpus's words.
+
+    Layout as T5's: ``<pad>`` 0, ``</s>`` 1, ``<unk>`` 2, then pieces; every printable ASCII
+    character is a piece, so any prompt tokenizes without ``<unk>`` for ASCII text.
+    """
+    transformers: Any = importlib.import_module("transformers")
+    counts = Counter(_CORPUS.lower().split())
+    total = sum(counts.values())
+    pieces: list[tuple[str, float]] = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
+    pieces += [(f"▁{word}", math.log(n / total)) for word, n in sorted(counts.items())]
+    seen = {piece for piece, _ in pieces}
+    pieces += [(c, -20.0) for c in map(chr, range(33, 127)) if c not in seen]
+    return transformers.T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=512)
+
+
+def _libraries() -> tuple[Any, Any]:
+    # diffusers' and transformers' annotations are partial: use them as untyped libraries.
+    return importlib.import_module("diffusers"), importlib.import_module("transformers")
+
+
+def _t5_encoder(transformers: Any, tokenizer: Any) -> Any:
+    return transformers.T5EncoderModel(
+        transformers.T5Config(
+            vocab_size=len(tokenizer),
+            d_model=T5_WIDTH,
+            d_kv=16,
+            d_ff=128,
+            num_layers=2,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+            feed_forward_proj="gated-gelu",  # T5 v1.1, the encoder SD3 and Flux use
+            pad_token_id=0,
+            eos_token_id=1,
+        )
+    )

@@ -1,0 +1,65 @@
+"""The worker's configuration in seconds, built once from the settings (milliseconds).
+
+Settings keep the seed's names and units (``EXECUTION_TIMEOUT`` in ms, ...), which is what a
+user sets; everything inside the worker wants seconds. :func:`config_from` is the one place that
+converts, so no ``/ 1000`` is scattered through the code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from app.settings import Settings
+from domain.lifecycle import LifecyclePolicy
+
+
+@dataclass(frozen=True)
+class JobApiConfig:
+    """Timeouts of the HTTP job API: every request ends by its overall deadline."""
+
+    connect_timeout_s: float = 5.0  # a healthy API connects in milliseconds
+    request_timeout_s: float = 5.0  # a result post, a ping: the whole answer within this
+    take_timeout_s: float = 95.0  # a take or job-stop long-poll: longer than the server holds it
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """What the controller and its stages need to know."""
+
+    lifecycle: LifecyclePolicy = field(default_factory=LifecyclePolicy)
+    ping_interval_s: float = 10.0
+    max_result_bytes: int = 10_000_000
+    max_input_bytes: int = 1_000_000
+    slots: int = 1  # jobs on the model at once (CONCURRENCY; a model's concurrency() overrides)
+    stream_aggregate: bool = False  # a streaming model's final output is its chunks
+    stop_when_drained: bool = False  # the local run: exit once the job source is empty
+    max_wait_s: float = 1.0  # longest controller wait without an event (manual clocks in tests)
+    job_api: JobApiConfig = field(default_factory=JobApiConfig)
+
+
+def lifecycle_from(settings: Settings) -> LifecyclePolicy:
+    never = settings.WORKER_ZERO or settings.TERMINATE_IDLE_TIME <= 0
+    return LifecyclePolicy(
+        idle_ttl=None if never else settings.TERMINATE_IDLE_TIME / 1000,
+        execution_timeout=settings.EXECUTION_TIMEOUT / 1000,
+        overrun_grace=settings.OVERRUN_GRACE / 1000,
+        shutdown_grace=settings.SHUTDOWN_GRACE / 1000,
+    )
+
+
+def config_from(settings: Settings, *, stop_when_drained: bool | None = None) -> WorkerConfig:
+    """The frozen configuration for ``settings``."""
+    return WorkerConfig(
+        lifecycle=lifecycle_from(settings),
+        ping_interval_s=settings.PING_INTERVAL / 1000,
+        max_result_bytes=settings.MAX_RESULT_BYTES,
+        max_input_bytes=settings.MAX_INPUT_BYTES,
+        slots=settings.CONCURRENCY,
+        stream_aggregate=settings.STREAM_AGGREGATE,
+        stop_when_drained=settings.local_mode if stop_when_drained is None else stop_when_drained,
+        job_api=JobApiConfig(
+            connect_timeout_s=settings.JOB_API_TIMEOUT / 1000,
+            request_timeout_s=settings.JOB_API_TIMEOUT / 1000,
+            take_timeout_s=settings.JOB_TAKE_TIMEOUT / 1000,
+        ),
+    )

@@ -1,0 +1,77 @@
+"""Your own model and storage: ``MODEL=module:factory`` and ``STORAGE=module:factory``.
+
+Exists so that users extend podworker without forking it: the factory is imported, called with
+the settings when its signature takes an argument (or with nothing), and what it returns is
+checked for the port's methods, so a mistake is one clear start-up error (exit code 2) rather
+than a failure at the first job. A ``TypeError`` raised *inside* a factory is reported as it is,
+never mistaken for a call with the wrong arguments.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Sequence
+from typing import Any
+
+from app.settings import Settings
+from domain.errors import ConfigurationError
+from domain.job import Artifact
+from domain.outputs import describe_error
+
+
+def load_factory(spec: str, setting: str, settings: Settings, methods: tuple[str, ...]) -> Any:
+    """Import ``module:factory`` and call ``factory(settings)`` (or ``factory()``).
+
+    Used for your own model (``MODEL=``) and storage (``STORAGE=``); the object it returns must
+    have the port's methods (``methods``), checked here so a mistake is a clear start-up error.
+    """
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+        factory = getattr(module, attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigurationError(f"invalid setting {setting} ({spec!r}): {exc}") from None
+    try:
+        built = factory(settings) if _takes_an_argument(factory) else factory()
+    except ConfigurationError:
+        raise
+    except Exception as exc:  # the factory's own error, as it said it: a start-up error
+        raise ConfigurationError(
+            f"invalid setting {setting} ({spec!r}): the factory raised {describe_error(exc)}"
+        ) from None
+    for method in methods:
+        if not callable(getattr(built, method, None)):
+            raise ConfigurationError(
+                f"invalid setting {setting} ({spec!r}): what the factory returned has no "
+                f"{method}() method"
+            )
+    return built
+
+
+def _takes_an_argument(factory: Any) -> bool:
+    """Whether ``factory`` can be called with the settings (decided from its signature, so a
+    ``TypeError`` raised inside it is reported, not mistaken for a wrong call)."""
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):  # a builtin without a signature: try the settings
+        return True
+    try:
+        signature.bind(None)
+    except TypeError:
+        return False
+    return True
+
+
+class OneByOneStorage:
+    """Your own storage (``STORAGE=module:factory``, with ``store(job_id, index, artifact)``) as
+    the ``Storage`` port: one job's outputs stored one after the other."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    def store_all(
+        self, job_id: str, artifacts: Sequence[Artifact], first_index: int = 0
+    ) -> list[str]:
+        return [str(self._store.store(job_id, first_index + i, a))
+                for i, a in enumerate(artifacts)]

@@ -1,0 +1,197 @@
+"""The store stage: turn a finished job into its result and write it down, at once.
+
+It runs on its own thread ("store"), beside the model, so job N's uploads overlap job N+1's
+model time. Its promises:
+
+- a job's outputs (``Artifact``s anywhere in the output) are stored through the ``Storage`` port
+  and replaced by their references; an output that is not JSON, a result larger than the job
+  API accepts, or a failed upload becomes that job's error result, saying what to do;
+- **the result is written down (``ResultOutbox.put``, durable) as soon as it exists**, then the
+  job's running mark is cleared, and only then is it handed to the post stage: results never
+  wait in memory behind another result's post retries, so a crash can only ever re-post one;
+- a full or broken disk does not cost the result: it is logged and handed on anyway.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from app.metrics import Metrics
+from app.posting import Poster
+from domain.errors import PermanentError, TransientError
+from domain.job import Job, JobResult
+from domain.outputs import describe_error, ensure_json, find_artifacts, replace_artifacts
+from domain.ports import Clock, ResultOutbox, RunMarks, Storage
+
+log = logging.getLogger("podworker.store")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A job the worker is done with: the model's output or error, or a result decided without
+    the model (``decided``: bad input, cancelled, poison guard, abandoned)."""
+
+    job: Job
+    output: Any = None
+    error: str | None = None
+    decided: JobResult | None = None
+    model_seconds: float = 0.0
+    streamed: bool = False  # its output was streamed in chunks before this final result
+    stopped: bool = False  # the platform stopped it: no result is posted (as the SDK does)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One value a streaming model yielded, to be stored and posted before its job's result."""
+
+    job: Job
+    value: Any
+
+
+class Storer:
+    """One thread turning ``Outcome``s into written-down results for the ``Poster``."""
+
+    def __init__(
+        self,
+        *,
+        storage: Storage,
+        outbox: ResultOutbox,
+        marks: RunMarks,
+        poster: Poster,
+        clock: Clock,
+        metrics: Metrics,
+        max_result_bytes: int,
+        scrub: Callable[[str], str],
+    ) -> None:
+        self._storage = storage
+        self._outbox = outbox
+        self._marks = marks
+        self._poster = poster
+        self._clock = clock
+        self._metrics = metrics
+        self._max_result_bytes = max_result_bytes
+        self._scrub = scrub
+        self._queue: queue.SimpleQueue[Outcome | Chunk | None] = queue.SimpleQueue()
+        self._stored: dict[str, int] = {}  # per streaming job: outputs stored so far
+        self._thread = threading.Thread(target=self._run, name="store", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, outcome: Outcome) -> None:
+        self._queue.put(outcome)
+
+    def stream(self, job: Job, value: Any) -> None:
+        """A streamed chunk (called from the model's thread, in order)."""
+        self._queue.put(Chunk(job, value))
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._queue.put(None)
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            try:
+                if isinstance(item, Chunk):
+                    self._chunk(item)
+                else:
+                    self._finish(item)
+            except Exception:  # a bug here must not end the thread and strand results
+                log.exception("store stage: unexpected error", extra={"event": "store_bug"})
+                if isinstance(item, Outcome):
+                    self._poster.submit(JobResult.failure(
+                        item.job.id, "internal error while storing the result"), {})
+
+    def _chunk(self, chunk: Chunk) -> None:
+        job_id = chunk.job.id
+        try:
+            value = self._with_references(job_id, chunk.value)
+        except (PermanentError, TransientError) as exc:
+            log.error("a streamed chunk of job %s was not stored: %s", job_id,
+                      self._scrub(describe_error(exc)), extra={"event": "chunk_not_stored"})
+            return
+        self._poster.stream(job_id, value)
+
+    def _finish(self, outcome: Outcome) -> None:
+        job = outcome.job
+        started = self._clock.now()
+        if outcome.stopped:
+            self._stored.pop(job.id, None)
+            with contextlib.suppress(OSError):  # at worst reported as interrupted at restart
+                self._marks.finished(job.id)
+            self._poster.forget(job.id)
+            return
+        if outcome.decided is not None:
+            result = outcome.decided
+        elif outcome.error is not None:
+            result = JobResult.failure(job.id, self._scrub(outcome.error))
+        else:
+            result = self._store_outputs(job, outcome.output)
+            self._metrics.observe("model", outcome.model_seconds)
+        if outcome.streamed:
+            result = dataclasses.replace(result, streamed=True)
+        self._stored.pop(job.id, None)
+        result = self._enforce_size(result)
+        store_s = self._clock.now() - started
+        self._metrics.observe("store", store_s)
+        self._write_down(result)
+        timings = {
+            "model_s": round(outcome.model_seconds, 4),
+            "store_s": round(store_s, 4),
+            "queued_s": round(max(0.0, started - job.taken_at - outcome.model_seconds), 4),
+        }
+        self._poster.submit(result, timings)
+
+    def _write_down(self, result: JobResult) -> None:
+        try:
+            self._outbox.put(result)
+            self._marks.finished(result.job_id)
+        except OSError as exc:
+            log.error("could not write the result of %s down (%s); posting it anyway",
+                      result.job_id, exc.strerror or exc, extra={"event": "outbox_write_failed"})
+
+    def _store_outputs(self, job: Job, output: Any) -> JobResult:
+        try:
+            output = self._with_references(job.id, output)
+            ensure_json(output)
+        except (PermanentError, TransientError) as exc:
+            return JobResult.failure(job.id, self._scrub(describe_error(exc)))
+        except Exception as exc:
+            log.exception("storing outputs failed", extra={"job_id": job.id})
+            return JobResult.failure(
+                job.id, self._scrub(f"storing outputs failed: {describe_error(exc)}")
+            )
+        return JobResult.success(job.id, output)
+
+    def _with_references(self, job_id: str, value: Any) -> Any:
+        """``value`` with its artifacts stored (numbered on from the job's earlier chunks) and
+        replaced by their references."""
+        artifacts = find_artifacts(value)
+        if not artifacts:
+            return value
+        first = self._stored.get(job_id, 0)
+        references = self._storage.store_all(job_id, artifacts, first)
+        self._stored[job_id] = first + len(artifacts)
+        return replace_artifacts(value, [str(ref) for ref in references])
+
+    def _enforce_size(self, result: JobResult) -> JobResult:
+        size = result.wire_size()
+        if size <= self._max_result_bytes:
+            return result
+        return JobResult(
+            result.job_id, streamed=result.streamed,
+            error=f"result is {size} bytes, over the job API's limit of {self._max_result_bytes} "
+            "bytes: configure a bucket (BUCKET_ENDPOINT_URL, BUCKET_NAME, ...) so outputs are "
+            "uploaded instead of sent inline",
+        )

@@ -1,0 +1,95 @@
+"""``python -m app fake-api`` (or ``python -m fakeplatform``): serve the fake platform.
+
+Prints the base URL and the settings a worker (podworker, or RunPod's SDK worker) and a client
+(``runpod.endpoint_url_base``) need, one ``NAME='value'`` a line, values single-quoted so the
+``$ID`` placeholders survive a shell or a ``.env`` file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from fakeplatform.server import RUNSYNC_WAIT_S, FakeJobApiServer
+
+
+def settings(server: FakeJobApiServer) -> list[tuple[str, str]]:
+    """The settings that point a worker and a client at ``server``, both namings."""
+    return [
+        ("FAKE_API_URL", server.url),
+        ("RUNPOD_ENDPOINT_URL_BASE", server.endpoint_url),
+        ("WEBHOOK_GET_WORK", server.take_url),
+        ("WEBHOOK_POST_OUTPUT", server.result_url),
+        ("WEBHOOK_POST_STREAM", server.stream_url),
+        ("WEBHOOK_PING", server.ping_url),
+        ("RUNPOD_WEBHOOK_GET_JOB", server.take_url),
+        ("RUNPOD_WEBHOOK_POST_OUTPUT", server.result_url),
+        ("RUNPOD_WEBHOOK_POST_STREAM", server.stream_url),
+        ("RUNPOD_WEBHOOK_PING", server.ping_url),
+        ("RUNPOD_API_URL", server.graphql_url),
+    ]
+
+
+def load_jobs(server: FakeJobApiServer, path: Path) -> list[str | None]:
+    """Queue the jobs of a ``test_inputs.json``-style file (one job or a list); a job without
+    an id gets one, as ``/run`` gives. Raises ``ValueError`` saying why it cannot."""
+    try:
+        data: Any = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"cannot read jobs from {path}: {exc}") from None
+    items = data if isinstance(data, list) else [data]
+    if not items or not all(isinstance(item, dict) for item in items):
+        raise ValueError(f"{path} must hold a job object or a non-empty list of them")
+    return [server.submit_raw(item if "id" in item else {"id": server.new_id(), **item})
+            for item in items]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serve until SIGINT/SIGTERM; 2 when it cannot listen or read ``--jobs``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m app fake-api",
+        description="Serve a fake RunPod platform: the worker's job API and the client API.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
+    parser.add_argument("--port", type=int, default=0, help="port (0: any free port)")
+    parser.add_argument("--jobs", type=Path, help="a test_inputs.json-style file to queue")
+    parser.add_argument("--long-poll", type=float, default=1.0, dest="long_poll",
+                        help="longest wait of a take or job-stop request, seconds (1.0)")
+    parser.add_argument("--runsync-wait", type=float, default=RUNSYNC_WAIT_S,
+                        dest="runsync_wait",
+                        help=f"longest wait of /runsync for a result, seconds ({RUNSYNC_WAIT_S:g})")
+    parser.add_argument("--api-key", help="require this Authorization on the job API")
+    parser.add_argument("--pod-api-key", help="require 'Bearer <this>' on /graphql")
+    args = parser.parse_args(argv)
+    try:
+        server = FakeJobApiServer(args.host, args.port, long_poll_s=args.long_poll,
+                                  api_key=args.api_key, pod_api_key=args.pod_api_key,
+                                  runsync_wait_s=args.runsync_wait)
+    except OSError as exc:
+        print(f"fake-api: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 2
+    done = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: done.set())
+    with server:
+        if args.jobs is not None:
+            try:
+                count = len(load_jobs(server, args.jobs))
+            except ValueError as exc:
+                print(f"fake-api: {exc}", file=sys.stderr)
+                return 2
+            print(f"# queued {count} job(s) from {args.jobs}")
+        print(f"# fake RunPod platform listening on {server.url} (Ctrl-C to stop)")
+        for name, value in settings(server):
+            print(f"{name}='{value}'")
+        sys.stdout.flush()
+        while not done.wait(1.0):
+            pass
+    return 0

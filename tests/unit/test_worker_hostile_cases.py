@@ -1,0 +1,120 @@
+"""The controller against what a hostile platform and a misbehaving model do, with fakes:
+duplicate ids, exceptions ``except Exception`` misses, a model that returns after the worker
+gave up on it."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.stages import ExitCode
+from domain.job import JobResult
+from domain.lifecycle import LifecyclePolicy
+from domain.ports import JobContext
+from tests.support.harness import make_harness, wait_until
+
+
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise SystemExit("even my message exits")
+
+
+class Misbehaving:
+    """Raises what the job's input names; returns its input otherwise."""
+
+    def load(self) -> None:
+        pass
+
+    def run(self, job_input: dict[str, Any], ctx: JobContext) -> Any:
+        kind = job_input.get("raise")
+        if kind == "SystemExit":
+            raise SystemExit(3)
+        if kind == "KeyboardInterrupt":
+            raise KeyboardInterrupt
+        if kind == "GeneratorExit":
+            raise GeneratorExit
+        if kind == "BaseException":
+            raise BaseException("bare")
+        if kind == "Unprintable":
+            raise Unprintable
+        return job_input
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [("SystemExit", "SystemExit: 3"), ("KeyboardInterrupt", "KeyboardInterrupt"),
+     ("GeneratorExit", "GeneratorExit"), ("BaseException", "BaseException: bare"),
+     ("Unprintable", "Unprintable: (its message could not be read)")],
+)
+def test_what_except_exception_misses_is_that_jobs_error_and_the_next_job_runs(
+    tmp_path: Path, kind: str, expected: str
+) -> None:
+    policy = LifecyclePolicy(idle_ttl=None, execution_timeout=600)
+    h = make_harness(tmp_path, model=Misbehaving(), policy=policy).start()
+    h.api.submit({"raise": kind}, job_id="bad")
+    h.api.submit({"fine": 1}, job_id="next")
+    assert h.api.wait_for_results(2, timeout=20)
+    assert h.stop() is ExitCode.OK
+    assert h.api.results["bad"].error == expected
+    assert h.api.results["next"].output == {"fine": 1}
+
+
+def test_one_id_handed_out_three_times_in_a_batch_runs_once_and_is_answered_once(
+    tmp_path: Path,
+) -> None:
+    h = make_harness(tmp_path)
+    h.api.submit_batch([*[{"id": "dup", "input": {"n": 1}}] * 3, {"id": "other", "input": {}}])
+    h.start()
+    assert h.api.wait_for_results(2)
+    wait_until(lambda: h.worker.snapshot.in_flight == (), what="nothing held")
+    assert h.stop() is ExitCode.OK
+    assert [r.job_id for r in h.api.posted].count("dup") == 1
+    assert h.api.results["dup"] == JobResult.success("dup", {"n": 1})
+    assert h.model.runs == 2
+
+
+def test_an_id_handed_out_again_while_its_result_waits_is_answered_once_by_the_first_copy(
+    tmp_path: Path,
+) -> None:
+    h = make_harness(tmp_path)
+    h.api.fail_posts = 2  # the first copy's result waits for a retry
+    h.start()
+    h.api.submit({"copy": 1}, job_id="again")
+    wait_until(lambda: h.api.fail_posts == 1, what="the first post to fail")
+    h.api.submit({"copy": 2}, job_id="again")
+    wait_until(lambda: h.api.queued == 0, what="the second copy to be taken")
+    assert h.api.wait_for_results(1)
+    wait_until(lambda: h.worker.snapshot.in_flight == (), what="nothing held")
+    assert h.stop() is ExitCode.OK
+    assert [r.job_id for r in h.api.posted] == ["again"]
+    assert h.api.results["again"].output == {"copy": 1}
+    assert h.model.runs == 1
+
+
+class ReturnsWhenReleased:
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def load(self) -> None:
+        pass
+
+    def run(self, job_input: dict[str, Any], ctx: JobContext) -> Any:
+        self.release.wait(30)  # ignores its cancel check
+        return {"late": True}
+
+
+def test_a_model_that_returns_after_the_worker_gave_up_on_it_gets_exactly_one_result(
+    tmp_path: Path,
+) -> None:
+    model = ReturnsWhenReleased()
+    policy = LifecyclePolicy(idle_ttl=None, execution_timeout=0.05, overrun_grace=0.05)
+    h = make_harness(tmp_path, model=model, policy=policy).start()
+    h.api.submit({}, job_id="stuck")
+    assert h.api.wait_for_results(1)
+    model.release.set()  # the model returns just after the worker reported the job
+    assert h.join() is ExitCode.MODEL_STUCK
+    assert [r.job_id for r in h.api.posted] == ["stuck"]
+    assert h.api.results["stuck"].error == "execution timeout after 50 ms"
