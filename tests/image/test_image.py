@@ -21,9 +21,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.image import docker_kit
-from tests.image.conftest import FakeApi
-from tests.image.docker_kit import Build, Container, docker
+from tests.image import docker_kit, image_build
+from tests.image.docker_kit import Container, docker
+from tests.image.fake_api_process import FakeApi
+from tests.image.image_build import Build
 
 # The first test that needs the image waits for the build (minutes when nothing is cached).
 pytestmark = [pytest.mark.image, pytest.mark.timeout(2400)]
@@ -59,14 +60,14 @@ def get(url: str) -> tuple[int, str]:
 
 
 def test_the_image_builds_from_the_lock_with_cpu_torch_and_prints_its_size(built: Build) -> None:
-    size = docker_kit.image_size(built.tag)
+    size = image_build.image_size(built.tag)
     print(f"\npod image {built.tag}: {size / 1e6:.0f} MB, built in {built.seconds:.0f} s "
           f"({len(built.steps_run)} steps not cached)")
 
     versions = python_in(built.tag,
                          "import torch, diffusers; print(torch.__version__, diffusers.__version__)")
     torch_version, diffusers_version = versions.split()
-    assert torch_version.startswith(docker_kit.TORCH_VERSION) and "+cpu" in torch_version
+    assert torch_version.startswith(image_build.TORCH_VERSION) and "+cpu" in torch_version
     lock = (docker_kit.REPO / "requirements.lock").read_text()
     assert f"diffusers=={diffusers_version} " in lock
     assert size < 4e9, "the CPU test image should stay well under 4 GB"
@@ -209,13 +210,13 @@ def test_a_build_with_an_hf_token_secret_leaves_no_trace_in_its_history_or_any_l
     # lands in the bake's record file, which shows that the layer scan reads file contents.
     revision = "token-check-" + secrets.token_hex(6)
 
-    build = docker_kit.build_image(build_context, docker_kit.TOKEN_IMAGE, revision=revision,
+    build = image_build.build_image(build_context, image_build.TOKEN_IMAGE, revision=revision,
                                    secrets=[f"id=hf_token,src={token_file}"])
     try:
         assert build.ran("bake-weights"), "the bake step came from the cache: it saw no secret"
         history = docker("history", "--no-trunc", build.tag).stdout
         config = docker("inspect", build.tag).stdout
-        found = docker_kit.image_contains(build.tag, [token.encode(), revision.encode()])
+        found = image_build.image_contains(build.tag, [token.encode(), revision.encode()])
     finally:
         docker("rmi", build.tag, check=False)
 
