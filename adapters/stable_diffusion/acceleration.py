@@ -122,7 +122,9 @@ class Compilation:
     def fail(self, exc: Exception) -> None:
         """Turn compiling off for good (one warning), keeping the uncompiled forwards."""
         if self.failure is None:
-            self.failure = describe(exc)
+            # dynamo wraps a backend's error (BackendCompilerFailed): name the backend's own
+            inner = getattr(exc, "inner_exception", None) or exc.__cause__
+            self.failure = describe(exc) if inner is None else describe(inner)
             log.warning(
                 "torch.compile failed (%s); running uncompiled from now on", self.failure,
                 extra={"event": "compile_failed"},

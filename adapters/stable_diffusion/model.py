@@ -236,19 +236,22 @@ class StableDiffusionModel:
                 scheduler="DDIM", negative_prompt=None, seed=0,
             )
             try:
-                self._generate(params, list(range(outputs)), None)
+                self._generate(params, list(range(outputs)), None, warming=True)
             except PodworkerError as exc:
                 kind = type(exc) if isinstance(exc, ModelError) else ModelError
                 raise kind(f"warm-up failed: {exc}") from None
 
-    def _generate(self, params: SdInput, seeds: list[int], on_step: StepReporter | None) -> Any:
-        """uint8 pixels (N x H x W x 3, on the host) for ``seeds``. Raises as :meth:`run` says."""
+    def _generate(
+        self, params: SdInput, seeds: list[int], on_step: StepReporter | None, warming: bool = False
+    ) -> Any:
+        """uint8 pixels (N x H x W x 3, on the host) for ``seeds``. Raises as :meth:`run` says.
+        While ``warming``, graphs are compiled; in a job, never."""
         torch = self._torch
         pipe = self._pipe
         pipe.scheduler = self._schedulers[params.scheduler]
         generators = [torch.Generator(device="cpu").manual_seed(seed) for seed in seeds]
         compiled = self.compilation
-        serving = compiled.serving() if compiled is not None else contextlib.nullcontext()
+        serving = contextlib.nullcontext() if compiled is None or warming else compiled.serving()
         try:
             with torch.inference_mode(), serving:
                 result = pipe(
