@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from adapters.stable_diffusion.acceleration import COMPILE_MODES
 from domain.errors import ConfigurationError
 
 SECRET_FIELDS = frozenset(
@@ -95,7 +96,11 @@ class Settings(BaseSettings):
     MODEL_ALLOW_DOWNLOAD: bool = Field(
         False, description="Let diffusers download weights (off: local files only)."
     )
-    MODEL_COMPILE: bool = Field(False, description="torch.compile the UNet on CUDA.")
+    MODEL_COMPILE: bool = Field(
+        False,
+        description="torch.compile the UNet, with every served shape compiled at load (falls "
+        "back to uncompiled on any compile failure).",
+    )
     MODEL_DEVICE: str = Field("auto", description="auto, cuda or cpu.")
     SD_MAX_PROMPT_CHARS: int = Field(
         2000, ge=1, description="Stable Diffusion: longest prompt accepted (characters)."
@@ -108,6 +113,20 @@ class Settings(BaseSettings):
     SD_MAX_OUTPUTS: int = Field(4, ge=1, description="Stable Diffusion: most images per job.")
     SD_MAX_STEPS: int = Field(
         500, ge=25, description="Stable Diffusion: most denoising steps per job."
+    )
+    SD_SIZES: str | None = Field(
+        None,
+        description="Stable Diffusion: the only sizes accepted, as WxH,WxH (compiled at load "
+        "with MODEL_COMPILE); unset: any size, and only 512x512 is compiled.",
+    )
+    SD_COMPILE_MODE: str = Field(
+        "default",
+        description="torch.compile mode: default, reduce-overhead or max-autotune (CUDA "
+        "graphs), or max-autotune-no-cudagraphs.",
+    )
+    SD_PNG_COMPRESSION: int = Field(
+        1, ge=0, le=9, description="Stable Diffusion: PNG zlib level (0-9; 1 is fast, 6 is "
+        "zlib's default and ~4x slower for a few % fewer bytes).",
     )
     ECHO_DELAY_MS: int = Field(0, ge=0, description="Echo model: time each job takes (ms).")
     ECHO_FAIL: bool = Field(False, description="Echo model: fail every job.")
@@ -222,7 +241,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "WEBHOOK_GET_WORK", "WEBHOOK_POST_OUTPUT", "WEBHOOK_PING", "BUCKET_ENDPOINT_URL",
-        "MODEL_PATH", "RUNPOD_POD_ID", "BUCKET_NAME", mode="before",
+        "MODEL_PATH", "RUNPOD_POD_ID", "BUCKET_NAME", "SD_SIZES", mode="before",
     )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
@@ -236,6 +255,28 @@ class Settings(BaseSettings):
             return value
         raise ValueError("must be auto, s3, local, base64, or module:factory")
 
+    @field_validator("SD_SIZES")
+    @classmethod
+    def _sizes(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        sizes = []
+        for part in value.replace(" ", "").lower().split(","):
+            width, x, height = part.partition("x")
+            if not (x and width.isdigit() and height.isdigit()):
+                raise ValueError(f"{part!r} is not WxH (such as 512x512,768x512)")
+            if int(width) % 8 or int(height) % 8 or min(int(width), int(height)) < 64:
+                raise ValueError(f"{part}: sides must be multiples of 8, at least 64")
+            sizes.append(f"{int(width)}x{int(height)}")
+        return ",".join(dict.fromkeys(sizes))
+
+    @field_validator("SD_COMPILE_MODE")
+    @classmethod
+    def _compile_mode(cls, value: str) -> str:
+        if value.strip() not in COMPILE_MODES:
+            raise ValueError(f"must be one of {', '.join(COMPILE_MODES)}")
+        return value.strip()
+
     @field_validator("WEBHOOK_GET_WORK", "WEBHOOK_POST_OUTPUT", "WEBHOOK_PING", "RUNPOD_API_URL")
     @classmethod
     def _must_be_http_url(cls, value: str | None) -> str | None:
@@ -244,6 +285,12 @@ class Settings(BaseSettings):
         return value
 
     # --- derived ------------------------------------------------------------------------
+    @property
+    def sd_sizes(self) -> tuple[tuple[int, int], ...]:
+        """SD_SIZES as (width, height) pairs; empty when unset."""
+        pairs = (size.split("x") for size in (self.SD_SIZES or "").split(",") if size)
+        return tuple((int(w), int(h)) for w, h in pairs)
+
     @property
     def local_mode(self) -> bool:
         """True for the seed's local test run: TEST_LOCAL, or no take webhook configured."""
