@@ -104,3 +104,38 @@ def quiet_progress_bars() -> None:
     for library in ("diffusers", "transformers"):
         logging: Any = importlib.import_module(f"{library}.utils.logging")
         logging.disable_progress_bar()
+
+
+def download_failure(
+    model: str, exc: BaseException, *, revision: str | None, variant: str | None, offline: bool
+) -> str:
+    """One line saying why downloading ``model`` from the hub failed, with the likely fix.
+    ``offline`` says whether HF_HUB_OFFLINE is set."""
+    names = {type(e).__name__ for e in _chain(exc)}
+    text = " ".join(str(e) for e in _chain(exc)).lower()
+    if "GatedRepoError" in names or " 401" in text or "401 client error" in text:
+        hint = ("the model is gated or private: accept its licence on the hub and pass a token "
+                "(the hf_token build secret or HF_TOKEN)")
+    elif "RepositoryNotFoundError" in names:
+        hint = "no such model on the hub (or it is private: pass a token)"
+    elif "RevisionNotFoundError" in names:
+        hint = f"the hub has no revision {revision!r} of it"
+    elif "OfflineModeIsEnabled" in names or offline:
+        hint = "downloads are off (HF_HUB_OFFLINE is set): unset it for the bake"
+    elif names & {"ConnectError", "ConnectionError", "ConnectTimeout", "gaierror", "timeout",
+                  "TimeoutError", "ReadTimeout", "LocalEntryNotFoundError"}:
+        hint = "the Hugging Face Hub could not be reached: does the build have network access?"
+    elif variant and "variant" in text:
+        hint = f"the model may have no {variant!r} variant: try --variant ''"
+    else:
+        hint = "not a local folder, and the download failed"
+    return f"could not download {model!r}: {hint} ({describe(exc)})"
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
