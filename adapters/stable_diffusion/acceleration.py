@@ -111,9 +111,13 @@ class Compilation:
             options.cache_dir.mkdir(parents=True, exist_ok=True)
             os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(options.cache_dir / "inductor"))
         _raise_recompile_limit(torch, graphs)
-        self.forwards = [_CompiledForward(self, pipe.unet, float_timestep=True)]
-        if options.vae:
-            self.forwards.append(_CompiledForward(self, pipe.vae.decoder, float_timestep=False))
+        self.forwards: list[_CompiledForward] = []
+        modules = [(pipe.unet, True), *([(pipe.vae.decoder, False)] if options.vae else [])]
+        try:  # torch.compile itself refuses some set-ups (an unknown backend, say)
+            for module, float_timestep in modules:
+                self.forwards.append(_CompiledForward(self, module, float_timestep=float_timestep))
+        except Exception as exc:
+            self.fail(exc)
 
     @property
     def active(self) -> bool:

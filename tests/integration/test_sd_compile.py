@@ -125,6 +125,25 @@ def test_a_compile_failure_falls_back_to_eager_with_one_warning_and_jobs_succeed
     assert second[0]["image"].data.startswith(b"\x89PNG")
 
 
+def test_a_compiler_that_refuses_at_once_also_falls_back_with_one_warning(
+    tiny_sd_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    model = StableDiffusionModel(
+        str(tiny_sd_path), device="cpu", limits=SdLimits(max_outputs=1), sizes=[(64, 64)],
+        compile=CompileOptions(backend="no-such-backend"),
+    )
+
+    with caplog.at_level(logging.WARNING, logger="podworker.model"):
+        model.load()
+        output = model.run(job(), Quiet())
+
+    assert [getattr(r, "event", None) for r in caplog.records if hasattr(r, "event")] == [
+        "compile_failed"
+    ]
+    assert model.compilation is not None and not model.compilation.active
+    assert output[0]["image"].data.startswith(b"\x89PNG")
+
+
 def test_compiled_and_uncompiled_models_make_the_same_pixels(tiny_sd_path: Path) -> None:
     """The float32 timestep handed to the compiled UNet changes nothing in the images."""
     plain = StableDiffusionModel(str(tiny_sd_path), device="cpu", limits=SdLimits(max_outputs=1))
