@@ -174,3 +174,24 @@ def test_the_inductor_cache_goes_under_the_given_folder(
         assert torch._dynamo.config.recompile_limit >= 48
     finally:
         del model.pipeline.unet.forward  # the compiled forward is not used here
+
+
+def test_a_size_outside_the_served_sizes_is_refused_naming_them_before_any_work(
+    tiny_sd_path: Path,
+) -> None:
+    from domain.errors import InvalidInput
+
+    model = StableDiffusionModel(str(tiny_sd_path), device="cpu", sizes=[(64, 64), (64, 128)])
+    model.load()
+    calls: list[int] = []
+    model.pipeline.unet.register_forward_hook(lambda *_: calls.append(1))
+
+    with pytest.raises(InvalidInput) as caught:
+        model.run(job(width=128, height=64), Quiet())
+
+    assert str(caught.value) == (
+        "invalid input: width x height: 128x64 is not served by this worker; sizes served: "
+        "64x64, 64x128"
+    )
+    assert calls == []
+    assert len(model.run(job(width=64, height=128), Quiet())) == 1
