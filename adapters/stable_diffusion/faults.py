@@ -8,9 +8,11 @@
     │     and any library's *_ALLOC_FAILED (CUBLAS_STATUS_ALLOC_FAILED, CUDNN_STATUS_ALLOC_FAILED,
     │     CUFFT_ALLOC_FAILED, ...): a library could not get workspace memory
     ├── a dead CUDA context    -> DeviceLost    the job fails, then the worker drains and exits
-    │     torch.AcceleratorError (an error the device reported), and CUDA errors that leave the
-    │     context unusable: illegal memory access or instruction, device-side assert, launch
-    │     failure or timeout, misaligned address, ECC error, *_EXECUTION_FAILED, ...
+    │     CUDA errors that leave the context unusable (illegal memory access or instruction,
+    │     device-side assert, launch failure or timeout, misaligned address, ECC error,
+    │     *_EXECUTION_FAILED, ...), and any other torch.AcceleratorError (an error the device
+    │     reported) but the ones CUDA documents as not sticky (invalid argument, configuration
+    │     or value, not supported, too many resources, no kernel image)
     └── anything else          -> ModelError    the job fails, jobs go on
 
 Why a dead context ends the process: after such an error every later CUDA call in the process
@@ -42,6 +44,12 @@ _DEVICE_LOST = re.compile(
     re.IGNORECASE,
 )
 
+_NOT_STICKY = re.compile(
+    r"invalid argument|invalid configuration|invalid value|not supported"
+    r"|too many resources requested|invalid device function|no kernel image",
+    re.IGNORECASE,
+)
+
 
 def is_out_of_memory(torch: Any, exc: BaseException) -> bool:
     """True when ``exc`` says the device (or the host) ran out of memory."""
@@ -54,10 +62,17 @@ def is_device_lost(torch: Any, exc: BaseException) -> bool:
     """True when ``exc`` leaves the CUDA context unusable (out-of-memory never does)."""
     if is_out_of_memory(torch, exc):
         return False
-    accelerator_error = getattr(torch, "AcceleratorError", None)
-    if accelerator_error is not None and isinstance(exc, accelerator_error):
+    text = str(exc)
+    if isinstance(exc, RuntimeError) and _DEVICE_LOST.search(text):
         return True
-    return isinstance(exc, RuntimeError) and bool(_DEVICE_LOST.search(str(exc)))
+    # Any other error the device reported counts as lost too (a restart costs a minute; a dead
+    # context kept would fail every job), except the ones CUDA documents as not sticky.
+    accelerator_error = getattr(torch, "AcceleratorError", None)
+    return (
+        accelerator_error is not None
+        and isinstance(exc, accelerator_error)
+        and not _NOT_STICKY.search(text)
+    )
 
 
 def describe(exc: BaseException) -> str:

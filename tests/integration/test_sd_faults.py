@@ -133,6 +133,12 @@ def test_other_runtime_errors_stay_plain_model_errors(model: StableDiffusionMode
         (RuntimeError("CUDA error: uncorrectable ECC error encountered"), False, True),
         (ValueError("an illegal memory access"), False, False),  # not a RuntimeError
         (RuntimeError("Expected all tensors to be on the same device"), False, False),
+        (torch.AcceleratorError("CUDA error: unknown error"), False, True),
+        (torch.AcceleratorError("CUDA error: an illegal instruction was encountered"), False, True),
+        (torch.AcceleratorError("CUDA error: invalid configuration argument"), False, False),
+        (torch.AcceleratorError("CUDA error: no kernel image is available for execution"),
+         False, False),
+        (torch.AcceleratorError("CUDA error: out of memory"), True, False),
     ],
 )
 def test_the_classification_of_cuda_errors(exc: BaseException, oom: bool, lost: bool) -> None:
