@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from adapters.stable_diffusion.acceleration import COMPILE_MODES
+from adapters.stable_diffusion.acceleration import CompileMode, parse_sizes
 from domain.errors import ConfigurationError
 
 SECRET_FIELDS = frozenset(
@@ -119,15 +119,10 @@ class Settings(BaseSettings):
         description="Stable Diffusion: the only sizes accepted, as WxH,WxH (compiled at load "
         "with MODEL_COMPILE); unset: any size, and only 512x512 is compiled.",
     )
-    SD_COMPILE_MODE: str = Field(
-        "default",
-        description="torch.compile mode: default, reduce-overhead or max-autotune (CUDA "
-        "graphs), or max-autotune-no-cudagraphs.",
-    )
-    SD_PNG_COMPRESSION: int = Field(
-        1, ge=0, le=9, description="Stable Diffusion: PNG zlib level (0-9; 1 is fast, 6 is "
-        "zlib's default and ~4x slower for a few % fewer bytes).",
-    )
+    SD_COMPILE_MODE: CompileMode = Field("default", description="torch.compile mode: default, "
+        "reduce-overhead or max-autotune (CUDA graphs), or max-autotune-no-cudagraphs.")
+    SD_PNG_COMPRESSION: int = Field(1, ge=0, le=9, description="Stable Diffusion: PNG zlib "
+        "level (0-9; 1 is fast, 6 is zlib's default and ~4x slower for a few % fewer bytes).")
     ECHO_DELAY_MS: int = Field(0, ge=0, description="Echo model: time each job takes (ms).")
     ECHO_FAIL: bool = Field(False, description="Echo model: fail every job.")
 
@@ -258,24 +253,7 @@ class Settings(BaseSettings):
     @field_validator("SD_SIZES")
     @classmethod
     def _sizes(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        sizes = []
-        for part in value.replace(" ", "").lower().split(","):
-            width, x, height = part.partition("x")
-            if not (x and width.isdigit() and height.isdigit()):
-                raise ValueError(f"{part!r} is not WxH (such as 512x512,768x512)")
-            if int(width) % 8 or int(height) % 8 or min(int(width), int(height)) < 64:
-                raise ValueError(f"{part}: sides must be multiples of 8, at least 64")
-            sizes.append(f"{int(width)}x{int(height)}")
-        return ",".join(dict.fromkeys(sizes))
-
-    @field_validator("SD_COMPILE_MODE")
-    @classmethod
-    def _compile_mode(cls, value: str) -> str:
-        if value.strip() not in COMPILE_MODES:
-            raise ValueError(f"must be one of {', '.join(COMPILE_MODES)}")
-        return value.strip()
+        return None if value is None else ",".join(f"{w}x{h}" for w, h in parse_sizes(value))
 
     @field_validator("WEBHOOK_GET_WORK", "WEBHOOK_POST_OUTPUT", "WEBHOOK_PING", "RUNPOD_API_URL")
     @classmethod
@@ -288,8 +266,7 @@ class Settings(BaseSettings):
     @property
     def sd_sizes(self) -> tuple[tuple[int, int], ...]:
         """SD_SIZES as (width, height) pairs; empty when unset."""
-        pairs = (size.split("x") for size in (self.SD_SIZES or "").split(",") if size)
-        return tuple((int(w), int(h)) for w, h in pairs)
+        return parse_sizes(self.SD_SIZES) if self.SD_SIZES else ()
 
     @property
     def local_mode(self) -> bool:
