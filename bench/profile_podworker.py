@@ -1,7 +1,7 @@
 """Where podworker's time goes in the no-op scenario: py-spy on the real process, per thread.
 
     .venv/bin/python bench/profile_podworker.py [--jobs 2000] [--model echo] [--concurrency 64]
-                                                [--cpu]
+                                                [--stream 250] [--cpu]
 
 Starts the fake job API (as ``bench/compare.py`` does), queues the jobs, starts ``python -m app
 run`` with ``MODEL=echo``, attaches ``py-spy record --threads --idle`` (``--cpu``: without
@@ -77,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--model", default="echo")
     parser.add_argument("--concurrency", type=int, default=None, help="CONCURRENCY")
+    parser.add_argument("--stream", type=int, default=0,
+                        help="each job streams this many chunks (the echo model's _echo.stream)")
     parser.add_argument("--top", type=int, default=14)
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument("--cpu", action="store_true",
@@ -89,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
             BenchServer(host="127.0.0.1", port=0, long_poll_s=LONG_POLL_S,
                         api_key=API_KEY) as server:
         workers = Workers(server, Path(tmp_name), RUNPOD_VENV / "bin" / "python")
-        launch = workers.podworker("prof", args.model, concurrency=args.concurrency)
+        launch = workers.podworker("prof", args.model, concurrency=args.concurrency,
+                                   stream=args.stream > 0)
         ids = [f"prof-{i}" for i in range(args.jobs)]
         # Start the worker first, and queue the jobs once py-spy is attached.
         server.begin(ids)
@@ -103,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(1.5)  # the worker is up and py-spy attached
         server.begin(ids)
         for i, job_id in enumerate(ids):
-            server.submit({"i": i}, job_id)
+            server.submit({"i": i, "_echo": {"stream": args.stream}} if args.stream
+                          else {"i": i}, job_id)
         done = server.all_done.wait(120)
         window = (server.last_result or 0) - (server.first_job or 0)
         stopped = stop(proc, launch)
