@@ -12,7 +12,8 @@ What it does, in order:
 3. runs the scenarios, each worker in its own process, one after the other, on the same server,
    each stopped with SIGTERM once its results are in:
 
-   - floor: ``bench/floor_client.py``, a bare take-and-post client on one keep-alive connection;
+   - floor: ``bench/floor_client.py``, a bare take-and-post client on one keep-alive connection,
+     in turns with podworker's no-op at concurrency 1 (the target is a share of the floor);
    - no-op at concurrency 1, 8 and 64: podworker ``MODEL=echo`` with ``CONCURRENCY``, the SDK's
      handler returning its input with ``concurrency_modifier`` at the same values, and the SDK
      at higher concurrencies (512) for its best figure;
@@ -108,10 +109,18 @@ def run_all(server: BenchServer, workers: Workers, z: Sizes, sdk_cs: list[int],
             f: dict[str, Any]) -> None:
     """Every scenario, in order, its figures into ``f``."""
     n = range(z.repeats)
-    step(f"floor: bare client, {z.floor} jobs, {z.repeats} runs")
-    f["floor"] = repeated([run_jobs(server, workers.floor(f"floor{k}", z.floor, 120),
-                                    f"floor{k}", z.floor, 150) for k in n])
-    for c in NOOP_CONCURRENCIES:
+    # The share of the floor compares two figures: measured in turns, floor then podworker, so
+    # a change of load on a shared machine lands on both.
+    step(f"floor ({z.floor} jobs) and podworker's no-op at concurrency 1 ({z.noop} jobs), in "
+         f"turns, {z.repeats} runs each")
+    floor, c1 = [], []
+    for k in n:
+        floor.append(run_jobs(server, workers.floor(f"floor{k}", z.floor, 120), f"floor{k}",
+                              z.floor, 150))
+        c1.append(run_jobs(server, workers.podworker(f"pw-noop-c1-{k}", concurrency=1),
+                           f"pw-noop-c1-{k}", z.noop, 120))
+    f["floor"], f["noop_podworker_c1"] = repeated(floor), repeated(c1)
+    for c in NOOP_CONCURRENCIES[1:]:
         step(f"no-op, concurrency {c}, {z.noop} jobs: podworker, {z.repeats} runs")
         f[f"noop_podworker_c{c}"] = repeated([run_jobs(
             server, workers.podworker(f"pw-noop-c{c}-{k}", concurrency=c), f"pw-noop-c{c}-{k}",
