@@ -1,7 +1,7 @@
 """podworker beside RunPod's SDK worker (PyPI ``runpod``), against one fake job API, in one run.
 
     .venv/bin/python bench/compare.py            # the full run (``make bench``, about 6 minutes)
-    .venv/bin/python bench/compare.py --quick    # smaller counts: a smoke check (about 3 minutes)
+    .venv/bin/python bench/compare.py --quick    # smaller counts: a smoke check (about 2 minutes)
 
 What it does, in order:
 
