@@ -8,7 +8,7 @@ STAMP     := $(VENV)/.installed
 # torch==2.13.0 is a CPU build on the project's machines; a pod image brings its CUDA build.
 TORCH     ?= torch==2.13.0
 
-.PHONY: run test test-unit test-contract test-integration test-e2e test-faults lint bench bench-gpu gpu-check gpu-wheels setup
+.PHONY: run test test-unit test-contract test-integration test-e2e test-faults lint bench bench-ab bench-gpu gpu-check gpu-wheels setup
 
 setup: $(STAMP)
 
@@ -41,8 +41,12 @@ test-e2e: $(STAMP)
 test-faults: $(STAMP)
 	$(PY) -m pytest -q tests/faults
 
+# make bench BENCH_ARGS=--quick: the smoke check; make bench-ab OTHER=/tmp/old-checkout: A/B
 bench: $(STAMP)
-	$(PY) bench/compare.py
+	$(PY) bench/compare.py $(BENCH_ARGS)
+
+bench-ab: $(STAMP)
+	$(PY) bench/ab.py --other $(OTHER)
 
 bench-gpu: $(STAMP)
 	$(PY) -m bench.sd_gpu
