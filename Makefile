@@ -10,7 +10,7 @@ STAMP     := $(VENV)/.installed
 # torch==2.13.0 is a CPU build on the project's machines; a pod image brings its CUDA build.
 TORCH     ?= torch==2.13.0
 
-.PHONY: run test test-image lock test-unit test-contract test-integration test-e2e test-faults lint bench bench-gpu setup
+.PHONY: run test test-image lock test-unit test-contract test-integration test-e2e test-faults lint bench bench-ab bench-gpu gpu-check gpu-wheels setup
 
 setup: $(STAMP)
 
@@ -59,11 +59,34 @@ test-e2e: $(STAMP)
 test-faults: $(STAMP)
 	$(PY) -m pytest -q tests/faults
 
+# make bench BENCH_ARGS=--quick: the smoke check; make bench-ab OTHER=/tmp/old-checkout: A/B
 bench: $(STAMP)
-	$(PY) bench/compare.py
+	$(PY) bench/compare.py $(BENCH_ARGS)
+
+bench-ab: $(STAMP)
+	$(PY) bench/ab.py --other $(OTHER)
 
 bench-gpu: $(STAMP)
 	$(PY) -m bench.sd_gpu
+
+# The CUDA checks in one run (GPU tests, benchmark), results in files; skips cleanly on a CPU.
+# No venv needed: on a GPU machine it runs with that machine's python3 and installs what it
+# lacks from .whl/ (make gpu-wheels, on a machine with network). GPU_RESULTS=$$OUT on a device.
+GPU_PYTHON  ?= $(if $(wildcard $(PY)),$(PY),python3)
+GPU_RESULTS ?= gpu-check-results
+GPU_BENCH_ARGS ?= --budget-s 420
+gpu-check:
+	$(GPU_PYTHON) -m bench.gpu_check --results "$(GPU_RESULTS)" --bench-args "$(GPU_BENCH_ARGS)"
+
+# Wheels of what a GPU machine may lack (its Python: 3.12, x86-64 Linux), pinned to this venv's
+# versions, into the git-ignored .whl/ that `make gpu-check` installs from.
+GPU_WHEELS := diffusers freezegun tenacity pydantic pydantic-core pydantic-settings python-dotenv \
+              annotated-types typing-inspection
+gpu-wheels: $(STAMP)
+	$(PY) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
+	  --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+	  --platform manylinux2014_x86_64 -d .whl \
+	  $$($(PY) -m pip freeze | grep -i -E '^($(shell echo $(GPU_WHEELS) | tr ' ' '|' | sed 's/-/[-_]/g'))==')
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -37,7 +37,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -162,13 +162,18 @@ class FileOutbox:
 
     # --- the Outbox port ----------------------------------------------------------------
     def put(self, result: JobResult) -> None:
-        self._append({"put": result.to_json()}, sync=True, apply=True)
+        self._append({"put": result.to_json()}, sync=True)
+
+    def put_all(self, results: Sequence[JobResult]) -> None:
+        """Keep several results with one write and one ``fdatasync`` (a group commit)."""
+        if results:
+            self._append_all([{"put": result.to_json()} for result in results], sync=True)
 
     def remove(self, job_id: str) -> None:
         with self._lock:
             if job_id not in self._state.results:
                 return
-        self._append({"remove": job_id}, sync=False, apply=True)
+        self._append({"remove": job_id}, sync=False)
 
     def pending(self) -> list[JobResult]:
         with self._lock:
@@ -177,17 +182,17 @@ class FileOutbox:
     def started(self, job: Job) -> int:
         with self._lock:
             before = self._state.starts.get(job.id, 0)
-        self._append({"start": job.id, "starts": before + 1}, sync=False, apply=True)
+        self._append({"start": job.id, "starts": before + 1}, sync=False)
         return before
 
     def finished(self, job_id: str) -> None:
         with self._lock:
             if job_id not in self._state.starts and job_id not in self._state.running:
                 return
-        self._append({"finish": job_id}, sync=False, apply=True)
+        self._append({"finish": job_id}, sync=False)
 
     def abandoned(self, job_id: str) -> None:
-        self._append({"abandon": job_id}, sync=False, apply=True)
+        self._append({"abandon": job_id}, sync=False)
 
     def interrupted(self) -> list[tuple[str, int]]:
         with self._lock:
@@ -202,17 +207,31 @@ class FileOutbox:
                 os.close(self._lock_fd)
 
     # --- the journal --------------------------------------------------------------------
-    def _append(self, record: dict[str, Any], *, sync: bool, apply: bool) -> None:
-        data = _encode(record)
+    def _append(self, record: dict[str, Any], *, sync: bool) -> None:
+        self._append_all([record], sync=sync)
+
+    def _append_all(self, records: list[dict[str, Any]], *, sync: bool) -> None:
+        """Write ``records`` in one ``write``; with ``sync``, return once they are on disk.
+
+        The ``fdatasync`` runs outside the lock (on a duplicate of the descriptor, which a
+        compaction meanwhile cannot close under it), so marks and removals from other threads
+        never wait for the disk."""
+        data = b"".join(_encode(record) for record in records)
         with self._lock:
             _write_all(self._fd, data)
-            if sync and self._fsync:
-                os.fdatasync(self._fd)
-            if apply:
+            for record in records:
                 self._state.apply(record)
             self._size += len(data)
             if self._size > self._compact_bytes:
-                self._compact_locked()
+                self._compact_locked()  # the compacted journal is synced whole: done
+                return
+            if not (sync and self._fsync):
+                return
+            fd = os.dup(self._fd)
+        try:
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
 
     def _compact(self) -> None:
         with self._lock:
@@ -255,6 +274,10 @@ class InMemoryOutbox:
         with self._lock:
             self._results.pop(result.job_id, None)
             self._results[result.job_id] = result
+
+    def put_all(self, results: Sequence[JobResult]) -> None:
+        for result in results:
+            self.put(result)
 
     def remove(self, job_id: str) -> None:
         with self._lock:

@@ -54,11 +54,27 @@ def build_stable_diffusion(settings: Settings) -> Model:
             "(%s); images will be noise", folder, extra={"event": "tiny_model"},
         )
         path = str(folder)
+    from adapters.stable_diffusion.acceleration import CompileOptions
+
+    limits = sd_limits(settings)
+    for width, height in settings.sd_sizes:
+        if width * height > limits.max_pixels:
+            raise ConfigurationError(
+                f"invalid setting SD_SIZES: {width}x{height} is more than SD_MAX_PIXELS "
+                f"({limits.max_pixels} pixels)"
+            )
+    cache = settings.STATE_DIR / "compile-cache"  # kept across restarts with the outbox
+    compile_options = (
+        CompileOptions(mode=settings.SD_COMPILE_MODE, cache_dir=cache)
+        if settings.MODEL_COMPILE else False
+    )
     model: Model = StableDiffusionModel(
         path,
         device=settings.MODEL_DEVICE,
         allow_download=settings.MODEL_ALLOW_DOWNLOAD,
-        compile=settings.MODEL_COMPILE,
-        limits=sd_limits(settings),
+        compile=compile_options,
+        limits=limits,
+        sizes=settings.sd_sizes,
+        png_compression=settings.SD_PNG_COMPRESSION,
     )
     return model

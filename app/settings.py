@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
+from app.model_settings import ModelSettings
 from domain.errors import ConfigurationError
 
 SECRET_FIELDS = frozenset(
@@ -43,16 +44,6 @@ class BucketNaming(enum.StrEnum):
     MONTHLY = "monthly"  # the seed's scheme: one bucket a month named like ``11-26`` (MM-YY)
 
 
-class PipelineFamily(enum.StrEnum):
-    """Which diffusers pipeline family the weights are (``auto``: read model_index.json)."""
-
-    AUTO = "auto"
-    SD = "sd"
-    SDXL = "sdxl"
-    SD3 = "sd3"
-    FLUX = "flux"
-
-
 class LogFormat(enum.StrEnum):
     AUTO = "auto"  # json when not on a terminal, text on one
     JSON = "json"
@@ -64,8 +55,9 @@ def _env(*names: str) -> Any:
     return AliasChoices(*names) if len(names) > 1 else names[0]
 
 
-class Settings(BaseSettings):
-    """Every setting podworker reads. Field descriptions are the README's table."""
+class Settings(ModelSettings):
+    """Every setting podworker reads (the model's are in ``ModelSettings``). Field descriptions
+    are the README's table."""
 
     model_config = SettingsConfigDict(
         env_file=".env",
@@ -90,49 +82,6 @@ class Settings(BaseSettings):
     STATE_DIR: Path = Field(
         Path(".podworker"),
         description="Where the outbox and running-job marks are kept (must survive a restart).",
-    )
-
-    # --- model --------------------------------------------------------------------------
-    MODEL: str = Field(
-        "stable_diffusion",
-        description="stable_diffusion, echo, or module:factory for your own model.",
-    )
-    MODEL_PATH: str | None = Field(
-        None,
-        description="Weights: a local folder or a hub id in the local cache. Unset in a local "
-        "run: a tiny random pipeline is built and used.",
-    )
-    MODEL_ALLOW_DOWNLOAD: bool = Field(
-        False, description="Let diffusers download weights (off: local files only)."
-    )
-    MODEL_COMPILE: bool = Field(False, description="torch.compile the UNet on CUDA.")
-    MODEL_DEVICE: str = Field("auto", description="auto, cuda or cpu.")
-    SD_MAX_PROMPT_CHARS: int = Field(
-        2000, ge=1, description="Stable Diffusion: longest prompt accepted (characters)."
-    )
-    SD_MAX_PIXELS: int = Field(
-        1024 * 1024,
-        ge=512 * 512,
-        description="Stable Diffusion: largest width x height accepted (pixels).",
-    )
-    SD_MAX_OUTPUTS: int = Field(4, ge=1, description="Stable Diffusion: most images per job.")
-    SD_MAX_STEPS: int = Field(
-        500, ge=25, description="Stable Diffusion: most denoising steps per job."
-    )
-    SD_PIPELINE: PipelineFamily = Field(
-        PipelineFamily.AUTO,
-        description="Stable Diffusion: pipeline family, auto (from the weights' "
-        "model_index.json), sd, sdxl, sd3 or flux.",
-    )
-    ECHO_DELAY_MS: int = Field(0, ge=0, description="Echo model: time each job takes (ms).")
-    ECHO_FAIL: bool = Field(False, description="Echo model: fail every job.")
-    CONCURRENCY: int = Field(
-        1, ge=1, le=1024,
-        description="Jobs on the model at once (a model's own concurrency() overrides it).",
-    )
-    STREAM_AGGREGATE: bool = Field(
-        False,
-        description="A streaming model's final output is the list of its chunks (else empty).",
     )
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -248,31 +197,10 @@ class Settings(BaseSettings):
     MAX_INPUT_BYTES: int = Field(
         1_000_000, gt=0, description="Largest job input accepted (bytes of JSON)."
     )
-    INPUT_IMAGE_MAX_BYTES: int = Field(
-        10_000_000, gt=0, description="Largest input image (init_image, mask) file (bytes)."
-    )
-    INPUT_IMAGE_MAX_PIXELS: int = Field(
-        16_777_216,
-        gt=0,
-        description="Largest input image, width x height, checked before decoding (pixels).",
-    )
-    INPUT_URL_FETCH: bool = Field(
-        False,
-        description="Fetch input images given as http(s) URLs (off: base64 and data URLs only).",
-    )
-    INPUT_URL_TIMEOUT: int = Field(
-        15_000, gt=0, description="Whole time to fetch one input image, redirects included (ms)."
-    )
-    INPUT_URL_ALLOW_PRIVATE: bool = Field(
-        False,
-        description="Let input URLs reach loopback, private, link-local and CGNAT addresses "
-        "(cloud metadata addresses stay refused).",
-    )
-
     @field_validator(
         "WEBHOOK_GET_WORK", "WEBHOOK_POST_OUTPUT", "WEBHOOK_PING", "WEBHOOK_POST_STREAM",
-        "BUCKET_ENDPOINT_URL",
-        "MODEL_PATH", "RUNPOD_POD_ID", "BUCKET_NAME", mode="before",
+        "BUCKET_ENDPOINT_URL", "MODEL_PATH", "RUNPOD_POD_ID", "BUCKET_NAME", "SD_SIZES",
+        mode="before",
     )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:

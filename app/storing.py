@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.metrics import Metrics
-from app.posting import Poster
+from app.posting import Poster, Timings
 from domain.errors import PermanentError, TransientError
 from domain.job import Job, JobResult
 from domain.outputs import describe_error, ensure_json, find_artifacts, replace_artifacts
@@ -45,6 +45,15 @@ class Outcome:
     model_seconds: float = 0.0
     streamed: bool = False  # its output was streamed in chunks before this final result
     stopped: bool = False  # the platform stopped it: no result is posted (as the SDK does)
+
+
+GROUP_COMMIT_MAX = 64
+"""Most results written down with one disk sync."""
+
+
+def _needs_storage(item: Outcome | Chunk) -> bool:
+    value = item.value if isinstance(item, Chunk) else item.output
+    return bool(find_artifacts(value))
 
 
 @dataclass(frozen=True)
@@ -98,20 +107,36 @@ class Storer:
             self._thread.join(timeout)
 
     def _run(self) -> None:
+        """Handle what is queued; results found together are written down together (one disk
+        sync for all), but never held back behind another job's uploads."""
         while True:
-            item = self._queue.get()
+            item: Outcome | Chunk | None = self._queue.get()
+            batch: list[tuple[JobResult, Timings]] = []
+            while item is not None:
+                if batch and _needs_storage(item):
+                    self._write_down(batch)
+                self._handle(item, batch)
+                if len(batch) >= GROUP_COMMIT_MAX:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            self._write_down(batch)
             if item is None:
                 return
-            try:
-                if isinstance(item, Chunk):
-                    self._chunk(item)
-                else:
-                    self._finish(item)
-            except Exception:  # a bug here must not end the thread and strand results
-                log.exception("store stage: unexpected error", extra={"event": "store_bug"})
-                if isinstance(item, Outcome):
-                    self._poster.submit(JobResult.failure(
-                        item.job.id, "internal error while storing the result"), {})
+
+    def _handle(self, item: Outcome | Chunk, batch: list[tuple[JobResult, Timings]]) -> None:
+        try:
+            if isinstance(item, Chunk):
+                self._chunk(item)
+            else:
+                self._finish(item, batch)
+        except Exception:  # a bug here must not end the thread and strand results
+            log.exception("store stage: unexpected error", extra={"event": "store_bug"})
+            if isinstance(item, Outcome):
+                batch.append((JobResult.failure(
+                    item.job.id, "internal error while storing the result"), {}))
 
     def _chunk(self, chunk: Chunk) -> None:
         job_id = chunk.job.id
@@ -123,7 +148,7 @@ class Storer:
             return
         self._poster.stream(job_id, value)
 
-    def _finish(self, outcome: Outcome) -> None:
+    def _finish(self, outcome: Outcome, batch: list[tuple[JobResult, Timings]]) -> None:
         job = outcome.job
         started = self._clock.now()
         if outcome.stopped:
@@ -145,21 +170,28 @@ class Storer:
         result = self._enforce_size(result)
         store_s = self._clock.now() - started
         self._metrics.observe("store", store_s)
-        self._write_down(result)
         timings = {
             "model_s": round(outcome.model_seconds, 4),
             "store_s": round(store_s, 4),
             "queued_s": round(max(0.0, started - job.taken_at - outcome.model_seconds), 4),
         }
-        self._poster.submit(result, timings)
+        batch.append((result, timings))
 
-    def _write_down(self, result: JobResult) -> None:
+    def _write_down(self, batch: list[tuple[JobResult, Timings]]) -> None:
+        """Keep the results durably, clear their jobs' running marks, hand them to the post
+        stage. A full or broken disk must not cost a result: it is then posted anyway."""
+        if not batch:
+            return
         try:
-            self._outbox.put(result)
-            self._marks.finished(result.job_id)
+            self._outbox.put_all([result for result, _ in batch])
+            for result, _ in batch:
+                self._marks.finished(result.job_id)
         except OSError as exc:
-            log.error("could not write the result of %s down (%s); posting it anyway",
-                      result.job_id, exc.strerror or exc, extra={"event": "outbox_write_failed"})
+            log.error("could not write %d result(s) down (%s); posting them anyway", len(batch),
+                      exc.strerror or exc, extra={"event": "outbox_write_failed"})
+        for result, timings in batch:
+            self._poster.submit(result, timings)
+        batch.clear()
 
     def _store_outputs(self, job: Job, output: Any) -> JobResult:
         try:

@@ -1,36 +1,43 @@
-"""Images per second at 512x512, 25 steps: this adapter's CUDA path beside plain diffusers.
+"""Stable Diffusion on CUDA: this adapter beside plain diffusers, at 512x512, 25 steps.
 
 Usage (from the repository root, on a machine with a CUDA GPU)::
 
-    python -m bench.sd_gpu [--batch 1] [--runs 3] [--compile]
+    python -m bench.sd_gpu [--batch 1] [--runs 5] [--variants plain-fp16,eager,compile]
+                           [--out DIR] [--budget-s 420]
 
-It builds the full-size Stable Diffusion 1.5 architecture with random weights (UNet 860M, VAE
-84M, CLIP ViT-L/14 text encoder 123M parameters: the same compute as the real model, no
-download), saves it to a temporary folder, then times, one after the other:
+It builds the full-size SD 1.5 architecture with random weights (``bench/sd15.py``: the same
+compute as the real model, no download) and times each variant, one after the other:
 
-1. ``plain diffusers``: ``StableDiffusionPipeline.from_pretrained(path).to("cuda")``, every
-   default (fp32);
-2. ``plain diffusers fp16``: the same with ``torch_dtype=float16``, the usual first recipe;
-3. ``podworker adapter``: ``StableDiffusionModel(path, device="cuda").load()`` then ``run()``
-   (fp16, SDPA, channels-last UNet, warm-up; with ``--compile`` also ``torch.compile``). Its
-   times include PNG encoding, as a job's would.
+- ``plain-fp32`` / ``plain-fp16``: ``StableDiffusionPipeline.from_pretrained(path)`` on CUDA,
+  every other default; PNG encoding as a plain user would (Pillow's default, level 6);
+- ``eager``: ``StableDiffusionModel(path, device="cuda")``: fp16, SDPA, channels-last UNet and
+  VAE, uint8 on the device, PNG level 1 (the worker encodes on its store thread);
+- ``eager-nchw``: the same without channels-last;
+- ``compile``: with ``torch.compile`` (Inductor, default mode), every served shape compiled at
+  load; ``compile-cudagraphs``: mode ``reduce-overhead``; ``compile-max``: ``max-autotune``
+  with fused QKV projections and the VAE decoder compiled too.
 
-Every variant uses the PNDM scheduler (the saved pipeline's default) and classifier-free
-guidance 7.5, gets one untimed call first, and is timed over ``--runs`` calls. Exits with code 2
-and a message when no CUDA device is present.
+For each: the first-job latency (build or load, warm-up and compile included, plus the first
+call), then steady images/s over ``--runs`` timed calls after it, the PNG time per image, and
+the ratio to ``plain-fp16``. Model time and PNG time are reported apart: the worker encodes on
+another thread, so its throughput is the model's. The Inductor cache starts empty (a cold start).
+Variants left when ``--budget-s`` is spent are skipped and say so. Without CUDA it prints that
+it skipped and exits 0; ``--out DIR`` then holds ``bench.json`` saying so.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import gc
 import importlib
+import io
+import json
 import sys
 import tempfile
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +45,25 @@ SIZE = 512
 STEPS = 25
 GUIDANCE = 7.5
 PROMPT = "a photo of an astronaut riding a horse on mars, highly detailed"
+VARIANTS = ("plain-fp32", "plain-fp16", "eager", "eager-nchw", "compile", "compile-cudagraphs",
+            "compile-max")
+DEFAULT_VARIANTS = "plain-fp16,eager,compile,compile-cudagraphs"
+
+
+@dataclass
+class Row:
+    variant: str
+    first_job_s: float | None = None  # cold start: load (+ warm-up, compile) and one call
+    load_s: float | None = None
+    s_per_call: float | None = None  # steady, model only
+    images_per_s: float | None = None  # steady, model only
+    png_ms_per_image: float | None = None
+    peak_gib: float | None = None
+    ratio_to_plain_fp16: float | None = None
+    note: str = ""
 
 
 class _NoCancel:
-    """A job context for the benchmark: never cancelled, progress dropped."""
-
     job_id = "bench"
 
     def check_cancelled(self) -> None:
@@ -52,203 +73,182 @@ class _NoCancel:
         return None
 
 
-def build_sd15(target: Path, torch: Any) -> Path:
-    """Save a StableDiffusionPipeline with SD 1.5's architecture and random weights."""
-    diffusers: Any = importlib.import_module("diffusers")
-    transformers: Any = importlib.import_module("transformers")
-    from adapters.stable_diffusion.tiny import make_clip_tokenizer
-
-    tokenizer = make_clip_tokenizer(target.parent / "tokenizer-source")
-    with torch.device("cuda"):  # initialising 1B parameters is much faster on the GPU
-        unet = diffusers.UNet2DConditionModel(
-            sample_size=64,
-            in_channels=4,
-            out_channels=4,
-            layers_per_block=2,
-            block_out_channels=(320, 640, 1280, 1280),
-            down_block_types=(
-                "CrossAttnDownBlock2D",
-                "CrossAttnDownBlock2D",
-                "CrossAttnDownBlock2D",
-                "DownBlock2D",
-            ),
-            up_block_types=(
-                "UpBlock2D",
-                "CrossAttnUpBlock2D",
-                "CrossAttnUpBlock2D",
-                "CrossAttnUpBlock2D",
-            ),
-            cross_attention_dim=768,
-            attention_head_dim=8,
-            norm_num_groups=32,
-        )
-        vae = diffusers.AutoencoderKL(
-            in_channels=3,
-            out_channels=3,
-            latent_channels=4,
-            block_out_channels=(128, 256, 512, 512),
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            layers_per_block=2,
-            norm_num_groups=32,
-            sample_size=512,
-        )
-        text_encoder = transformers.CLIPTextModel(
-            transformers.CLIPTextConfig(
-                vocab_size=49408,
-                hidden_size=768,
-                intermediate_size=3072,
-                num_hidden_layers=12,
-                num_attention_heads=12,
-                max_position_embeddings=77,
-                hidden_act="quick_gelu",
-                projection_dim=768,
-                bos_token_id=tokenizer.bos_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-        )
-    scheduler = diffusers.PNDMScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        set_alpha_to_one=False,
-        skip_prk_steps=True,
-        steps_offset=1,
-    )
-    for name, module in (("unet", unet), ("vae", vae), ("text_encoder", text_encoder)):
-        module.eval()
-        count = sum(p.numel() for p in module.parameters())
-        print(f"  {name:<13} {count / 1e6:7.1f} M parameters")
-    pipeline = diffusers.StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipeline.save_pretrained(str(target))
-    return target
+def png_ms(images: list[Any], encode: Callable[[Any], bytes]) -> float:
+    started = time.perf_counter()
+    for image in images:
+        encode(image)
+    return (time.perf_counter() - started) * 1000 / max(1, len(images))
 
 
-def measure(torch: Any, label: str, call: Callable[[], object], images: int, runs: int) -> str:
-    call()  # untimed: first-call costs (kernels, allocator, compilation) are not throughput
+def steady(torch: Any, call: Callable[[], object], runs: int) -> float:
+    """Seconds per call over ``runs`` calls (the caller made the first, untimed)."""
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
     for _ in range(runs):
         call()
     torch.cuda.synchronize()
-    elapsed = time.perf_counter() - started
-    rate = images * runs / elapsed
-    peak = torch.cuda.max_memory_allocated() / 2**30
-    return f"{label:<34} {rate:8.3f} images/s {elapsed / runs:8.3f} s/call {peak:8.2f} GiB peak"
+    return (time.perf_counter() - started) / runs
 
 
-def release(torch: Any) -> None:
-    gc.collect()
-    torch.cuda.empty_cache()
+def plain_variant(torch: Any, path: str, row: Row, batch: int, runs: int) -> None:
+    diffusers: Any = importlib.import_module("diffusers")
+    from adapters.stable_diffusion.loading import dtype_argument
+
+    started = time.perf_counter()
+    extra = dtype_argument(torch.float16) if row.variant == "plain-fp16" else {}
+    pipe = diffusers.StableDiffusionPipeline.from_pretrained(
+        path, safety_checker=None, requires_safety_checker=False, **extra
+    ).to("cuda")
+    pipe.set_progress_bar_config(disable=True)
+    row.load_s = time.perf_counter() - started
+
+    def call() -> Any:
+        return pipe(PROMPT, width=SIZE, height=SIZE, num_inference_steps=STEPS,
+                    guidance_scale=GUIDANCE, num_images_per_prompt=batch).images
+
+    images = call()
+    row.first_job_s = time.perf_counter() - started
+    row.s_per_call = steady(torch, call, runs)
+
+    def encode(image: Any) -> bytes:
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")  # Pillow's default level, 6
+        return buffer.getvalue()
+
+    row.png_ms_per_image = png_ms(images, encode)
+
+
+def adapter_variant(torch: Any, path: str, row: Row, batch: int, runs: int, cache: Path) -> None:
+    from adapters.stable_diffusion.acceleration import CompileOptions
+    from adapters.stable_diffusion.model import StableDiffusionModel
+    from adapters.stable_diffusion.schema import SdLimits
+
+    compile_options: CompileOptions | bool = False
+    if row.variant == "compile":
+        compile_options = CompileOptions(cache_dir=cache)
+    elif row.variant == "compile-cudagraphs":
+        compile_options = CompileOptions(mode="reduce-overhead", cache_dir=cache)
+    elif row.variant == "compile-max":
+        compile_options = CompileOptions(mode="max-autotune", vae=True, cache_dir=cache)
+    started = time.perf_counter()
+    model = StableDiffusionModel(
+        path, device="cuda", compile=compile_options, sizes=[(SIZE, SIZE)],
+        limits=SdLimits(max_outputs=batch),  # warm only what is timed; any --batch works
+        channels_last=row.variant != "eager-nchw", fuse_qkv=row.variant == "compile-max",
+    )
+    model.load()
+    row.load_s = time.perf_counter() - started
+    job = {"prompt": PROMPT, "width": SIZE, "height": SIZE, "num_inference_steps": STEPS,
+           "guidance_scale": GUIDANCE, "num_outputs": batch, "scheduler": "PNDM", "seed": 1}
+
+    def call() -> Any:
+        return model.run(job, _NoCancel())
+
+    output = call()
+    row.first_job_s = time.perf_counter() - started
+    row.s_per_call = steady(torch, call, runs)
+    row.png_ms_per_image = png_ms([item["image"] for item in output], lambda a: a.data)
+    if model.compilation is not None and not model.compilation.active:
+        row.note = f"compile fell back to eager: {model.compilation.failure}"
+
+
+def report(rows: list[Row]) -> list[str]:
+    lines = [f"{'variant':<20} {'first job s':>11} {'load s':>8} {'images/s':>9} "
+             f"{'x plain fp16':>12} {'PNG ms/img':>10} {'peak GiB':>9}  note"]
+    for r in rows:
+        def num(value: float | None, fmt: str) -> str:
+            return format(value, fmt) if value is not None else "-"
+
+        lines.append(
+            f"{r.variant:<20} {num(r.first_job_s, '11.1f')} {num(r.load_s, '8.1f')} "
+            f"{num(r.images_per_s, '9.3f')} {num(r.ratio_to_plain_fp16, '12.2f')} "
+            f"{num(r.png_ms_per_image, '10.1f')} {num(r.peak_gib, '9.2f')}  {r.note}"
+        )
+    return lines
+
+
+def write(out: Path | None, payload: dict[str, Any], lines: list[str]) -> None:
+    if out is None:
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (out / "bench.txt").write_text("\n".join(lines) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--batch", type=int, default=1, help="images per call (default 1)")
-    parser.add_argument("--runs", type=int, default=3, help="timed calls per variant (default 3)")
-    parser.add_argument("--compile", action="store_true", help="also torch.compile the UNet")
+    parser.add_argument("--runs", type=int, default=5, help="timed calls per variant (default 5)")
+    parser.add_argument("--variants", default=DEFAULT_VARIANTS,
+                        help=f"comma-separated, of: {', '.join(VARIANTS)}")
+    parser.add_argument("--out", type=Path, default=None, help="write bench.json and bench.txt")
+    parser.add_argument("--budget-s", type=float, default=None,
+                        help="skip the variants left once this many seconds have passed")
     args = parser.parse_args(argv)
-
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown or args.batch < 1 or args.runs < 1:
+        parser.error(f"unknown variants {unknown}" if unknown else "--batch and --runs >= 1")
+    started = time.monotonic()
     try:
         import torch
     except ImportError:
         print("torch is not installed: pip install 'podworker[sd]'", file=sys.stderr)
         return 2
     if not torch.cuda.is_available():
-        print(
-            "no CUDA device: this benchmark needs an NVIDIA GPU "
-            "(torch.cuda.is_available() is False)",
-            file=sys.stderr,
-        )
-        return 2
-
+        line = "SKIPPED: no CUDA device (torch.cuda.is_available() is False); nothing timed"
+        print(line)
+        write(args.out, {"skipped": line}, [line])
+        return 0
     diffusers: Any = importlib.import_module("diffusers")
-    from adapters.stable_diffusion.model import (
-        StableDiffusionModel,
-        dtype_argument,
-        quiet_progress_bars,
-    )
+    from adapters.stable_diffusion.loading import quiet_progress_bars
+    from bench.sd15 import build_sd15
 
     quiet_progress_bars()
     # Random weights overflow fp16 now and then: NaN pixels, harmless for timing, noisy in numpy.
     warnings.filterwarnings("ignore", category=RuntimeWarning)
-    print(
+    header = [
         f"GPU: {torch.cuda.get_device_name(0)}; torch {torch.__version__}, "
-        f"diffusers {diffusers.__version__}"
-    )
-    print(
-        f"{SIZE}x{SIZE}, {STEPS} steps, guidance {GUIDANCE}, batch {args.batch}, "
-        f"{args.runs} timed calls per variant"
-    )
-    rows: list[str] = []
+        f"diffusers {diffusers.__version__}; {time.strftime('%Y-%m-%d', time.gmtime())}",
+        f"{SIZE}x{SIZE}, {STEPS} steps, guidance {GUIDANCE}, PNDM, batch {args.batch}, "
+        f"{args.runs} timed calls after the first",
+    ]
+    print("\n".join(header), flush=True)
+    rows = [Row(v) for v in variants]
     with tempfile.TemporaryDirectory(prefix="sd15-random-") as tmp:
-        print("building SD 1.5 with random weights:")
         path = str(build_sd15(Path(tmp) / "sd15", torch))
         release(torch)
-
-        def plain_call(pipe: Any) -> Callable[[], object]:
-            return lambda: pipe(
-                PROMPT,
-                width=SIZE,
-                height=SIZE,
-                num_inference_steps=STEPS,
-                guidance_scale=GUIDANCE,
-                num_images_per_prompt=args.batch,
-            )
-
-        for label, extra in (
-            ("plain diffusers (fp32 defaults)", {}),
-            ("plain diffusers fp16", dtype_argument(torch.float16)),
-        ):
-            pipe = diffusers.StableDiffusionPipeline.from_pretrained(
-                path, safety_checker=None, requires_safety_checker=False, **extra
-            ).to("cuda")
-            pipe.set_progress_bar_config(disable=True)
-            rows.append(measure(torch, label, plain_call(pipe), args.batch, args.runs))
-            print(rows[-1])
-            del pipe
+        for row in rows:
+            if args.budget_s is not None and time.monotonic() - started > args.budget_s:
+                row.note = "skipped: out of time (--budget-s)"
+                continue
+            try:
+                if row.variant.startswith("plain"):
+                    plain_variant(torch, path, row, args.batch, args.runs)
+                else:
+                    adapter_variant(torch, path, row, args.batch, args.runs,
+                                    Path(tmp) / "compile-cache")
+                row.images_per_s = args.batch / row.s_per_call if row.s_per_call else None
+                row.peak_gib = torch.cuda.max_memory_allocated() / 2**30
+            except Exception as exc:  # one broken variant must not lose the others' numbers
+                row.note = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
             release(torch)
-
-        job = {
-            "prompt": PROMPT,
-            "width": SIZE,
-            "height": SIZE,
-            "num_inference_steps": STEPS,
-            "guidance_scale": GUIDANCE,
-            "num_outputs": args.batch,
-            "scheduler": "PNDM",
-            "seed": 1,
-        }
-        variants = [("podworker adapter", False)]
-        if args.compile:
-            variants.append(("podworker adapter + torch.compile", True))
-        for label, compile_unet in variants:
-            loading = time.perf_counter()
-            model = StableDiffusionModel(path, device="cuda", compile=compile_unet)
-            model.load()
-            print(f"  ({label}: load and warm-up took {time.perf_counter() - loading:.1f} s)")
-            run_job = functools.partial(model.run, job, _NoCancel())
-            rows.append(measure(torch, label, run_job, args.batch, args.runs))
-            print(rows[-1])
-            del model, run_job
-            release(torch)
-
-    print("\nside by side:")
+            print(report([row])[-1], flush=True)
+    base = next((r.images_per_s for r in rows if r.variant == "plain-fp16"), None)
     for row in rows:
-        print(row)
+        if base and row.images_per_s:
+            row.ratio_to_plain_fp16 = row.images_per_s / base
+    lines = [*header, "", *report(rows)]
+    print("\nside by side:\n" + "\n".join(report(rows)))
+    write(args.out, {"header": header, "rows": [asdict(r) for r in rows]}, lines)
     return 0
+
+
+def release(torch: Any) -> None:
+    torch._dynamo.reset()  # the next variant's model compiles afresh, within the recompile limit
+    gc.collect()
+    torch.cuda.empty_cache()
 
 
 if __name__ == "__main__":

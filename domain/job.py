@@ -8,7 +8,9 @@ worker can answer it with an error instead of dropping it.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 MAX_JOB_ID_LENGTH = 256
@@ -29,20 +31,65 @@ class Job:
     problem: str | None = None
 
 
-@dataclass(frozen=True)
 class Artifact:
     """A binary output (an image, say) the model produced, to be stored before the result is sent.
 
     Models put artifacts anywhere in their output; the delivery stage stores each one through
     the storage port and puts the reference (a URL or a path) in its place.
+
+    ``Artifact(data)`` holds its bytes. ``Artifact.rendered(render)`` holds a function that makes
+    them: ``render()`` runs the first time :attr:`data` is read, on the reading thread (the store
+    stage's, so PNG encoding stays off the model's thread), at most once even when several
+    threads read at the same time; the function and what it holds are dropped once it returned.
+    Either way an artifact never changes once made.
     """
 
-    data: bytes = field(repr=False)
-    content_type: str = "image/png"
-    extension: str = "png"
+    __slots__ = ("_data", "_lock", "_render", "content_type", "extension")
+
+    def __init__(
+        self, data: bytes, content_type: str = "image/png", extension: str = "png"
+    ) -> None:
+        self._data: bytes | None = data
+        self._render: Callable[[], bytes] | None = None
+        self._lock = threading.Lock()
+        self.content_type = content_type
+        self.extension = extension
+
+    @classmethod
+    def rendered(
+        cls, render: Callable[[], bytes], content_type: str = "image/png", extension: str = "png"
+    ) -> Artifact:
+        """An artifact whose bytes ``render()`` makes when they are first read."""
+        artifact = cls(b"", content_type, extension)
+        artifact._data = None
+        artifact._render = render
+        return artifact
+
+    @property
+    def data(self) -> bytes:
+        """The bytes; made now (by the render function) if they were not made yet."""
+        data = self._data
+        if data is None:
+            with self._lock:
+                if self._data is None and self._render is not None:
+                    self._data, self._render = bytes(self._render()), None
+                data = self._data if self._data is not None else b""
+        return data
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Artifact):
+            return NotImplemented
+        return (self.data, self.content_type, self.extension) == (
+            other.data, other.content_type, other.extension
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.data, self.content_type, self.extension))
 
     def __repr__(self) -> str:
-        return f"Artifact({self.content_type}, {len(self.data)} bytes)"
+        if self._data is None:
+            return f"Artifact({self.content_type}, not rendered yet)"
+        return f"Artifact({self.content_type}, {len(self._data)} bytes)"
 
 
 @dataclass(frozen=True)

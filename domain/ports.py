@@ -147,6 +147,10 @@ class ResultOutbox(Protocol):
         """Keep ``result`` durably (replacing any earlier one for the same job)."""
         ...
 
+    def put_all(self, results: Sequence[JobResult]) -> None:
+        """Keep several results durably at once (one disk sync for all: a group commit)."""
+        ...
+
     def remove(self, job_id: str) -> None:
         """Forget the result of ``job_id`` (it was delivered). Removing twice is harmless."""
         ...

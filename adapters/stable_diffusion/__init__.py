@@ -3,6 +3,10 @@
 - :class:`StableDiffusionModel` (``model.py``): loads a pipeline once, runs one job at a time.
 - :class:`SdInput`, :class:`SdLimits`, :func:`parse_input` (``schema.py``): the input schema.
 - :func:`make_tiny_model` (``tiny.py``): a tiny random-weight pipeline, built offline.
+- ``acceleration.py`` (SDPA, channels-last, safe torch.compile and its warm-up plan),
+  ``faults.py`` (CUDA errors: out of memory, device lost), ``images.py`` (uint8 on the device,
+  PNG on the store thread), ``loading.py`` (finding and loading a pipeline), ``baking.py``
+  (``python -m app bake-weights``), ``schedulers.py``, ``steps.py``.
 
 Importing this package imports neither torch nor diffusers; they are loaded by
 ``StableDiffusionModel.load()`` and ``make_tiny_model()``.

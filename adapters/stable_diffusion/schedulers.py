@@ -12,6 +12,7 @@ This module is pure: it names diffusers classes as strings and imports diffusers
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 # canonical name -> (diffusers class name, aliases besides the canonical name)
@@ -64,3 +65,22 @@ def scheduler_class(canonical: str) -> Any:
     import diffusers
 
     return getattr(diffusers, scheduler_class_name(canonical))
+
+
+def prepare_schedulers(config: Any) -> tuple[dict[str, Any], dict[str, str]]:
+    """One scheduler instance per whitelisted name, all from a pipeline's scheduler ``config``,
+    and the names that cannot be made here with the reason (K-LMS needs scipy). Imports
+    diffusers. Made once at load, so a job's scheduler swap is an attribute assignment."""
+    schedulers: dict[str, Any] = {}
+    unavailable: dict[str, str] = {}
+    for name in SCHEDULER_NAMES:
+        cls = scheduler_class(name)
+        try:
+            schedulers[name] = cls.from_config(config)
+        except ImportError:
+            missing = [
+                b for b in getattr(cls, "_backends", []) if importlib.util.find_spec(b) is None
+            ]
+            needs = " and ".join(missing) or "a package that is not installed"
+            unavailable[name] = f"{scheduler_class_name(name)} needs {needs}"
+    return schedulers, unavailable

@@ -36,6 +36,12 @@ def sdk_python() -> Path:
     return runpod_python()
 
 
+def podworker_on(platform: RecordingPlatform, tmp_path: Path) -> WorkerProcess:
+    """``python -m app run`` (the echo model, which streams when a job asks) on ``platform``."""
+    return WorkerProcess(worker_env(platform, tmp_path / "state",
+                                    RUNPOD_AI_API_KEY=SDK_API_KEY), tmp_path)
+
+
 @pytest.fixture
 def platform() -> Iterator[RecordingPlatform]:
     fake = RecordingPlatform(long_poll_s=0.5, api_key=SDK_API_KEY, runsync_wait_s=20)
@@ -150,8 +156,7 @@ def test_the_sdk_client_cancels_a_queued_job_and_purges_the_queue(
 def test_the_sdk_client_runs_jobs_that_podworker_does(
     sdk_python: Path, platform: RecordingPlatform, tmp_path: Path
 ) -> None:
-    worker = WorkerProcess(worker_env(platform, tmp_path / "state",
-                                      RUNPOD_AI_API_KEY=SDK_API_KEY), tmp_path)
+    worker = podworker_on(platform, tmp_path)
     try:
         answers = run_sdk_client(sdk_python, platform, tmp_path, [
             {"call": "run", "job": "a", "input": {"prompt": "fox"}},
@@ -214,8 +219,7 @@ def test_the_sdk_client_streams_what_the_sdk_worker_streams(
 def test_the_sdk_client_streams_what_podworker_streams(
     sdk_python: Path, platform: RecordingPlatform, tmp_path: Path
 ) -> None:
-    worker = WorkerProcess(worker_env(platform, tmp_path / "state",
-                                      RUNPOD_AI_API_KEY=SDK_API_KEY), tmp_path)
+    worker = podworker_on(platform, tmp_path)
     try:
         answers = run_sdk_client(sdk_python, platform, tmp_path, [
             {"call": "run", "job": "s", "input": {"_echo": {"stream": 4}}},

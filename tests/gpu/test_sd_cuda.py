@@ -1,14 +1,20 @@
 """The Stable Diffusion adapter's CUDA path, with the tiny pipeline: skipped where no GPU is.
 
-Checks what only a GPU can show: fp16 weights, SDPA attention and a channels-last UNet after
-``load()``, jobs that still stop at a denoising step, and a real CUDA out-of-memory (provoked by
-capping this process's share of GPU memory) that fails one job, gives its memory back and leaves
-the model working. Speed is measured by ``python -m bench.sd_gpu``, not here.
+Checks what only a GPU can show: fp16 weights everywhere (text encoder included), SDPA attention
+and channels-last UNet and VAE after ``load()``; seeds on the GPU (image i of seed s is the
+single image of seed s+i, other seeds differ); jobs that still stop at a denoising step; a real
+CUDA out-of-memory (provoked by capping this process's share of GPU memory) that fails one job,
+gives its memory back and leaves the model working; and a real dead CUDA context (a device-side
+assert, in a subprocess) that fails the job with ``DeviceLost``. ``test_sd_cuda_compile.py``
+covers torch.compile. Speed is measured by ``python -m bench.sd_gpu``, not here.
 """
 
 from __future__ import annotations
 
 import io
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -73,10 +79,11 @@ def test_load_on_cuda_uses_fp16_sdpa_and_a_channels_last_unet(
     assert cuda_model.device == "cuda"
     assert pipe.unet.dtype == torch.float16
     assert pipe.vae.dtype == torch.float16
+    assert pipe.text_encoder.dtype == torch.float16
     assert pipe.unet.device.type == "cuda"
     assert all(isinstance(p, AttnProcessor2_0) for p in pipe.unet.attn_processors.values())
-    conv = pipe.unet.conv_in.weight
-    assert conv.is_contiguous(memory_format=torch.channels_last)
+    assert pipe.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert pipe.vae.decoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_a_cuda_job_returns_pngs_of_the_requested_size_and_repeats_for_a_seed(
@@ -119,3 +126,66 @@ def test_a_real_cuda_out_of_memory_fails_the_job_frees_its_memory_and_the_next_j
 
     output = cuda_model.run({**SMALL, "num_outputs": 1, "seed": 1}, StepContext())
     assert pixels(output[0]).shape == (64, 64, 3)
+
+
+def test_image_i_of_a_cuda_job_is_the_single_image_of_seed_plus_i_and_other_seeds_differ(
+    cuda_model: StableDiffusionModel,
+) -> None:
+    batch = cuda_model.run({**SMALL, "num_outputs": 3, "seed": 40}, StepContext())
+    alone = cuda_model.run({**SMALL, "num_outputs": 1, "seed": 42}, StepContext())
+    other = cuda_model.run({**SMALL, "num_outputs": 1, "seed": 1042}, StepContext())
+
+    same = np.abs(pixels(batch[2]) - pixels(alone[0]))
+    # fp16 kernels may round a batch of 3 and a batch of 1 differently: a few levels at most
+    assert same.mean() < 1.0 and same.max() <= 8
+    assert np.abs(pixels(batch[0]) - pixels(batch[1])).mean() > 5
+    assert np.abs(pixels(alone[0]) - pixels(other[0])).mean() > 5
+
+
+_DEVICE_ASSERT = """
+import json, sys, torch
+from adapters.stable_diffusion.model import StableDiffusionModel
+from domain.errors import DeviceLost
+
+model = StableDiffusionModel(sys.argv[1], device="cuda")
+model.load()
+eager = model.pipeline.unet.forward
+
+def out_of_bounds(sample, *args, **kwargs):
+    index = torch.tensor([10**6], device=sample.device)
+    return eager(sample + torch.zeros(4, device=sample.device)[index].sum(), *args, **kwargs)
+
+model.pipeline.unet.forward = out_of_bounds
+job = {"prompt": "x", "width": 64, "height": 64, "num_inference_steps": 2}
+
+class Ctx:
+    job_id = "lost"
+    def check_cancelled(self): pass
+    def progress(self, update): pass
+
+kinds = []
+for _ in range(2):
+    try:
+        model.run(job, Ctx())
+        kinds.append(["ok", ""])
+    except DeviceLost as exc:
+        kinds.append(["DeviceLost", str(exc)])
+    except Exception as exc:
+        kinds.append([type(exc).__name__, str(exc)])
+print(json.dumps(kinds))
+"""
+
+
+def test_a_device_side_assert_fails_the_job_with_device_lost_and_later_jobs_at_once(
+    tiny_sd_path: Path,
+) -> None:
+    # In a subprocess: a device-side assert poisons the CUDA context of the whole process.
+    done = subprocess.run(
+        [sys.executable, "-c", _DEVICE_ASSERT, str(tiny_sd_path)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    kinds = json.loads(done.stdout.strip().splitlines()[-1])
+    assert [kind for kind, _ in kinds] == ["DeviceLost", "DeviceLost"], kinds
+    assert "the GPU is unusable" in kinds[0][1]

@@ -27,9 +27,9 @@ from typing import Any
 
 import pytest
 
+from adapters.stable_diffusion import baking as bake_module
+from adapters.stable_diffusion.baking import RECORD_NAME, WEIGHT_SUFFIXES
 from adapters.stable_diffusion.model import StableDiffusionModel
-from app import bake as bake_module
-from app.bake import RECORD_NAME, WEIGHT_SUFFIXES
 from app.cli import main
 
 pytest.importorskip("torch")

@@ -1,0 +1,114 @@
+"""The model's settings: which model, its weights, Stable Diffusion's limits and speed-ups, how
+many jobs at once, input images. ``app.settings.Settings`` inherits them (one flat set of
+environment variables; the README's table lists them all)."""
+
+from __future__ import annotations
+
+import enum
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings
+
+from adapters.stable_diffusion.acceleration import CompileMode, parse_sizes
+
+
+class PipelineFamily(enum.StrEnum):
+    """Which diffusers pipeline family the weights are (``auto``: read model_index.json)."""
+
+    AUTO = "auto"
+    SD = "sd"
+    SDXL = "sdxl"
+    SD3 = "sd3"
+    FLUX = "flux"
+
+
+class ModelSettings(BaseSettings):
+    """The settings of the model and of what jobs may give it."""
+
+    # --- model --------------------------------------------------------------------------
+    MODEL: str = Field(
+        "stable_diffusion",
+        description="stable_diffusion, echo, or module:factory for your own model.",
+    )
+    MODEL_PATH: str | None = Field(
+        None,
+        description="Weights: a local folder or a hub id in the local cache. Unset in a local "
+        "run: a tiny random pipeline is built and used.",
+    )
+    MODEL_ALLOW_DOWNLOAD: bool = Field(
+        False, description="Let diffusers download weights (off: local files only)."
+    )
+    MODEL_COMPILE: bool = Field(
+        False,
+        description="torch.compile the UNet, with every served shape compiled at load (falls "
+        "back to uncompiled on any compile failure).",
+    )
+    MODEL_DEVICE: str = Field("auto", description="auto, cuda or cpu.")
+    SD_MAX_PROMPT_CHARS: int = Field(
+        2000, ge=1, description="Stable Diffusion: longest prompt accepted (characters)."
+    )
+    SD_MAX_PIXELS: int = Field(
+        1024 * 1024,
+        ge=512 * 512,
+        description="Stable Diffusion: largest width x height accepted (pixels).",
+    )
+    SD_MAX_OUTPUTS: int = Field(4, ge=1, description="Stable Diffusion: most images per job.")
+    SD_MAX_STEPS: int = Field(
+        500, ge=25, description="Stable Diffusion: most denoising steps per job."
+    )
+    SD_PIPELINE: PipelineFamily = Field(
+        PipelineFamily.AUTO,
+        description="Stable Diffusion: pipeline family, auto (from the weights' "
+        "model_index.json), sd, sdxl, sd3 or flux.",
+    )
+    SD_SIZES: str | None = Field(
+        None,
+        description="Stable Diffusion: the only sizes accepted, as WxH,WxH (compiled at load "
+        "with MODEL_COMPILE); unset: any size, and only 512x512 is compiled.",
+    )
+    SD_COMPILE_MODE: CompileMode = Field("default", description="torch.compile mode: default, "
+        "reduce-overhead or max-autotune (CUDA graphs), or max-autotune-no-cudagraphs.")
+    SD_PNG_COMPRESSION: int = Field(1, ge=0, le=9, description="Stable Diffusion: PNG zlib "
+        "level (0-9; 1 is fast, 6 is zlib's default and ~4x slower for a few % fewer bytes).")
+    ECHO_DELAY_MS: int = Field(0, ge=0, description="Echo model: time each job takes (ms).")
+    ECHO_FAIL: bool = Field(False, description="Echo model: fail every job.")
+    CONCURRENCY: int = Field(
+        1, ge=1, le=1024,
+        description="Jobs on the model at once (a model's own concurrency() overrides it).",
+    )
+    STREAM_AGGREGATE: bool = Field(
+        False,
+        description="A streaming model's final output is the list of its chunks (else empty).",
+    )
+
+    # --- input images ------------------------------------------------------------------
+    INPUT_IMAGE_MAX_BYTES: int = Field(
+        10_000_000, gt=0, description="Largest input image (init_image, mask) file (bytes)."
+    )
+    INPUT_IMAGE_MAX_PIXELS: int = Field(
+        16_777_216,
+        gt=0,
+        description="Largest input image, width x height, checked before decoding (pixels).",
+    )
+    INPUT_URL_FETCH: bool = Field(
+        False,
+        description="Fetch input images given as http(s) URLs (off: base64 and data URLs only).",
+    )
+    INPUT_URL_TIMEOUT: int = Field(
+        15_000, gt=0, description="Whole time to fetch one input image, redirects included (ms)."
+    )
+    INPUT_URL_ALLOW_PRIVATE: bool = Field(
+        False,
+        description="Let input URLs reach loopback, private, link-local and CGNAT addresses "
+        "(cloud metadata addresses stay refused).",
+    )
+
+    @property
+    def sd_sizes(self) -> tuple[tuple[int, int], ...]:
+        """SD_SIZES as (width, height) pairs; empty when unset."""
+        return parse_sizes(self.SD_SIZES) if self.SD_SIZES else ()
+
+    @field_validator("SD_SIZES")
+    @classmethod
+    def _sizes(cls, value: str | None) -> str | None:
+        return None if value is None else ",".join(f"{w}x{h}" for w, h in parse_sizes(value))

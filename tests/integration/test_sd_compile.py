@@ -1,0 +1,197 @@
+"""torch.compile in the Stable Diffusion adapter, on the CPU with dynamo's ``eager`` backend.
+
+The ``eager`` backend runs dynamo's tracing, guards and caching exactly as on a GPU but hands the
+graphs to plain PyTorch, so it shows what a GPU would compile and when, in seconds. Every test
+resets dynamo first: its caches are process-wide.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters.stable_diffusion import acceleration
+from adapters.stable_diffusion.acceleration import CompileOptions
+from adapters.stable_diffusion.model import StableDiffusionModel
+from adapters.stable_diffusion.schedulers import SCHEDULER_NAMES
+from adapters.stable_diffusion.schema import SdLimits
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("scipy")  # K-LMS is one of the schedulers served
+counters = pytest.importorskip("torch._dynamo.utils").counters
+
+SIZE = {"width": 64, "height": 64}
+LIMITS = SdLimits(max_outputs=2)
+
+
+class Quiet:
+    job_id = "job-compile"
+
+    def check_cancelled(self) -> None:
+        return None
+
+    def progress(self, update: Any) -> None:
+        return None
+
+
+@pytest.fixture(autouse=True)
+def fresh_dynamo() -> Iterator[None]:
+    torch._dynamo.reset()
+    counters.clear()
+    yield
+    torch._dynamo.reset()
+
+
+def graphs() -> int:
+    return int(counters["stats"]["unique_graphs"])
+
+
+def job(**fields: Any) -> dict[str, Any]:
+    return {"prompt": "a lighthouse", **SIZE, "num_inference_steps": 2, "seed": 5, **fields}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_after_warm_up_no_served_batch_guidance_or_scheduler_compiles_again(
+    tiny_sd_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Jobs run under "fail_on_recompile": a graph the warm-up missed fails the job, loudly.
+    monkeypatch.setattr(acceleration, "JOB_STANCE", "fail_on_recompile")
+    model = StableDiffusionModel(
+        str(tiny_sd_path), device="cpu", limits=LIMITS, sizes=[(64, 64)],
+        compile=CompileOptions(backend="eager", vae=True),
+    )
+
+    model.load()
+
+    warmed = graphs()
+    assert warmed == 3 + 2  # UNet batches 1, 2 and 4; VAE decoder batches 1 and 2
+    for scheduler in SCHEDULER_NAMES:
+        for outputs in (1, 2):
+            for guidance in (7.5, 1.0, 0.0):
+                output = model.run(job(scheduler=scheduler, num_outputs=outputs,
+                                       guidance_scale=guidance), Quiet())
+                assert len(output) == outputs
+    assert graphs() == warmed, "a job compiled a new graph"
+    assert model.compilation is not None and model.compilation.active
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_size_that_was_not_warmed_runs_uncompiled_instead_of_compiling_in_the_job(
+    tiny_sd_path: Path,
+) -> None:
+    model = StableDiffusionModel(
+        str(tiny_sd_path), device="cpu", limits=SdLimits(max_outputs=1),
+        compile=CompileOptions(backend="eager"),
+    )
+    model.load()  # no sizes given: only 512x512 is warmed
+    warmed = graphs()
+
+    output = model.run(job(width=64, height=96), Quiet())
+
+    assert graphs() == warmed
+    assert len(output) == 1
+    assert model.compilation is not None and model.compilation.active  # no fallback either
+
+
+@pytest.mark.timeout(600)
+def test_a_compile_failure_falls_back_to_eager_with_one_warning_and_jobs_succeed(
+    tiny_sd_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken_backend(graph: Any, example_inputs: Any) -> Any:
+        raise RuntimeError("Failed to find C compiler. Please specify via CC environment variable")
+
+    model = StableDiffusionModel(
+        str(tiny_sd_path), device="cpu", limits=SdLimits(max_outputs=1), sizes=[(64, 64)],
+        compile=CompileOptions(backend=broken_backend, vae=True),
+    )
+
+    with caplog.at_level(logging.WARNING, logger="podworker.model"):
+        model.load()
+        first = model.run(job(), Quiet())
+        second = model.run(job(num_outputs=1, guidance_scale=1.0), Quiet())
+
+    warnings = [r for r in caplog.records if getattr(r, "event", None) == "compile_failed"]
+    assert len(warnings) == 1
+    assert "Failed to find C compiler" in warnings[0].getMessage()
+    assert model.compilation is not None and not model.compilation.active
+    assert first[0]["image"].data.startswith(b"\x89PNG")
+    assert second[0]["image"].data.startswith(b"\x89PNG")
+
+
+def test_a_compiler_that_refuses_at_once_also_falls_back_with_one_warning(
+    tiny_sd_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    model = StableDiffusionModel(
+        str(tiny_sd_path), device="cpu", limits=SdLimits(max_outputs=1), sizes=[(64, 64)],
+        compile=CompileOptions(backend="no-such-backend"),
+    )
+
+    with caplog.at_level(logging.WARNING, logger="podworker.model"):
+        model.load()
+        output = model.run(job(), Quiet())
+
+    assert [getattr(r, "event", None) for r in caplog.records if hasattr(r, "event")] == [
+        "compile_failed"
+    ]
+    assert model.compilation is not None and not model.compilation.active
+    assert output[0]["image"].data.startswith(b"\x89PNG")
+
+
+def test_compiled_and_uncompiled_models_make_the_same_pixels(tiny_sd_path: Path) -> None:
+    """The float32 timestep handed to the compiled UNet changes nothing in the images."""
+    plain = StableDiffusionModel(str(tiny_sd_path), device="cpu", limits=SdLimits(max_outputs=1))
+    plain.load()
+    compiled = StableDiffusionModel(
+        str(tiny_sd_path), device="cpu", limits=SdLimits(max_outputs=1), sizes=[(64, 64)],
+        compile=CompileOptions(backend="eager"),
+    )
+    compiled.load()
+
+    for scheduler in ("DDIM", "EULER"):
+        a = plain.run(job(scheduler=scheduler), Quiet())[0]["image"].data
+        b = compiled.run(job(scheduler=scheduler), Quiet())[0]["image"].data
+        assert a == b, scheduler
+
+
+def test_the_inductor_cache_goes_under_the_given_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_sd_path: Path
+) -> None:
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    model = StableDiffusionModel(str(tiny_sd_path), device="cpu")
+    model.load()
+    options = CompileOptions(cache_dir=tmp_path / "compile-cache")
+
+    acceleration.Compilation(torch, model.pipeline, options, graphs=40)
+    try:
+        assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "compile-cache/inductor")
+        assert torch._dynamo.config.recompile_limit >= 48
+    finally:
+        del model.pipeline.unet.forward  # the compiled forward is not used here
+
+
+def test_a_size_outside_the_served_sizes_is_refused_naming_them_before_any_work(
+    tiny_sd_path: Path,
+) -> None:
+    from domain.errors import InvalidInput
+
+    model = StableDiffusionModel(str(tiny_sd_path), device="cpu", sizes=[(64, 64), (64, 128)])
+    model.load()
+    calls: list[int] = []
+    model.pipeline.unet.register_forward_hook(lambda *_: calls.append(1))
+
+    with pytest.raises(InvalidInput) as caught:
+        model.run(job(width=128, height=64), Quiet())
+
+    assert str(caught.value) == (
+        "invalid input: width x height: 128x64 is not served by this worker; sizes served: "
+        "64x64, 64x128"
+    )
+    assert calls == []
+    assert len(model.run(job(width=64, height=128), Quiet())) == 1

@@ -1,0 +1,40 @@
+"""The warm-up plan: every UNet and VAE batch a job can need, for every served size, each once."""
+
+from __future__ import annotations
+
+import pytest
+
+from adapters.stable_diffusion.acceleration import CompileOptions, unet_graphs, warmup_plan
+
+
+@pytest.mark.parametrize("max_outputs", [1, 2, 3, 4, 8])
+def test_the_plan_makes_every_unet_and_vae_batch_a_job_can_need_and_no_other(
+    max_outputs: int,
+) -> None:
+    plan = warmup_plan([(512, 512), (768, 512)], max_outputs)
+
+    for size in ((512, 512), (768, 512)):
+        jobs = [(n, guided) for w, h, n, guided in plan if (w, h) == size]
+        unet = [2 * n if guided else n for n, guided in jobs]
+        vae = {n for n, _ in jobs}
+        served = {n for n in range(1, max_outputs + 1)}
+        assert set(unet) == served | {2 * n for n in served}
+        assert len(unet) == len(set(unet)), "a job that makes no new graph"
+        assert vae == served
+    assert unet_graphs([(512, 512), (768, 512)], max_outputs) == len(plan)
+
+
+def test_four_outputs_at_one_size_take_six_warm_up_jobs() -> None:
+    assert warmup_plan([(512, 512)], 4) == [
+        (512, 512, 1, True), (512, 512, 1, False), (512, 512, 2, True),
+        (512, 512, 3, True), (512, 512, 3, False), (512, 512, 4, True),
+    ]
+
+
+def test_compile_options_refuse_an_unknown_mode_and_know_which_use_cuda_graphs() -> None:
+    with pytest.raises(ValueError, match="compile mode 'fast'"):
+        CompileOptions(mode="fast")
+    assert CompileOptions(mode="reduce-overhead").cuda_graphs
+    assert CompileOptions(mode="max-autotune").cuda_graphs
+    assert not CompileOptions(mode="max-autotune-no-cudagraphs").cuda_graphs
+    assert not CompileOptions(mode="reduce-overhead", backend="eager").cuda_graphs
