@@ -97,8 +97,7 @@ class InMemoryJobApi:
         with self._cond:
             self.takes += 1
             self.takes_batch_sizes.append(max_jobs)
-            if not self._queue:
-                self._cond.wait(self._poll_timeout)
+            self._cond.wait_for(lambda: bool(self._queue), self._poll_timeout)
             payloads = [self._queue.popleft() for _ in range(min(max_jobs, len(self._queue)))]
         if len(payloads) == 1 and isinstance(payloads[0], _Batch):
             payloads = payloads[0].payloads
@@ -143,8 +142,7 @@ class InMemoryJobApi:
     # --- the JobStopSource port ---------------------------------------------------------
     def jobs_to_stop(self) -> list[str]:
         with self._cond:
-            if not self._stops:
-                self._cond.wait(self._poll_timeout)
+            self._cond.wait_for(lambda: bool(self._stops), self._poll_timeout)
             stops, self._stops = self._stops, []
             return stops
 

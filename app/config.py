@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from app.settings import Settings
 from domain.lifecycle import LifecyclePolicy
+from domain.waiting import MIN_POLL_INTERVAL
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class WorkerConfig:
     stream_aggregate: bool = False  # a streaming model's final output is its chunks
     stop_when_drained: bool = False  # the local run: exit once the job source is empty
     max_wait_s: float = 1.0  # longest controller wait without an event (manual clocks in tests)
+    min_poll_interval_s: float = MIN_POLL_INTERVAL  # pause after an empty answer given at once
     job_api: JobApiConfig = field(default_factory=JobApiConfig)
 
 

@@ -23,7 +23,8 @@ LOG_EVERY_S = 30.0
 class TakePacer:
     """``allowed_at``: the clock time before which no take is made."""
 
-    def __init__(self) -> None:
+    def __init__(self, min_poll_interval_s: float = waiting.MIN_POLL_INTERVAL) -> None:
+        self._min_interval = min_poll_interval_s
         self._backoff = waiting.Backoff(waiting.TAKE)
         self._logged_at: float | None = None
         self.allowed_at = 0.0
@@ -44,5 +45,5 @@ class TakePacer:
             log.info("job API reachable again", extra={"event": "api_recovered"})
         self._backoff.succeeded()
         self._logged_at = None
-        if empty and now - started < waiting.MIN_POLL_INTERVAL:  # not long-polled: pause
-            self.allowed_at = started + waiting.MIN_POLL_INTERVAL
+        if empty and now - started < self._min_interval:  # not long-polled: pause
+            self.allowed_at = started + self._min_interval

@@ -64,11 +64,11 @@ class Worker:
     ) -> None:
         self.stages = stages
         self._inbox, self._outbox, self._marks, self._pod = inbox, outbox, marks, pod_control
-        self.clock = clock
-        self.config = config
-        self._policy, self.metrics = config.lifecycle, metrics
+        self.clock, self.config, self.metrics = clock, config, metrics
+        self._policy = config.lifecycle
         self.interrupt = interrupt or threading.Event()  # set by request_stop: waits end
-        self._ledger, self._pacer, self._take_out = Ledger(), TakePacer(), False
+        self._ledger, self._take_out = Ledger(), False
+        self._pacer = TakePacer(config.min_poll_interval_s)
         self._stopping_since: float | None = None
         self.stop_reason: str | None = None
         self._retiring = False

@@ -87,10 +87,11 @@ def make_harness(
     max_input_bytes: int = 1_000_000,
     max_result_bytes: int = 10_000_000,
     secrets: tuple[str, ...] = (),
-    poll_timeout: float = 0.01,
+    poll_timeout: float = 0.3,
     slots: int = 1,
     stream_aggregate: bool = False,
     pod: RecordingPodControl | None = None,
+    min_poll_interval_s: float = 0.0,
 ) -> Harness:
     """A worker on in-memory fakes (the job API long-polls ``poll_timeout``), built as bootstrap
     builds it."""
@@ -104,7 +105,8 @@ def make_harness(
         policy = dataclasses.replace(policy, shutdown_grace=5.0)
     config = WorkerConfig(lifecycle=policy, ping_interval_s=ping_interval_s,
                           max_input_bytes=max_input_bytes, max_result_bytes=max_result_bytes,
-                          max_wait_s=0.02, slots=slots, stream_aggregate=stream_aggregate)
+                          max_wait_s=0.02, slots=slots, stream_aggregate=stream_aggregate,
+                          min_poll_interval_s=min_poll_interval_s)
     worker = assemble(
         config=config, job_api=api, stop_source=api,
         storage=storage or LocalFolderStorage(tmp_path / "outputs"), pod_control=pod,

@@ -152,7 +152,8 @@ def test_a_model_that_cannot_load_ends_the_worker_with_code_4_before_taking_a_jo
 
 
 def test_a_job_api_that_answers_no_job_at_once_is_not_hammered(tmp_path: Path) -> None:
-    h = make_harness(tmp_path, poll_timeout=0.0).start()  # answers "no job" at once
+    h = make_harness(tmp_path, poll_timeout=0.0,  # answers "no job" at once
+                     min_poll_interval_s=0.2).start()
     wait_until(lambda: h.api.takes >= 3, what="a few polls")
     started = h.api.takes
     assert not threading.Event().wait(1.0)  # watch the request rate for one second
