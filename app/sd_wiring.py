@@ -90,7 +90,6 @@ def build_stable_diffusion(settings: Settings) -> Model:
         png_compression=settings.SD_PNG_COMPRESSION,
         family=spec or settings.SD_PIPELINE.value,
         images=image_loader(settings),
-        fetch_urls=settings.INPUT_URL_FETCH,
     )
     return model
 

@@ -1,10 +1,8 @@
 """The Stable Diffusion model: a diffusers pipeline family behind the ``Model`` port.
 
-SD 1.x/2.x, SDXL, SD3 and Flux (see :mod:`.families`; the family is given, or read from the
-weights' ``model_index.json``), each with text-to-image, and image-to-image and inpainting from
-the same weights (see :mod:`.pipelines`). A job's input is checked by its family's schema
-(:mod:`.family_schema`) and its images loaded by an ``ImageLoader`` (:mod:`.job_images`).
-Why it is built this way:
+SD 1.x/2.x, SDXL, SD3 or Flux (:mod:`.families`), text-to-image, image-to-image and
+inpainting from the same weights (:mod:`.pipelines`); inputs checked by the family's schema
+(:mod:`.family_schema`), input images loaded by an ``ImageLoader`` (:mod:`.job_images`). Why:
 
 - **Loaded once, on the jobs' thread.** :meth:`StableDiffusionModel.load` loads the pipeline a
   single time, with ``local_files_only`` unless downloads are allowed, so a pod with baked-in
@@ -16,9 +14,8 @@ Why it is built this way:
   :mod:`.acceleration`: compile failures fall back to eager, every served shape is compiled at
   load, none during a job), and a warm-up at load. Compiling covers UNets (SD, SDXL); for SD3
   and Flux it is skipped with a log line. On CPU: fp32, and a warm-up only when compiling.
-- **Sizes.** ``sizes`` (``SD_SIZES``), when given, are the only width x height a job may ask for
-  (``InvalidInput`` otherwise) and the ones compiled at load.
-- **Light to import.** torch, diffusers, transformers and Pillow are imported by :meth:`load`.
+- **Sizes.** ``sizes`` (``SD_SIZES``), when given, are the only output sizes served (else
+  ``InvalidInput``) and the ones compiled at load. torch and diffusers are imported by ``load``.
 - **Interruptible and observable.** Every denoising step calls ``ctx.check_cancelled()``
   (through diffusers' ``callback_on_step_end``), so a work timeout or a job-stop ends the job at
   the next step with ``ExecutionTimeout``/``JobCancelled``; and ``ctx.progress({"step": k,
@@ -75,6 +72,8 @@ from domain.ports import JobContext
 
 __all__ = ["CompileOptions", "StableDiffusionModel", "dtype_argument", "quiet_progress_bars"]
 
+NOT_LOADED = "the Stable Diffusion model is not loaded (load() was not called)"
+
 
 class StableDiffusionModel:
     """Images from a diffusers pipeline family; conforms to ``domain.ports.Model``.
@@ -86,8 +85,8 @@ class StableDiffusionModel:
     mode) or :class:`CompileOptions`. ``limits`` bound what one job may ask for; ``sizes``
     restrict width x height (empty: any); ``png_compression`` is zlib's level (0-9);
     ``channels_last`` and ``fuse_qkv`` tune CUDA. ``images`` loads ``init_image``/``mask``
-    (default: base64 and data URLs only); ``fetch_urls`` lets the schema accept http(s) URLs
-    (``INPUT_URL_FETCH``; ``images`` must then have a fetcher).
+    (default: base64 and data URLs only); http(s) URLs are accepted exactly when it has a
+    fetcher (``INPUT_URL_FETCH``).
     """
 
     def __init__(
@@ -104,7 +103,6 @@ class StableDiffusionModel:
         channels_last: bool = True,
         fuse_qkv: bool = False,
         images: ImageLoader | None = None,
-        fetch_urls: bool = False,
     ) -> None:
         self.model_path = model_path
         self.spec: FamilySpec | None = family if isinstance(family, FamilySpec) else None
@@ -121,7 +119,6 @@ class StableDiffusionModel:
         self.channels_last = channels_last
         self.fuse_qkv = fuse_qkv
         self.images = images or ImageLoader(ImageInputLimits())
-        self.fetch_urls = fetch_urls
         self.device: str | None = None  # the device in use, once loaded
         self.compilation: Compilation | None = None  # once loaded with compile on
         self._torch: Any = None
@@ -183,10 +180,9 @@ class StableDiffusionModel:
         Raises ``InvalidInput``, ``ExecutionTimeout``/``JobCancelled`` (from ``ctx``),
         ``OutOfMemory``, ``DeviceLost``, or ``ModelError`` for anything else the pipeline raised.
         """
-        if self.spec is None:
-            self._require_loaded()  # the family is known once loaded: "not loaded" until then
         spec = self.spec
-        assert spec is not None
+        if spec is None:  # unknown until the weights are read, by load()
+            raise ModelError(NOT_LOADED)
         params = parse_family_input(job_input, spec, self.limits, fetch_urls=self.fetch_urls)
         self._require_loaded()
         self._check_servable(params)
@@ -210,8 +206,13 @@ class StableDiffusionModel:
     def pipeline(self) -> Any:
         """The loaded text-to-image pipeline. Raises ``ModelError`` before :meth:`load`."""
         if self._pipe is None:
-            raise ModelError("the Stable Diffusion model is not loaded (load() was not called)")
+            raise ModelError(NOT_LOADED)
         return self._pipe
+
+    @property
+    def fetch_urls(self) -> bool:
+        """Whether ``init_image``/``mask`` may be http(s) URLs (the loader has a fetcher)."""
+        return self.images.fetcher is not None
 
     @property
     def variants(self) -> dict[str, Any]:
@@ -224,7 +225,7 @@ class StableDiffusionModel:
         if self._lost is not None:
             raise DeviceLost(self._lost)
         if self._pipe is None:
-            raise ModelError("the Stable Diffusion model is not loaded (load() was not called)")
+            raise ModelError(NOT_LOADED)
 
     def _source(self) -> str:
         raw = (self.model_path or "").strip()
