@@ -75,6 +75,11 @@ def build_stable_diffusion(settings: Settings) -> Model:
                 f"invalid setting SD_SIZES: {width}x{height} is more than SD_MAX_PIXELS "
                 f"({limits.max_pixels} pixels)"
             )
+        if spec is not None and (width % spec.side_multiple or height % spec.side_multiple):
+            raise ConfigurationError(
+                f"invalid setting SD_SIZES: {width}x{height}: {spec.label} sides are multiples "
+                f"of {spec.side_multiple}"
+            )
     cache = settings.STATE_DIR / "compile-cache"  # kept across restarts with the outbox
     compile_options = (
         CompileOptions(mode=settings.SD_COMPILE_MODE, cache_dir=cache)

@@ -59,6 +59,8 @@ def test_limits_below_the_familys_defaults_are_refused_at_start(
     with pytest.raises(ConfigurationError, match="SD_MAX_PIXELS must be at least 1048576"):
         build(tiny_family_path("flux"), SD_MAX_PIXELS=768 * 768)
     assert build(tiny_family_path("sd"), SD_MAX_PIXELS=768 * 768).spec is not None
+    with pytest.raises(ConfigurationError, match="SD_SIZES: 1024x520: Flux sides are multiples"):
+        build(tiny_family_path("flux"), SD_SIZES="1024x1024,1024x520")
 
 
 def test_the_image_settings_reach_the_loader_and_its_fetcher(tiny_sd_path: Path) -> None:
