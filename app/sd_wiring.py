@@ -1,9 +1,16 @@
 """Wiring of the Stable Diffusion adapter: weights from MODEL_PATH, or the tiny local pipeline.
 
-In a local run with no MODEL_PATH, a tiny Stable Diffusion pipeline with random weights is built
-once under STATE_DIR and loaded through the same ``from_pretrained`` path as real weights, so a
-fresh CPU machine with no network runs the real diffusers code. In production a missing
-MODEL_PATH is a configuration error: podworker never falls back to random weights there.
+In a local run with no MODEL_PATH, a tiny pipeline with random weights is built once under
+STATE_DIR (``tiny-sd``, or ``tiny-<family>`` for the family SD_PIPELINE forces) and loaded
+through the same ``from_pretrained`` path as real weights, so a fresh CPU machine with no
+network runs the real diffusers code. In production a missing MODEL_PATH is a configuration
+error: podworker never falls back to random weights there.
+
+The family (SD_PIPELINE, else the weights' ``model_index.json``) is found here when the weights
+can be read, and SD_MAX_* checked against its defaults (``ConfigurationError``); when they
+cannot be read yet, the model finds it at load and reports what is missing. Input images
+(``init_image``, ``mask``) are loaded under INPUT_IMAGE_MAX_*; URLs are fetched only with
+INPUT_URL_FETCH, through the SSRF-safe fetcher.
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ from domain.errors import ConfigurationError
 from domain.ports import Model
 
 if TYPE_CHECKING:
+    from adapters.image_inputs import ImageLoader
+    from adapters.stable_diffusion.families import FamilySpec
     from adapters.stable_diffusion.schema import SdLimits
 
 log = logging.getLogger("podworker.model")
@@ -48,20 +57,28 @@ def build_stable_diffusion(settings: Settings) -> Model:
             )
         from adapters.stable_diffusion.tiny import make_tiny_model
 
-        folder = make_tiny_model(settings.STATE_DIR / "tiny-sd")
+        forced = settings.SD_PIPELINE.value
+        family = "sd" if forced == "auto" else forced
+        folder = make_tiny_model(settings.STATE_DIR / f"tiny-{family}", family=family)
         log.warning(
-            "MODEL_PATH is not set: using a tiny Stable Diffusion pipeline with random weights "
-            "(%s); images will be noise", folder, extra={"event": "tiny_model"},
+            "MODEL_PATH is not set: using a tiny %s pipeline with random weights (%s); images "
+            "will be noise", family, folder, extra={"event": "tiny_model"},
         )
         path = str(folder)
     from adapters.stable_diffusion.acceleration import CompileOptions
 
     limits = sd_limits(settings)
+    spec = family_of(path, settings, limits)
     for width, height in settings.sd_sizes:
         if width * height > limits.max_pixels:
             raise ConfigurationError(
                 f"invalid setting SD_SIZES: {width}x{height} is more than SD_MAX_PIXELS "
                 f"({limits.max_pixels} pixels)"
+            )
+        if spec is not None and (width % spec.side_multiple or height % spec.side_multiple):
+            raise ConfigurationError(
+                f"invalid setting SD_SIZES: {width}x{height}: {spec.label} sides are multiples "
+                f"of {spec.side_multiple}"
             )
     cache = settings.STATE_DIR / "compile-cache"  # kept across restarts with the outbox
     compile_options = (
@@ -76,5 +93,41 @@ def build_stable_diffusion(settings: Settings) -> Model:
         limits=limits,
         sizes=settings.sd_sizes,
         png_compression=settings.SD_PNG_COMPRESSION,
+        family=spec or settings.SD_PIPELINE.value,
+        images=image_loader(settings),
     )
     return model
+
+
+def family_of(path: str, settings: Settings, limits: SdLimits) -> FamilySpec | None:
+    """The family of the weights at ``path`` (or SD_PIPELINE's), None when the weights cannot
+    be read yet. Raises ``ConfigurationError`` when SD_MAX_* refuse the family's defaults."""
+    from adapters.stable_diffusion.families import check_limits, detect_family
+    from domain.errors import ModelError
+
+    try:
+        spec = detect_family(path, settings.SD_PIPELINE.value)
+    except ModelError:
+        return None  # the model's load() says what is wrong with the weights
+    try:
+        check_limits(spec, limits)
+    except ValueError as exc:
+        raise ConfigurationError(f"invalid SD_MAX_* setting: {exc}") from None
+    return spec
+
+
+def image_loader(settings: Settings) -> ImageLoader:
+    """The loader of input images, with the SSRF-safe fetcher when INPUT_URL_FETCH is on."""
+    from adapters.image_inputs import ImageInputLimits, ImageLoader
+    from adapters.safe_fetch import FetchPolicy, SafeFetcher
+
+    fetcher = None
+    if settings.INPUT_URL_FETCH:
+        fetcher = SafeFetcher(FetchPolicy(
+            deadline_s=settings.INPUT_URL_TIMEOUT / 1000,
+            max_bytes=settings.INPUT_IMAGE_MAX_BYTES,
+            allow_private=settings.INPUT_URL_ALLOW_PRIVATE,
+        ))
+    limits = ImageInputLimits(max_bytes=settings.INPUT_IMAGE_MAX_BYTES,
+                              max_pixels=settings.INPUT_IMAGE_MAX_PIXELS)
+    return ImageLoader(limits, fetcher)

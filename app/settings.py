@@ -195,7 +195,8 @@ class Settings(ModelSettings):
 
     # --- input limits -------------------------------------------------------------------
     MAX_INPUT_BYTES: int = Field(
-        1_000_000, gt=0, description="Largest job input accepted (bytes of JSON)."
+        10_000_000, gt=0, description="Largest job input accepted (bytes of JSON; the "
+        "platform's own /run limit, room for base64 input images)."
     )
     @field_validator(
         "WEBHOOK_GET_WORK", "WEBHOOK_POST_OUTPUT", "WEBHOOK_PING", "WEBHOOK_POST_STREAM",

@@ -64,17 +64,27 @@ class CompileOptions:
 
 
 def speed_up(torch: Any, pipe: Any, *, channels_last: bool, fuse_qkv: bool) -> None:
-    """SDPA attention everywhere; channels-last UNet and VAE; optionally fused QKV projections."""
+    """SDPA attention in the UNet and the VAE; channels-last UNet and VAE; optionally fused QKV.
+
+    A transformer (SD3, Flux) keeps its own attention processors (joint attention, which the
+    plain SDPA processor cannot run) and its layout (channels-last means nothing to a sequence
+    of patches): only the VAE's are changed. Fusing QKV is skipped, with a log line, where the
+    pipeline has no ``fuse_qkv_projections``."""
     attention: Any = importlib.import_module("diffusers.models.attention_processor")
     sdpa = attention.AttnProcessor2_0
-    for module in (pipe.unet, pipe.vae):
+    convolutional = [m for m in (getattr(pipe, "unet", None), pipe.vae) if m is not None]
+    for module in convolutional:
         if not all(isinstance(p, sdpa) for p in module.attn_processors.values()):
             module.set_attn_processor(sdpa())
     if fuse_qkv:
-        pipe.fuse_qkv_projections()
+        if hasattr(pipe, "fuse_qkv_projections"):
+            pipe.fuse_qkv_projections()
+        else:
+            log.info("fused QKV skipped: %s has no fuse_qkv_projections", type(pipe).__name__,
+                     extra={"event": "fuse_qkv_skipped"})
     if channels_last:
-        pipe.unet.to(memory_format=torch.channels_last)
-        pipe.vae.to(memory_format=torch.channels_last)
+        for module in convolutional:
+            module.to(memory_format=torch.channels_last)
 
 
 def parse_sizes(text: str) -> tuple[tuple[int, int], ...]:

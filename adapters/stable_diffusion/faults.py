@@ -26,6 +26,7 @@ None`` and the original's frames are cleared, so nothing keeps that memory alive
 
 from __future__ import annotations
 
+import gc
 import logging
 import re
 import traceback
@@ -114,3 +115,13 @@ def job_error(torch: Any, exc: Exception, *, device: str, oom_advice: str) -> Mo
         error = ModelError(detail)
     forget(exc)
     return error
+
+
+def free_memory(torch: Any, on_cuda: bool) -> None:
+    """Collect garbage and, on CUDA, give the cache back (a lost device may refuse: ignored)."""
+    gc.collect()
+    if on_cuda:
+        try:
+            torch.cuda.empty_cache()
+        except Exception as exc:
+            forget(exc)

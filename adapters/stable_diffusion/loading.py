@@ -62,16 +62,16 @@ def load_failure(source: str, exc: BaseException, *, allow_download: bool) -> st
 
 
 def import_stack() -> tuple[Any, Any]:
-    """``(torch, StableDiffusionPipeline)``; ``ModelError`` saying what to install if missing."""
+    """``(torch, diffusers)``; ``ModelError`` saying what to install if missing."""
     try:
+        import diffusers
         import torch
-        from diffusers import StableDiffusionPipeline
     except ImportError as exc:
         raise ModelError(
             f"the Stable Diffusion model needs torch, diffusers and transformers ({exc}); "
             "install them with: pip install 'podworker[sd]'"
         ) from None
-    return torch, StableDiffusionPipeline
+    return torch, diffusers
 
 
 def dtype_argument(dtype: Any) -> dict[str, Any]:

@@ -5,8 +5,10 @@ message that names the limit. And no input makes the worker fetch a URL.
 on the Stable Diffusion model as the composition root builds it from settings
 (``app.bootstrap.build_model``): the model validates an input before it needs its weights, so
 an accepted input gets as far as "not loaded" and a refused one stops at ``InvalidInput``.
-Downloads: the schema refuses every field that could name an image (``init_image``, ``mask``
-...), and a loopback server counts that no job, even one whose prompt is a URL, reaches it.
+Downloads: with ``INPUT_URL_FETCH`` off (the default), ``init_image`` and ``mask`` given as
+URLs are refused, every other field that could name an image is refused as unknown or not
+supported, and a loopback server counts that no job, even one whose prompt is a URL, reaches
+it. Input URLs are fetched only by ``adapters/safe_fetch.py``, never by the model's code.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ def context(job_input: dict[str, Any]) -> RunningJob:
 
 
 def sd_model(**limits: int) -> Model:
-    settings = load_settings(env_file=None, MODEL="stable_diffusion",
+    # the family is forced: the weights that would tell it do not exist here
+    settings = load_settings(env_file=None, MODEL="stable_diffusion", SD_PIPELINE="sd",
                              MODEL_PATH="/nonexistent/weights", **limits)
     return build_model(settings)
 
@@ -104,14 +107,24 @@ def image_host() -> Any:
         server.stop()
 
 
-def test_no_input_field_can_name_an_image_to_download(
+def test_no_input_field_can_name_an_image_to_download_while_url_fetching_is_off(
     image_host: RecordingServer, tiny_sd_model: Model
 ) -> None:
     url = f"{image_host.url}/cat.png"
-    for field in sorted(UNSUPPORTED_FIELDS):
+    refusals = {"init_image": "init_image: URLs are not fetched by this worker",
+                "image": "image: unknown field (this worker calls it init_image)",
+                "mask_image": "mask_image: unknown field (this worker calls it mask)"}
+    refusals |= {field: f"{field}: not supported by this worker"
+                 for field in UNSUPPORTED_FIELDS - {"init_image", "image", "mask", "mask_image",
+                                                    "prompt_strength", "strength"}}
+    for field, message in sorted(refusals.items()):
         job_input: dict[str, Any] = {"prompt": "a cat", field: url}
-        with pytest.raises(InvalidInput, match=f"{field}: not supported by this worker"):
+        with pytest.raises(InvalidInput, match=re.escape(message)):
             tiny_sd_model.run(job_input, context(job_input))
+    both = {"prompt": "a cat", "init_image": url, "mask": url}
+    with pytest.raises(InvalidInput) as caught:
+        tiny_sd_model.run(both, context(both))
+    assert str(caught.value).count("URLs are not fetched by this worker") == 2
     # a prompt that is a URL is only text
     text_only: dict[str, Any] = {"prompt": url, "negative_prompt": url, "width": 64,
                                  "height": 64, "num_inference_steps": 2}

@@ -57,3 +57,23 @@ def tiny_family_path(
         return built[family]
 
     return path_of
+
+
+@pytest.fixture(scope="session")
+def tiny_family_model(
+    tiny_family_path: Callable[[str], Path], tiny_sd_model: StableDiffusionModel
+) -> Callable[[str], StableDiffusionModel]:
+    """A ``StableDiffusionModel`` loaded on the CPU from the tiny pipeline of a family (its
+    family read from the weights), at most once per session; ``"sd"`` is ``tiny_sd_model``."""
+    from adapters.stable_diffusion.model import StableDiffusionModel
+
+    loaded: dict[str, StableDiffusionModel] = {"sd": tiny_sd_model}
+
+    def model_of(family: str) -> StableDiffusionModel:
+        if family not in loaded:
+            model = StableDiffusionModel(str(tiny_family_path(family)), device="cpu")
+            model.load()
+            loaded[family] = model
+        return loaded[family]
+
+    return model_of
