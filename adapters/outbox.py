@@ -4,8 +4,8 @@
 record a line (``put`` a result, ``remove`` it, ``start``/``finish``/``abandon`` a running
 mark). Its promises:
 
-- **a result survives a crash of the process or of the machine** once ``put`` returns: its
-  record is written with one ``write`` and ``fdatasync``ed before ``put`` returns;
+- **a result survives a crash of the process or of the machine** once ``put`` (or ``put_all``:
+  several results, one ``write``, one ``fdatasync``) returns;
 - **whole or absent**: a record torn by a crash mid-write (the last line, unterminated or not
   JSON) is skipped when the journal is read back, so a result is never half-read;
 - running marks (``started``) are not synced: they only have to survive the process dying,
@@ -17,15 +17,10 @@ mark). Its promises:
   STATE_DIR (say, a network volume shared by several pods) fails at start with a clear error
   instead of sending one worker's results from another.
 
-One journal instead of a file per result: a per-job create, fsync, rename and unlink cost more
-than the job itself for fast models (measured by ``bench/compare.py``: 279 against 467 no-op
-jobs/s).
-
-``InMemoryOutbox`` keeps the same promises for the life of the process (unit tests, local runs).
-
-Both implement two ports at once, ``ResultOutbox`` (results kept until accepted) and
-``RunMarks`` (jobs being run): one journal keeps both, so a result and the clearing of its
-job's running mark can never disagree after a crash.
+One journal, not a file per result: a per-job create, fsync, rename and unlink cost more than
+the job itself for fast models. ``InMemoryOutbox`` keeps the same promises for the life of the
+process (unit tests, local runs). Both implement two ports, ``ResultOutbox`` and ``RunMarks``: one
+journal keeps both, so a result and its job's running mark never disagree after a crash.
 """
 
 from __future__ import annotations
