@@ -19,4 +19,5 @@ pytest_plugins: list[str] = [
     "tests.support.fault_kit",
     "tests.support.hostile_server",
     "tests.support.dockerfile_kit",
+    "tests.support.image_fetch_kit",
 ]
