@@ -19,7 +19,8 @@ from adapters.echo_model import EchoModel
 from adapters.local_pod_control import RecordingPodControl
 from adapters.local_storage import DataUrlStorage, LocalFolderStorage
 from adapters.memory_job_api import InMemoryJobApi
-from adapters.outbox import FileOutbox, InMemoryOutbox
+from adapters.memory_outbox import InMemoryOutbox
+from adapters.outbox import FileOutbox
 from adapters.runpod_job_api import RunPodJobApi
 from app.config import WorkerConfig, config_from
 from app.heartbeat import Heartbeat

@@ -18,4 +18,6 @@ pytest_plugins: list[str] = [
     "tests.support.http_fixtures",
     "tests.support.fault_kit",
     "tests.support.hostile_server",
+    "tests.support.dockerfile_kit",
+    "tests.support.image_fetch_kit",
 ]

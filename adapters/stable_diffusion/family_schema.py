@@ -35,6 +35,14 @@ from pydantic_core import PydanticCustomError
 
 from adapters.image_inputs import describe_reference_problem
 from adapters.stable_diffusion.families import SPECS, Family, FamilySpec
+from adapters.stable_diffusion.field_checks import (
+    checked_integer,
+    checked_text,
+    describe_problems,
+    field_problem,
+    show_value,
+    within_bounds,
+)
 from adapters.stable_diffusion.schedulers import SCHEDULER_NAMES, canonical_scheduler
 from adapters.stable_diffusion.schema import (
     DEFAULT_LIMITS,
@@ -43,12 +51,6 @@ from adapters.stable_diffusion.schema import (
     SEED_MAX,
     UNSUPPORTED_FIELDS,
     SdLimits,
-    _bounded,
-    _integer,
-    _problem,
-    _show,
-    _text,
-    describe_problems,
 )
 from domain.errors import InvalidInput
 
@@ -104,9 +106,9 @@ class FamilyInput(BaseModel):
     @field_validator("prompt", mode="plain")
     @classmethod
     def _prompt(cls, value: Any, info: ValidationInfo) -> str:
-        text = _text(value, _context(info)[1])
+        text = checked_text(value, _context(info)[1].max_prompt_chars)
         if not text.strip():
-            raise _problem("must not be empty")
+            raise field_problem("must not be empty")
         return text
 
     @field_validator("negative_prompt", mode="plain")
@@ -114,17 +116,17 @@ class FamilyInput(BaseModel):
     def _negative_prompt(cls, value: Any, info: ValidationInfo) -> str | None:
         spec, limits = _context(info)[:2]
         if not spec.negative_prompt:
-            raise _problem(f"not supported by {spec.label} pipelines (they take no negative "
-                           "prompt)")
-        return None if value is None else _text(value, limits)
+            raise field_problem(f"not supported by {spec.label} pipelines (they take no negative "
+                                "prompt)")
+        return None if value is None else checked_text(value, limits.max_prompt_chars)
 
     @field_validator("width", "height", mode="plain")
     @classmethod
     def _side(cls, value: Any, info: ValidationInfo) -> int:
         spec, limits = _context(info)[:2]
-        side = _bounded(_integer(value), MIN_SIDE, limits.max_pixels // MIN_SIDE)
+        side = within_bounds(checked_integer(value), MIN_SIDE, limits.max_pixels // MIN_SIDE)
         if side % spec.side_multiple:
-            raise _problem(f"must be a multiple of {spec.side_multiple} (got {side})")
+            raise field_problem(f"must be a multiple of {spec.side_multiple} (got {side})")
         width = info.data.get("width")
         too_many = isinstance(width, int) and width * side > limits.max_pixels
         if info.field_name == "height" and too_many:
@@ -136,12 +138,12 @@ class FamilyInput(BaseModel):
     @field_validator("num_outputs", mode="plain")
     @classmethod
     def _num_outputs(cls, value: Any, info: ValidationInfo) -> int:
-        return _bounded(_integer(value), 1, _context(info)[1].max_outputs)
+        return within_bounds(checked_integer(value), 1, _context(info)[1].max_outputs)
 
     @field_validator("num_inference_steps", mode="plain")
     @classmethod
     def _steps(cls, value: Any, info: ValidationInfo) -> int:
-        return _bounded(_integer(value), 1, _context(info)[1].max_steps)
+        return within_bounds(checked_integer(value), 1, _context(info)[1].max_steps)
 
     @field_validator("guidance_scale", mode="plain")
     @classmethod
@@ -153,17 +155,18 @@ class FamilyInput(BaseModel):
     def _scheduler(cls, value: Any, info: ValidationInfo) -> str:
         spec = _context(info)[0]
         if not spec.default_scheduler:
-            raise _problem(f"not supported by {spec.label} pipelines (they use their own "
-                           "flow-matching scheduler)")
+            raise field_problem(f"not supported by {spec.label} pipelines (they use their own "
+                                "flow-matching scheduler)")
         canonical = canonical_scheduler(value) if isinstance(value, str) else None
         if canonical is None:
-            raise _problem(f"unknown {_show(value)}, allowed: {', '.join(SCHEDULER_NAMES)}")
+            allowed = ", ".join(SCHEDULER_NAMES)
+            raise field_problem(f"unknown {show_value(value)}, allowed: {allowed}")
         return canonical
 
     @field_validator("seed", mode="plain")
     @classmethod
     def _seed(cls, value: Any) -> int:
-        return _bounded(_integer(value), 0, SEED_MAX)
+        return within_bounds(checked_integer(value), 0, SEED_MAX)
 
     @field_validator("init_image", "mask", mode="plain")
     @classmethod
@@ -171,25 +174,25 @@ class FamilyInput(BaseModel):
         spec, _, given, urls = _context(info)
         variant = spec.img2img if info.field_name == "init_image" else spec.inpaint
         if variant is None:
-            raise _problem(f"not supported by {spec.label} pipelines")
+            raise field_problem(f"not supported by {spec.label} pipelines")
         if info.field_name == "mask" and "init_image" not in given:
-            raise _problem("needs init_image (the image to paint into)")
+            raise field_problem("needs init_image (the image to paint into)")
         problem = describe_reference_problem(value, fetch_urls=urls)
         if problem:
-            raise _problem(problem)
+            raise field_problem(problem)
         return str(value)
 
     @field_validator("prompt_strength", mode="plain")
     @classmethod
     def _strength(cls, value: Any, info: ValidationInfo) -> float:
         if "init_image" not in _context(info)[2]:
-            raise _problem("only with init_image (how far to move away from it)")
+            raise field_problem("only with init_image (how far to move away from it)")
         strength = _number(value, 0.0, 1.0)
         steps = info.data.get("num_inference_steps")
         # diffusers runs int(steps * strength) of the steps: none at all is an error there
         if isinstance(steps, int) and int(steps * strength) < 1:
-            raise _problem(f"with {steps} steps it must be at least {1 / steps:.3g} (got "
-                           f"{_show(value)}): at least one step must run")
+            raise field_problem(f"with {steps} steps it must be at least {1 / steps:.3g} (got "
+                                f"{show_value(value)}): at least one step must run")
         return strength
 
 
@@ -206,7 +209,7 @@ def parse_family_input(
     refused here, before any work. Raises ``InvalidInput`` naming every bad field, in one line.
     """
     if not isinstance(raw, Mapping):
-        raise InvalidInput(f"invalid input: must be a JSON object (got {_show(raw)})")
+        raise InvalidInput(f"invalid input: must be a JSON object (got {show_value(raw)})")
     given = frozenset(k for k, v in raw.items() if v is not None)
     context = {"spec": spec, "limits": limits or DEFAULT_LIMITS, "given": given,
                "fetch_urls": fetch_urls}
@@ -260,7 +263,7 @@ def _context(info: ValidationInfo) -> tuple[FamilySpec, SdLimits, frozenset[str]
 
 def _number(value: Any, low: float, high: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _problem(f"must be a number (got {_show(value)})")
+        raise field_problem(f"must be a number (got {show_value(value)})")
     if not math.isfinite(value) or not low <= value <= high:
-        raise _problem(f"must be between {low:g} and {high:g} (got {_show(value)})")
+        raise field_problem(f"must be between {low:g} and {high:g} (got {show_value(value)})")
     return float(value)

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +56,14 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from adapters.stable_diffusion.field_checks import (
+    checked_integer,
+    checked_text,
+    describe_problems,
+    field_problem,
+    show_value,
+    within_bounds,
+)
 from adapters.stable_diffusion.schedulers import SCHEDULER_NAMES, canonical_scheduler
 from domain.errors import InvalidInput
 
@@ -67,7 +75,6 @@ DEFAULT_SIDE = 512
 DEFAULT_STEPS = 25
 SIDE_MULTIPLE = 8  # the VAE works on 8x8 pixel cells
 MAX_GUIDANCE = 20.0
-MAX_REPORTED_PROBLEMS = 12  # a message stays readable even for an input full of junk keys
 
 UNSUPPORTED_FIELDS = frozenset(
     {
@@ -150,15 +157,15 @@ class SdInput(BaseModel):
     @field_validator("prompt", mode="plain")
     @classmethod
     def _prompt(cls, value: Any, info: ValidationInfo) -> str:
-        text = _text(value, _limits(info))
+        text = checked_text(value, _limits(info).max_prompt_chars)
         if not text.strip():
-            raise _problem("must not be empty")
+            raise field_problem("must not be empty")
         return text
 
     @field_validator("negative_prompt", mode="plain")
     @classmethod
     def _negative_prompt(cls, value: Any, info: ValidationInfo) -> str | None:
-        return None if value is None else _text(value, _limits(info))
+        return None if value is None else checked_text(value, _limits(info).max_prompt_chars)
 
     @field_validator("width", mode="plain")
     @classmethod
@@ -185,13 +192,15 @@ class SdInput(BaseModel):
     @field_validator("num_outputs", mode="plain")
     @classmethod
     def _num_outputs(cls, value: Any, info: ValidationInfo) -> int:
-        return 1 if value is None else _bounded(_integer(value), 1, _limits(info).max_outputs)
+        if value is None:
+            return 1
+        return within_bounds(checked_integer(value), 1, _limits(info).max_outputs)
 
     @field_validator("num_inference_steps", mode="plain")
     @classmethod
     def _steps(cls, value: Any, info: ValidationInfo) -> int:
-        steps = DEFAULT_STEPS if value is None else _integer(value)
-        return _bounded(steps, 1, _limits(info).max_steps)
+        steps = DEFAULT_STEPS if value is None else checked_integer(value)
+        return within_bounds(steps, 1, _limits(info).max_steps)
 
     @field_validator("guidance_scale", mode="plain")
     @classmethod
@@ -199,9 +208,9 @@ class SdInput(BaseModel):
         if value is None:
             return 7.5
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise _problem(f"must be a number (got {_show(value)})")
+            raise field_problem(f"must be a number (got {show_value(value)})")
         if not math.isfinite(value) or not 0 <= value <= MAX_GUIDANCE:
-            raise _problem(f"must be between 0 and {MAX_GUIDANCE:g} (got {_show(value)})")
+            raise field_problem(f"must be between 0 and {MAX_GUIDANCE:g} (got {show_value(value)})")
         return float(value)
 
     @field_validator("scheduler", mode="plain")
@@ -210,16 +219,17 @@ class SdInput(BaseModel):
         if value is None:
             return "DDIM"
         if not isinstance(value, str):
-            raise _problem(f"must be a string (got {_show(value)})")
+            raise field_problem(f"must be a string (got {show_value(value)})")
         canonical = canonical_scheduler(value)
         if canonical is None:
-            raise _problem(f"unknown {_show(value)}, allowed: {', '.join(SCHEDULER_NAMES)}")
+            allowed = ", ".join(SCHEDULER_NAMES)
+            raise field_problem(f"unknown {show_value(value)}, allowed: {allowed}")
         return canonical
 
     @field_validator("seed", mode="plain")
     @classmethod
     def _seed(cls, value: Any) -> int | None:
-        return None if value is None else _bounded(_integer(value), 0, SEED_MAX)
+        return None if value is None else within_bounds(checked_integer(value), 0, SEED_MAX)
 
 
 FIELD_NAMES: tuple[str, ...] = (*SdInput.model_fields, "num_images")
@@ -232,45 +242,11 @@ def parse_input(raw: Mapping[str, Any], limits: SdLimits | None = None) -> SdInp
     Raises ``InvalidInput`` whose message names every bad field at once, in one line.
     """
     if not isinstance(raw, Mapping):
-        raise InvalidInput(f"invalid input: must be a JSON object (got {_show(raw)})")
+        raise InvalidInput(f"invalid input: must be a JSON object (got {show_value(raw)})")
     try:
         return SdInput.model_validate(dict(raw), context={"limits": limits or DEFAULT_LIMITS})
     except ValidationError as exc:
-        raise InvalidInput(describe_problems(exc)) from None
-
-
-def describe_problems(
-    exc: ValidationError,
-    field_names: Sequence[str] = FIELD_NAMES,
-    extra_field: Callable[[str], tuple[str, bool]] | None = None,
-) -> str:
-    """``invalid input: <field>: <problem>; <field>: <problem>; ...`` for every problem.
-
-    ``field_names`` and ``extra_field`` (the message for a key the schema does not take, and
-    whether it is simply unknown) let another schema (a pipeline family's) share these rules.
-    """
-    explain = extra_field or _extra_field
-    problems: list[str] = []
-    unknown = False
-    for err in exc.errors(include_url=False):
-        field = ".".join(_show_key(part) for part in err["loc"]) or "input"
-        kind = err["type"]
-        if kind == "sd_pixels":
-            problems.append(str(err["msg"]))
-        elif kind == "missing":
-            problems.append(f"{field}: is required")
-        elif kind == "extra_forbidden":
-            message, is_unknown = explain(str(err["loc"][0]) if err["loc"] else field)
-            unknown = unknown or is_unknown
-            problems.append(f"{field}: {message}")
-        else:
-            problems.append(f"{field}: {err['msg']}")
-    if len(problems) > MAX_REPORTED_PROBLEMS:
-        hidden = len(problems) - MAX_REPORTED_PROBLEMS
-        problems = [*problems[:MAX_REPORTED_PROBLEMS], f"and {hidden} more"]
-    if unknown:
-        problems.append(f"known fields: {', '.join(field_names)}")
-    return "invalid input: " + "; ".join(problems)
+        raise InvalidInput(describe_problems(exc, FIELD_NAMES, _extra_field)) from None
 
 
 def _extra_field(key: str) -> tuple[str, bool]:
@@ -290,63 +266,9 @@ def _limits(info: ValidationInfo) -> SdLimits:
     return limits if isinstance(limits, SdLimits) else DEFAULT_LIMITS
 
 
-def _problem(message: str) -> PydanticCustomError:
-    # The message goes in the context: user text with braces must not be read as a template.
-    return PydanticCustomError("sd_input", "{message}", {"message": message})
-
-
-def _text(value: Any, limits: SdLimits) -> str:
-    if not isinstance(value, str):
-        raise _problem(f"must be a string (got {_show(value)})")
-    if len(value) > limits.max_prompt_chars:
-        raise _problem(f"must be at most {limits.max_prompt_chars} characters (got {len(value)})")
-    return value
-
-
-def _integer(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _problem(f"must be an integer (got {_show(value)})")
-    if isinstance(value, float):
-        if not value.is_integer():
-            raise _problem(f"must be an integer (got {_show(value)})")
-        return int(value)
-    return value
-
-
-def _bounded(value: int, low: int, high: int) -> int:
-    if value < low:
-        raise _problem(f"must be at least {low} (got {_show(value)})")
-    if value > high:
-        raise _problem(f"must be at most {high} (got {_show(value)})")
-    return value
-
-
 def _side(value: Any, limits: SdLimits) -> int:
     # The longest side the pixel cap allows, the other side being the smallest one.
-    side = _bounded(_integer(value), MIN_SIDE, limits.max_pixels // MIN_SIDE)
+    side = within_bounds(checked_integer(value), MIN_SIDE, limits.max_pixels // MIN_SIDE)
     if side % SIDE_MULTIPLE:
-        raise _problem(f"must be a multiple of {SIDE_MULTIPLE} (got {side})")
+        raise field_problem(f"must be a multiple of {SIDE_MULTIPLE} (got {side})")
     return side
-
-
-def _show(value: Any) -> str:
-    """A short JSON-flavoured picture of a value, for messages (never a whole prompt)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict | Mapping):
-        return "an object"
-    if isinstance(value, list | tuple):
-        return "an array"
-    text = repr(value)
-    if len(text) <= 40:
-        return text
-    return text[:36] + ("...'" if isinstance(value, str) else "...")
-
-
-def _show_key(key: object) -> str:
-    text = str(key)
-    if text.isprintable() and len(text) <= 40:
-        return text
-    return repr(text)[:40]

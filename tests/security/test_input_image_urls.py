@@ -4,64 +4,26 @@ The address classifier is tested on literal IPs of every class (no network). The
 tested against loopback servers (tests/support/image_server.py): a loopback URL is refused by
 default and its server never sees a request; with ``allow_private`` it is fetched; redirects
 are re-checked at every hop; a name is resolved once and the connection goes to the address that
-was checked. A stand-in "public" host is a server on 127.0.0.2 that the test's classifier calls
-public, so no test leaves the machine. Images: a decompression bomb, a non-image, an oversized
-body and a trickling server are each refused, the last one at the deadline.
+was checked; https connects to the checked address and names the host in TLS. A stand-in
+"public" host is a server on 127.0.0.2 that the test's classifier calls public, so no test
+leaves the machine (tests/support/image_fetch_kit.py). Images: a decompression bomb, a
+non-image, an oversized body and a trickling server are each refused, the last one at the
+deadline (test_input_image_urls_content.py).
 """
 
 from __future__ import annotations
 
-import base64
-import io
 import socket
 import threading
-import time
-import zlib
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
-from adapters.addresses import ALLOWABLE, AddressClass, IPAddress, classify, refusal
-from adapters.image_inputs import ImageInputLimits, ImageLoader
-from adapters.safe_fetch import FetchPolicy, FetchRefused, SafeFetcher
-from domain.errors import InvalidInput
+from adapters.addresses import ALLOWABLE, AddressClass, classify, refusal
+from adapters.safe_fetch import FetchRefused
+from tests.support.image_fetch_kit import STAND_IN_PUBLIC, fetcher, png
 from tests.support.image_server import ImageServer, Route
 
 Image = pytest.importorskip("PIL.Image")
-
-STAND_IN_PUBLIC = "127.0.0.2"
-
-
-def png(size: tuple[int, int] = (8, 8), mode: str = "RGB") -> bytes:
-    out = io.BytesIO()
-    Image.new(mode, size, 128 if mode == "L" else (10, 200, 30)).save(out, "PNG")
-    return out.getvalue()
-
-
-PNG = {"Content-Type": "image/png"}
-
-
-def public_stand_in(address: str | IPAddress) -> AddressClass:
-    return AddressClass.PUBLIC if str(address) == STAND_IN_PUBLIC else classify(address)
-
-
-def fetcher(allow_private: bool = False, resolve: Any = None, **policy: Any) -> SafeFetcher:
-    extra = {"resolve": resolve} if resolve else {}
-    return SafeFetcher(FetchPolicy(allow_private=allow_private, **{"deadline_s": 10.0, **policy}),
-                       classify=public_stand_in, **extra)
-
-
-@pytest.fixture
-def loopback() -> Iterator[ImageServer]:
-    with ImageServer({"/cat.png": Route(body=png(), headers=PNG)}) as server:
-        yield server
-
-
-@pytest.fixture
-def public() -> Iterator[ImageServer]:
-    with ImageServer({"/cat.png": Route(body=png(), headers=PNG)}, host=STAND_IN_PUBLIC) as server:
-        yield server
 
 
 # --- the address classifier, on literal addresses --------------------------------------------
@@ -268,126 +230,6 @@ def test_refusals_name_the_host_never_the_path_or_query(loopback: ImageServer) -
     with pytest.raises(FetchRefused) as caught:
         fetcher().fetch(loopback.url("/private/cat.png?token=s3cr3t"))
     assert "s3cr3t" not in str(caught.value) and "private" not in str(caught.value)
-
-
-# --- fetching: what comes back --------------------------------------------------------------
-
-
-def loader(fetch: SafeFetcher | None, **limits: Any) -> ImageLoader:
-    return ImageLoader(ImageInputLimits(**limits), fetch)
-
-
-def test_with_fetching_off_a_url_is_refused_and_nothing_is_requested(
-    loopback: ImageServer,
-) -> None:
-    with pytest.raises(InvalidInput, match="init_image: URLs are not fetched by this worker"):
-        loader(None).load("init_image", loopback.url("/cat.png"))
-    assert loopback.requests == []
-
-
-def test_a_fetched_image_is_decoded(public: ImageServer) -> None:
-    image = loader(fetcher()).load("init_image", public.url("/cat.png"))
-    assert image.size == (8, 8) and image.mode == "RGB"
-
-
-def test_a_non_image_answer_is_refused_by_its_content_type(public: ImageServer) -> None:
-    public.routes["/page"] = Route(body=b"<html>hi</html>", headers={"Content-Type": "text/html"})
-
-    with pytest.raises(InvalidInput, match="init_image: the URL answered 'text/html', not an "):
-        loader(fetcher()).load("init_image", public.url("/page"))
-
-
-def test_a_non_image_under_an_image_content_type_is_refused_by_its_bytes(
-    public: ImageServer,
-) -> None:
-    public.routes["/fake.png"] = Route(body=b"#!/bin/sh\necho hi\n", headers=PNG)
-
-    with pytest.raises(InvalidInput, match="mask: not a PNG, JPEG or WEBP image"):
-        loader(fetcher()).load("mask", public.url("/fake.png"))
-
-
-def test_an_oversized_body_is_refused(public: ImageServer) -> None:
-    public.routes["/huge.png"] = Route(body=png() + bytes(300_000), headers=PNG)
-
-    with pytest.raises(InvalidInput, match=r"could not be fetched: .*over the 100000-byte limit"):
-        loader(fetcher(max_bytes=100_000)).load("init_image", public.url("/huge.png"))
-
-
-def test_a_trickling_server_is_cut_at_the_deadline(public: ImageServer) -> None:
-    public.routes["/slow.png"] = Route(body=png(), headers=PNG, trickle_s=0.2)
-    started = time.monotonic()
-
-    with pytest.raises(FetchRefused, match="no complete answer within 1 s"):
-        fetcher(deadline_s=1.0).fetch(public.url("/slow.png"))
-
-    assert time.monotonic() - started < 6.0  # the deadline (1 s) plus generous slack
-    assert len(png()) * 0.2 > 6.0  # the whole body would have taken much longer
-
-
-def test_the_deadline_covers_every_hop_together(public: ImageServer) -> None:
-    public.routes["/hop"] = Route(302, headers={"Location": "/slow.png"})
-    public.routes["/slow.png"] = Route(body=png(), headers=PNG, trickle_s=0.2)
-
-    with pytest.raises(FetchRefused, match="within 1 s"):
-        fetcher(deadline_s=1.0).fetch(public.url("/hop"))
-
-
-# --- decoding, whatever the source ----------------------------------------------------------
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def bomb(side: int) -> bytes:
-    """A PNG of ``side`` x ``side`` one-bit pixels: a few KB that unpack to side**2 pixels."""
-    out = io.BytesIO()
-    Image.new("1", (side, side), 0).save(out, "PNG", optimize=True)
-    return out.getvalue()
-
-
-def test_a_decompression_bomb_is_refused_from_its_header_before_decoding() -> None:
-    data = bomb(6000)  # 36 million pixels
-    assert len(data) < 100_000
-
-    with pytest.raises(InvalidInput, match="init_image: 6000x6000 is 36000000 pixels, more than "
-                                           "the limit of 16777216"):
-        loader(None).load("init_image", b64(data))
-
-
-def test_a_bomb_past_pillows_own_limit_is_refused_cleanly_too() -> None:
-    small = bomb(64)
-    # rewrite the IHDR's size to 200000 x 200000 (40 billion pixels), with a valid checksum;
-    # the image data never matters
-    at = small.index(b"IHDR")
-    fields = (200_000).to_bytes(4, "big") * 2 + small[at + 12 : at + 17]
-    forged = (small[: at + 4] + fields + zlib.crc32(b"IHDR" + fields).to_bytes(4, "big")
-              + small[at + 21 :])
-
-    with pytest.raises(InvalidInput, match=r"init_image: more pixels than the limit of 10{12} "
-                                           r"\(a decompression bomb\?\)"):
-        loader(None, max_pixels=10**12).load("init_image", b64(forged))
-
-
-@pytest.mark.parametrize("fmt", ["GIF", "BMP", "TIFF"])
-def test_formats_outside_png_jpeg_and_webp_are_refused(fmt: str) -> None:
-    out = io.BytesIO()
-    Image.new("RGB", (8, 8)).save(out, fmt)
-
-    with pytest.raises(InvalidInput, match="not a PNG, JPEG or WEBP image"):
-        loader(None).load("init_image", b64(out.getvalue()))
-
-
-def test_base64_longer_than_the_byte_limit_is_refused_before_decoding() -> None:
-    with pytest.raises(InvalidInput, match="larger than the limit of 1000 bytes"):
-        loader(None, max_bytes=1000).load("init_image", "A" * 10_000)
-
-
-def test_a_truncated_image_is_refused() -> None:
-    out = io.BytesIO()
-    Image.effect_noise((64, 64), 50).convert("RGB").save(out, "JPEG")
-    with pytest.raises(InvalidInput, match="does not decode"):
-        loader(None).load("init_image", b64(out.getvalue()[: len(out.getvalue()) // 2]))
 
 
 def test_https_connects_to_the_checked_address_and_names_the_host_in_tls() -> None:

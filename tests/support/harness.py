@@ -14,7 +14,8 @@ from adapters.echo_model import EchoModel
 from adapters.local_pod_control import RecordingPodControl
 from adapters.local_storage import LocalFolderStorage
 from adapters.memory_job_api import InMemoryJobApi
-from adapters.outbox import FileOutbox, InMemoryOutbox
+from adapters.memory_outbox import InMemoryOutbox
+from adapters.outbox import FileOutbox
 from app.bootstrap import assemble
 from app.config import WorkerConfig
 from app.metrics import Metrics

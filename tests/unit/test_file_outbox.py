@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from adapters.outbox import JOURNAL, FileOutbox, InMemoryOutbox, peek
+from adapters.memory_outbox import InMemoryOutbox
+from adapters.outbox import JOURNAL, FileOutbox, peek
 from domain.errors import ConfigurationError
 from domain.job import Job, JobResult
 from domain.ports import ResultOutbox, RunMarks

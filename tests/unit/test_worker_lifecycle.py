@@ -11,7 +11,7 @@ from typing import Any
 from adapters.clock import ManualClock
 from adapters.local_pod_control import RecordingPodControl
 from adapters.local_storage import LocalFolderStorage
-from adapters.outbox import InMemoryOutbox
+from adapters.memory_outbox import InMemoryOutbox
 from app.stages import ExitCode, WorkerState
 from domain.errors import PodControlUnavailable
 from domain.job import Artifact, Job, JobResult
