@@ -61,6 +61,8 @@ SMALL_ANSWER_BYTES = 64 * 1024
 ENVELOPE_BYTES = 64 * 1024
 WIRE_EXPANSION = 6
 """JSON on the wire may escape each character of an input as ``\\uXXXX``: six bytes for one."""
+MAX_TAKE_BYTES = 256 * 1024 * 1024
+"""However many jobs a take asks for, its answer is never read past this (memory stays bounded)."""
 
 
 class RunPodJobApi:
@@ -121,7 +123,8 @@ class RunPodJobApi:
         url = self._take_url
         if max_jobs > 1 and self._batch_url is not None:
             url, params["batch_size"] = self._batch_url, str(max_jobs)
-        cap = max(1, max_jobs) * (WIRE_EXPANSION * self._max_input_bytes + ENVELOPE_BYTES)
+        cap = min(max(1, max_jobs) * (WIRE_EXPANSION * self._max_input_bytes + ENVELOPE_BYTES),
+                  MAX_TAKE_BYTES)
         response = self._call("GET", with_query(url, **params), self._poll_timeout, cap,
                               what="take")
         status = response.status
