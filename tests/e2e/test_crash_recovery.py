@@ -43,6 +43,9 @@ def test_kill_after_the_model_finished_and_before_the_post_then_restart_delivers
     second = WorkerProcess(worker_env(api, state), tmp_path, name="second")
     try:
         assert api.wait_for_results(1, timeout=30)
+        # a post of the first worker that reached the server just before the kill may be the
+        # one that delivered it: SIGTERM only a second worker that is up (its handlers set)
+        second.wait_for("model_loaded", timeout=30)
         assert second.terminate() == 0
         assert peek(outbox) == []
     finally:
