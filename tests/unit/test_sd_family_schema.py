@@ -206,7 +206,9 @@ def test_any_json_object_is_accepted_or_refused_with_one_clean_line(
     except InvalidInput as exc:
         message = str(exc)
         assert message.startswith("invalid input: ")
-        assert "\n" not in message and "pydantic" not in message
+        # field names come from the generated input; the word must not come from the library
+        assert "\n" not in message
+        assert "pydantic" not in message.replace(" pydantic: unknown field", "")
     else:
         assert parsed.prompt.strip()
         if parsed.width is not None and parsed.height is not None:
