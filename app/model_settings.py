@@ -70,6 +70,11 @@ class ModelSettings(BaseSettings):
         "reduce-overhead or max-autotune (CUDA graphs), or max-autotune-no-cudagraphs.")
     SD_PNG_COMPRESSION: int = Field(1, ge=0, le=9, description="Stable Diffusion: PNG zlib "
         "level (0-9; 1 is fast, 6 is zlib's default and ~4x slower for a few % fewer bytes).")
+    SD_BATCH_MAX: int = Field(1, ge=1, le=64, description="Stable Diffusion: most images "
+        "one pipeline call makes for jobs batched together (1: no batching); CONCURRENCY is "
+        "raised to it.")
+    SD_BATCH_WAIT_MS: int = Field(20, ge=0, le=10_000, description="Stable Diffusion: how "
+        "long an idle GPU waits for jobs to batch with the first one (ms; with SD_BATCH_MAX).")
     ECHO_DELAY_MS: int = Field(0, ge=0, description="Echo model: time each job takes (ms).")
     ECHO_FAIL: bool = Field(False, description="Echo model: fail every job.")
     CONCURRENCY: int = Field(
@@ -102,6 +107,14 @@ class ModelSettings(BaseSettings):
         description="Let input URLs reach loopback, private, link-local and CGNAT addresses "
         "(cloud metadata addresses stay refused).",
     )
+
+    @property
+    def slots(self) -> int:
+        """Jobs on the model at once: CONCURRENCY, raised to SD_BATCH_MAX when Stable Diffusion
+        batches (a batch is made of the jobs on the model at once)."""
+        if self.MODEL != "stable_diffusion":
+            return self.CONCURRENCY
+        return max(self.CONCURRENCY, self.SD_BATCH_MAX)
 
     @property
     def sd_sizes(self) -> tuple[tuple[int, int], ...]:

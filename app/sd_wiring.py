@@ -95,6 +95,8 @@ def build_stable_diffusion(settings: Settings) -> Model:
         png_compression=settings.SD_PNG_COMPRESSION,
         family=spec or settings.SD_PIPELINE.value,
         images=image_loader(settings),
+        batch_max=settings.SD_BATCH_MAX,
+        batch_wait_s=settings.SD_BATCH_WAIT_MS / 1000,
     )
     return model
 

@@ -1,61 +1,56 @@
 """The Stable Diffusion model: a diffusers pipeline family behind the ``Model`` port.
 
-SD 1.x/2.x, SDXL, SD3 or Flux (:mod:`.families`), text-to-image, image-to-image and
-inpainting from the same weights (:mod:`.pipelines`); inputs checked by the family's schema
+SD 1.x/2.x, SDXL, SD3 or Flux (:mod:`.families`); text-to-image, image-to-image and inpainting
+from the same weights (:mod:`.pipelines`); inputs checked by the family's schema
 (:mod:`.family_schema`), input images loaded by an ``ImageLoader`` (:mod:`.job_images`). Why:
 
-- **Loaded once, on the jobs' thread.** :meth:`StableDiffusionModel.load` loads the pipeline a
-  single time, with ``local_files_only`` unless downloads are allowed, so a pod with baked-in
-  weights never touches the network. The worker calls it on its model thread, the thread that
-  then runs every job: cuDNN plans, cuBLAS handles and CUDA-graph trees are per thread, so the
-  warm-up's work is the jobs' work.
-- **Fast on CUDA.** fp16 weights (bf16 for SD3 and Flux), SDPA attention, channels-last UNet
-  and VAE, optionally fused QKV projections and ``torch.compile`` made safe (see
-  :mod:`.acceleration`: compile failures fall back to eager, every served shape is compiled at
-  load, none during a job), and a warm-up at load. Compiling covers UNets (SD, SDXL); for SD3
-  and Flux it is skipped with a log line. On CPU: fp32, and a warm-up only when compiling.
+- **One device thread.** ``load`` (once, ``local_files_only`` unless downloads are allowed) and
+  every pipeline call run on one thread, ``model-device`` (:mod:`adapters.batching`): per-thread
+  CUDA state makes the warm-up's work the jobs' work, and with ``CONCURRENCY`` > 1 the jobs'
+  threads check inputs and load images side by side while the pipeline serves one call at once.
+- **Batches** (``batch_max`` > 1, ``SD_BATCH_MAX``): jobs of one :func:`.batches.batch_key` on
+  the model at once share a call, up to ``batch_max`` images; each keeps its seeds, progress,
+  cancel and result. A batch that runs out of memory is run again job by job.
+- **Fast on CUDA.** fp16 (bf16 for SD3 and Flux), SDPA, channels-last UNet and VAE, optionally
+  fused QKV and ``torch.compile`` made safe (:mod:`.acceleration`: every served shape and batch
+  compiled at load, none during a job; UNets only). On CPU: fp32, warm-up only when compiling.
 - **Sizes.** ``sizes`` (``SD_SIZES``), when given, are the only output sizes served (else
   ``InvalidInput``) and the ones compiled at load. torch and diffusers are imported by ``load``.
-- **Interruptible and observable.** Every denoising step calls ``ctx.check_cancelled()``
-  (through diffusers' ``callback_on_step_end``), so a work timeout or a job-stop ends the job at
-  the next step with ``ExecutionTimeout``/``JobCancelled``; and ``ctx.progress({"step": k,
-  "of": n})`` with ``n`` the steps the job runs: ``num_inference_steps``, or
-  ``int(num_inference_steps * prompt_strength)`` with an ``init_image`` (schedulers that
-  evaluate the UNet more than once a step, such as HEUN, still count to ``n``).
-- **Reproducible.** Image ``i`` of a job is drawn from its own CPU ``torch.Generator`` seeded
-  ``seed + i`` (mod 2**32), so asking again for that seed with one output gives the same image
-  (same device and dtype, up to batch-size rounding). PNG bytes are deterministic.
-- **Faults** (see :mod:`.faults`): out of memory (``*_ALLOC_FAILED`` included) fails the job
-  with ``OutOfMemory`` after its tensors are released and the CUDA cache emptied; a dead CUDA
-  context raises ``DeviceLost`` (the worker then drains and exits, code 6) and every later job
-  gets it at once; anything else is ``ModelError("<class>: <message>")``. Errors are raised
-  ``from None`` with the original's frames cleared, so no failed call's tensors stay alive.
+- **Interruptible and observable.** Every denoising step checks ``ctx.check_cancelled()``, so a
+  work timeout or a job-stop ends the job at the next step (``ExecutionTimeout``/
+  ``JobCancelled``), and reports ``ctx.progress({"step": k, "of": n})``, ``n`` the steps the job
+  runs: ``num_inference_steps``, or ``int(num_inference_steps * prompt_strength)`` with an
+  ``init_image`` (schedulers that evaluate the UNet twice a step still count to ``n``).
+- **Reproducible.** Image ``i`` of a job comes from its own CPU ``torch.Generator`` seeded
+  ``seed + i`` (mod 2**32): the same seed gives the same image alone, with more outputs or in a
+  batch (same device and dtype, up to batch-size rounding). PNG bytes are deterministic.
+- **Faults** (:mod:`.faults`): out of memory fails the job with ``OutOfMemory`` once its tensors
+  are released; a dead CUDA context raises ``DeviceLost`` (the worker drains and exits, code 6)
+  and every later job gets it at once; anything else is ``ModelError("<class>: <message>")``.
 - **Outputs are Artifacts.** ``run`` returns ``[{"image": Artifact, "seed": n}, ...]``: 8-bit
   pixels made on the device, PNG-encoded when the store stage reads them, on its own thread.
 
-The safety checker (SD 1.x only) is not loaded, like RunPod's templates: filtering is the
-caller's business.
+The safety checker (SD 1.x only) is not loaded, like RunPod's templates.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import secrets
 from collections.abc import Sequence
 from typing import Any
 
+from adapters.batching import BatchQueue, Member
 from adapters.image_inputs import ImageInputLimits, ImageLoader
 from adapters.stable_diffusion import pipelines
-from adapters.stable_diffusion.acceleration import (
-    Compilation,
-    CompileOptions,
-    speed_up,
-    warmup_plan,
-)
+from adapters.stable_diffusion.acceleration import Compilation, CompileOptions, speed_up
+from adapters.stable_diffusion.batches import Work, batch_key
 from adapters.stable_diffusion.families import FamilySpec, detect_family
 from adapters.stable_diffusion.family_schema import FamilyInput, parse_family_input
 from adapters.stable_diffusion.faults import describe, free_memory, job_error
-from adapters.stable_diffusion.images import PNG_COMPRESS_LEVEL, png_artifact, to_pixels
+from adapters.stable_diffusion.generation import generate, warm_up
+from adapters.stable_diffusion.images import PNG_COMPRESS_LEVEL, png_artifact
 from adapters.stable_diffusion.job_images import JobImages, prepare_images
 from adapters.stable_diffusion.loading import (
     dtype_argument,
@@ -67,10 +62,12 @@ from adapters.stable_diffusion.loading import (
 from adapters.stable_diffusion.schedulers import prepare_schedulers
 from adapters.stable_diffusion.schema import SEED_MAX, SdLimits
 from adapters.stable_diffusion.steps import StepReporter
-from domain.errors import DeviceLost, InvalidInput, ModelError, OutOfMemory, PodworkerError
+from domain.errors import DeviceLost, InvalidInput, ModelError, OutOfMemory
 from domain.ports import JobContext
 
 __all__ = ["CompileOptions", "StableDiffusionModel", "dtype_argument", "quiet_progress_bars"]
+
+log = logging.getLogger("podworker.model")
 
 NOT_LOADED = "the Stable Diffusion model is not loaded (load() was not called)"
 
@@ -103,6 +100,8 @@ class StableDiffusionModel:
         channels_last: bool = True,
         fuse_qkv: bool = False,
         images: ImageLoader | None = None,
+        batch_max: int = 1,
+        batch_wait_s: float = 0.02,
     ) -> None:
         self.model_path = model_path
         self.spec: FamilySpec | None = family if isinstance(family, FamilySpec) else None
@@ -127,11 +126,18 @@ class StableDiffusionModel:
         self._schedulers: dict[str, Any] = {}
         self._unavailable: dict[str, str] = {}  # scheduler or task -> why this worker lacks it
         self._lost: str | None = None  # set once the device is lost: every job fails at once
+        self._device: BatchQueue[Work] = BatchQueue(self._run_batch, max_rows=batch_max,
+                                                    wait_s=batch_wait_s)
+        self._max_rows = max(self.limits.max_outputs, self._device.max_rows)  # one call's images
 
     # --- the Model port ---------------------------------------------------------------------
 
     def load(self) -> None:
-        """Load the pipelines and warm them up. A second call does nothing. ``ModelError``."""
+        """Load the pipelines and warm them up, on the device thread. A second call does
+        nothing. Raises ``ModelError``."""
+        self._device.call(self._load)
+
+    def _load(self) -> None:
         if self._pipe is not None:
             return
         source = self._source()  # a missing folder is reported before seconds of imports
@@ -163,11 +169,13 @@ class StableDiffusionModel:
         if self.compile_options is not None:
             self.compilation = pipelines.compile_denoiser(
                 torch, spec, pipe, self.compile_options, sizes=self._warm_sizes(),
-                max_outputs=self.limits.max_outputs,
+                max_outputs=self._max_rows,
             )
         if on_cuda or self.compilation is not None:
             try:
-                self._warm_up()
+                warm_up(lambda works: self._generate(works, None, warming=True), spec,
+                        self._warm_sizes(), max_rows=self._max_rows,
+                        compiled=self.compilation is not None)
             except ModelError:
                 self._pipe = None  # a later load() starts again rather than keep a broken pipe
                 self._variants = {}
@@ -192,8 +200,8 @@ class StableDiffusionModel:
         ctx.check_cancelled()
         first = params.seed if params.seed is not None else secrets.randbelow(SEED_MAX + 1)
         seeds = [(first + i) % (SEED_MAX + 1) for i in range(params.num_outputs)]
-        steps = pipelines.denoising_steps(params, images)
-        pixels = self._generate(params, images, seeds, StepReporter(ctx, steps))
+        work = Work(params, images, seeds, pipelines.denoising_steps(params, images))
+        pixels = self._device.submit(work, key=batch_key(work), rows=len(seeds), ctx=ctx)
         ctx.check_cancelled()
         return [
             {"image": png_artifact(image, self.png_compression), "seed": seed}
@@ -246,55 +254,44 @@ class StableDiffusionModel:
         side = self.spec.default_side if self.spec else 512
         return self.sizes or ((side, side),)
 
-    def _warm_up(self) -> None:
-        """Run what jobs will run, on this (the jobs') thread: with compile, one short job per
-        graph a job can need (see ``warmup_plan``); without, one image at the default size."""
-        assert self.spec is not None
-        if self.compilation is not None:
-            plan = warmup_plan(self._warm_sizes(), self.limits.max_outputs)
-        else:
-            width, height = self._warm_sizes()[0]
-            plan = [(width, height, 1, True)]
-        for width, height, outputs, guided in plan:
-            params = pipelines.warmup_input(self.spec, width, height, outputs, guided)
-            try:
-                images = JobImages("text2img", width, height)
-                self._generate(params, images, list(range(outputs)), None, warming=True)
-            except PodworkerError as exc:
-                kind = type(exc) if isinstance(exc, ModelError) else ModelError
-                raise kind(f"warm-up failed: {exc}") from None
+    def _run_batch(self, members: list[Member[Work]]) -> None:
+        """One pipeline call for ``members`` (jobs of one key; on the device thread), each
+        answered with its images. A batch that runs out of memory is run again job by job."""
+        self._require_loaded()  # a device lost by an earlier batch fails these at once
+        works = [member.work for member in members]
+        steps = StepReporter(lambda: [m.ctx for m in self._device.members_left(members)],
+                             works[0].steps)
+        try:
+            pixels = self._generate(works, steps)
+        except OutOfMemory:
+            if len(members) == 1:
+                raise
+            log.warning("a batch of %d jobs ran out of memory: running them one by one",
+                        len(members), extra={"event": "batch_split"})
+            for member in members:
+                try:
+                    self._run_batch([member])
+                except BaseException as exc:
+                    member.fail(exc)
+            return
+        start = 0
+        for member in members:
+            member.resolve(pixels[start:start + member.rows])
+            start += member.rows
 
     def _generate(
-        self, params: FamilyInput, images: JobImages, seeds: list[int],
-        on_step: StepReporter | None, warming: bool = False,
+        self, works: list[Work], on_step: StepReporter | None, warming: bool = False
     ) -> Any:
-        """uint8 pixels (N x H x W x 3, on the host) for ``seeds``. Raises as :meth:`run` says.
-        While ``warming``, graphs are compiled; in a job, never."""
-        torch = self._torch
-        pipe = self._variants[images.task]
-        if params.scheduler is not None:
-            pipe.scheduler = self._schedulers[params.scheduler]
+        """One pipeline call for ``works`` (see :mod:`.generation`), with their scheduler."""
         assert self.spec is not None
-        generators = [torch.Generator(device="cpu").manual_seed(seed) for seed in seeds]
-        arguments = pipelines.call_arguments(pipe, self.spec, params, images, generators=generators,
-                                             on_step=on_step)
-        compiled = self.compilation
-        serving = contextlib.nullcontext() if compiled is None or warming else compiled.serving()
+        first = works[0]
+        pipe = self._variants[first.images.task]
+        if first.params.scheduler is not None:
+            pipe.scheduler = self._schedulers[first.params.scheduler]
         try:
-            with torch.inference_mode(), serving:
-                return to_pixels(torch, pipe(**arguments).images)
-        except PodworkerError:
-            raise  # ExecutionTimeout / JobCancelled from the step callback, unchanged
-        except Exception as exc:
-            error = job_error(
-                torch, exc, device=str(self.device),
-                oom_advice=f"making {len(seeds)} image(s) of {images.width}x{images.height}: "
-                "ask for fewer num_outputs or a smaller width/height",
-            )
-        # The failed call's frames were cleared: give their memory back before reporting.
-        if isinstance(error, OutOfMemory | DeviceLost):
-            free_memory(torch, str(self.device).startswith("cuda"))
-        if isinstance(error, DeviceLost):
-            self._lost = str(error)
-        raise error from None
-
+            return generate(self._torch, pipe, self.spec, works, on_step,
+                            device=str(self.device), compilation=self.compilation,
+                            warming=warming)
+        except DeviceLost as exc:
+            self._lost = str(exc)
+            raise

@@ -1,0 +1,77 @@
+"""One pipeline call: the images of one or more jobs of one key, as 8-bit pixels on the host.
+
+What a call promises (the model runs it on its device thread):
+
+- the jobs' images in order, one per seed, each from its own CPU ``torch.Generator`` (see
+  :mod:`.batches` for what is shared and what is per row);
+- errors mapped as :mod:`.faults` says (``OutOfMemory``, ``DeviceLost``, ``ModelError``), raised
+  ``from None`` with the failed call's frames cleared, and for ``OutOfMemory``/``DeviceLost``
+  the memory given back first; ``PodworkerError``s from the step callback (a job stopped, every
+  job of a batch stopped) pass unchanged;
+- with ``compilation``, no graph is compiled during a job (``serving``); while ``warming``, they
+  are.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from adapters.stable_diffusion import pipelines
+from adapters.stable_diffusion.acceleration import Compilation, warmup_plan
+from adapters.stable_diffusion.batches import Work, batch_arguments
+from adapters.stable_diffusion.families import FamilySpec
+from adapters.stable_diffusion.faults import free_memory, job_error
+from adapters.stable_diffusion.images import to_pixels
+from adapters.stable_diffusion.job_images import JobImages
+from adapters.stable_diffusion.steps import StepReporter
+from domain.errors import DeviceLost, ModelError, OutOfMemory, PodworkerError
+
+
+def generate(
+    torch: Any, pipe: Any, spec: FamilySpec, works: list[Work], on_step: StepReporter | None, *,
+    device: str, compilation: Compilation | None, warming: bool = False,
+) -> Any:
+    """uint8 pixels (rows x H x W x 3) for ``works`` from one call of ``pipe``."""
+    first = works[0]
+    seeds = [seed for work in works for seed in work.seeds]
+    generators = [torch.Generator(device="cpu").manual_seed(seed) for seed in seeds]
+    arguments = batch_arguments(pipe, spec, works, generators=generators, on_step=on_step)
+    serving = (contextlib.nullcontext() if compilation is None or warming
+               else compilation.serving())
+    try:
+        with torch.inference_mode(), serving:
+            return to_pixels(torch, pipe(**arguments).images)
+    except PodworkerError:
+        raise  # ExecutionTimeout / JobCancelled / BatchAbandoned from the step callback
+    except Exception as exc:
+        jobs = f" for {len(works)} jobs" if len(works) > 1 else ""
+        error = job_error(
+            torch, exc, device=device,
+            oom_advice=f"making {len(seeds)} image(s) of {first.images.width}x"
+            f"{first.images.height}{jobs}: ask for fewer num_outputs or a smaller width/height",
+        )
+    # The failed call's frames were cleared: give their memory back before reporting.
+    if isinstance(error, OutOfMemory | DeviceLost):
+        free_memory(torch, device.startswith("cuda"))
+    raise error from None
+
+
+def warm_up(
+    call: Callable[[list[Work]], Any], spec: FamilySpec, sizes: Sequence[tuple[int, int]], *,
+    max_rows: int, compiled: bool,
+) -> None:
+    """Run what jobs will run: with ``compiled``, one short call per graph a call can need (see
+    ``warmup_plan``: every size, every batch up to ``max_rows`` images); without, one image at
+    the first size. Raises ``ModelError`` ("warm-up failed: ...") or ``OutOfMemory``/...."""
+    plan = warmup_plan(sizes, max_rows) if compiled else [(*sizes[0], 1, True)]
+    for width, height, outputs, guided in plan:
+        params = pipelines.warmup_input(spec, width, height, outputs, guided)
+        work = Work(params, JobImages("text2img", width, height), list(range(outputs)),
+                    params.num_inference_steps)
+        try:
+            call([work])
+        except PodworkerError as exc:
+            kind = type(exc) if isinstance(exc, ModelError) else ModelError
+            raise kind(f"warm-up failed: {exc}") from None
