@@ -56,9 +56,10 @@ def _parser() -> argparse.ArgumentParser:
     tiny.add_argument("directory", type=Path)
     tiny.add_argument(
         "--family",
-        choices=("sd", "sdxl", "sd3", "flux"),
+        choices=("sd", "sdxl", "sd3", "flux", "flux-schnell"),
         default="sd",
-        help="the pipeline family: sd (SD 1.x, the default), sdxl, sd3 or flux",
+        help="the pipeline family: sd (SD 1.x, the default), sdxl, sd3, flux (Flux dev) or "
+        "flux-schnell",
     )
 
     bake = sub.add_parser(

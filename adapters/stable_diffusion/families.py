@@ -3,14 +3,22 @@
 A family is chosen from the weights' ``model_index.json`` (its ``_class_name``, written by
 ``save_pretrained``), or forced with the setting ``SD_PIPELINE``:
 
-======  ===============================  =========  =====  ========  ========  ===============
-family  ``_class_name`` (any variant)    size       steps  guidance  negative  scheduler
-======  ===============================  =========  =====  ========  ========  ===============
-sd      StableDiffusionPipeline          512x512    25     7.5       yes       DDIM (choosable)
-sdxl    StableDiffusionXLPipeline        1024x1024  25     7.5       yes       EULER (choosable)
-sd3     StableDiffusion3Pipeline         1024x1024  28     7.0       yes       its flow-match
-flux    FluxPipeline                     1024x1024  28     3.5       no        its flow-match
-======  ===============================  =========  =====  ========  ========  ===============
+============  ===============================  =========  =====  ========  ========  ==========
+family        ``_class_name`` (any variant)    size       steps  guidance  negative  scheduler
+============  ===============================  =========  =====  ========  ========  ==========
+sd            StableDiffusionPipeline          512x512    25     7.5       yes       DDIM (any)
+sdxl          StableDiffusionXLPipeline        1024x1024  25     7.5       yes       EULER (any)
+sd3           StableDiffusion3Pipeline         1024x1024  28     7.0       yes       flow-match
+flux          FluxPipeline                     1024x1024  28     3.5       no        flow-match
+flux-schnell  FluxPipeline, schnell weights    1024x1024  4      0.0       no        flow-match
+============  ===============================  =========  =====  ========  ========  ==========
+
+Flux comes in two variants made by the same pipeline classes: FLUX.1-dev, guidance-distilled
+(its transformer embeds the guidance: ``"guidance_embeds": true`` in ``transformer/config.json``),
+and FLUX.1-schnell, timestep-distilled for about 4 steps, whose transformer embeds no guidance
+(``"guidance_embeds": false``): diffusers ignores ``guidance_scale`` for it. Both are
+``Family.FLUX`` (dtype, denoiser, sides, fields: everything but the defaults is the same);
+schnell is the spec :data:`FLUX_SCHNELL`, told apart by :func:`detect_family`.
 
 Each :class:`FamilySpec` also names the family's img2img and inpaint classes, reached from the
 same weights with diffusers' ``AutoPipelineForImage2Image.from_pipe`` /
@@ -23,7 +31,7 @@ from __future__ import annotations
 
 import enum
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from adapters.stable_diffusion.schema import SdLimits
@@ -52,6 +60,12 @@ class FamilySpec:
     side_multiple: int = 8
     negative_prompt: bool = True
     default_scheduler: str | None = None  # None: the pipeline's own, and no choice of it
+    variant: str | None = None  # "schnell" for FLUX.1-schnell; None for a family's main model
+
+    @property
+    def name(self) -> str:
+        """``flux-schnell`` for a variant, else the family's name (``sd``, ``flux``...)."""
+        return f"{self.family.value}-{self.variant}" if self.variant else self.family.value
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -78,6 +92,13 @@ SPECS: dict[Family, FamilySpec] = {
     )
 }
 
+FLUX_SCHNELL = replace(
+    SPECS[Family.FLUX], label="Flux schnell", default_steps=4, default_guidance=0.0,
+    variant="schnell",
+)
+"""FLUX.1-schnell: Flux, made for 4 steps; ``guidance_scale`` is accepted (templates send it)
+and has no effect, so its default is 0.0."""
+
 _BY_CLASS: dict[str, Family] = {name: s.family for s in SPECS.values() for name in s.class_names}
 
 
@@ -100,17 +121,22 @@ def detect_family(
 
     ``source`` is a pipeline folder, or a hub id whose ``model_index.json`` is in the local
     Hugging Face cache (``cache_dir``, else the default one; never downloaded). Reads that file
-    only (no weights). Raises ``ModelError`` when it is missing or unreadable or names a
-    pipeline class of no known family.
+    only (no weights) and, for Flux, ``transformer/config.json`` beside it: ``"guidance_embeds":
+    false`` gives :data:`FLUX_SCHNELL`; a transformer config that is missing, unreadable or
+    says anything else keeps Flux dev. Forcing ``flux`` tells schnell the same way whenever
+    the folder is readable (there is no separate forced value for schnell); a folder not yet
+    there is Flux dev. Raises ``ModelError`` when ``model_index.json`` is missing or
+    unreadable or names a pipeline class of no known family.
     """
     if forced.strip().lower() != "auto":
         try:
-            return family_spec(forced)
+            spec = family_spec(forced)
         except ValueError as exc:
             raise ModelError(f"SD_PIPELINE: {exc}") from None
-    index = Path(source) / "model_index.json"
-    if not Path(source).is_dir():
-        index = _cached_index(str(source), cache_dir) or index
+        if spec.family is not Family.FLUX:
+            return spec
+        return _flux_variant(spec, _index_path(source, cache_dir))
+    index = _index_path(source, cache_dir)
     try:
         class_name = json.loads(index.read_text("utf-8")).get("_class_name")
     except (OSError, ValueError, AttributeError) as exc:
@@ -125,7 +151,27 @@ def detect_family(
             f"{str(source)!r} holds a {class_name!r} pipeline, which podworker does not run "
             f"(known: {known})"
         )
-    return SPECS[family]
+    return _flux_variant(SPECS[family], index)
+
+
+def _index_path(source: str | Path, cache_dir: str | Path | None) -> Path:
+    """Where ``model_index.json`` of ``source`` is (a folder, else a hub id's cached copy)."""
+    if Path(source).is_dir():
+        return Path(source) / "model_index.json"
+    return _cached_index(str(source), cache_dir) or Path(source) / "model_index.json"
+
+
+def _flux_variant(spec: FamilySpec, index: Path) -> FamilySpec:
+    """:data:`FLUX_SCHNELL` when ``spec`` is Flux and the transformer config beside ``index``
+    says ``"guidance_embeds": false``; else ``spec``."""
+    if spec.family is not Family.FLUX:
+        return spec
+    try:
+        config = json.loads((index.parent / "transformer" / "config.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        return spec
+    schnell = isinstance(config, dict) and config.get("guidance_embeds") is False
+    return FLUX_SCHNELL if schnell else spec
 
 
 def _cached_index(repo_id: str, cache_dir: str | Path | None) -> Path | None:
@@ -140,7 +186,8 @@ def _cached_index(repo_id: str, cache_dir: str | Path | None) -> Path | None:
 
 
 def check_limits(spec: FamilySpec, limits: SdLimits) -> None:
-    """Raise ``ValueError`` when ``limits`` would refuse a job that takes every default."""
+    """Raise ``ValueError`` when ``limits`` would refuse a job that takes every default (the
+    spec's own: a variant's, such as Flux schnell's 4 steps)."""
     if limits.max_pixels < spec.default_side**2:
         raise ValueError(
             f"{spec.label} makes {spec.default_side}x{spec.default_side} images by default: "

@@ -6,6 +6,11 @@ field list. A field the family does not have (Flux's ``negative_prompt``, a ``sc
 SD3 or Flux) is refused by name; diffusers' own names (``image``, ``mask_image``, ``strength``)
 point to the template's.
 
+Defaults are the spec's: a Flux schnell job (:data:`.families.FLUX_SCHNELL`) that leaves them
+out runs 4 steps with ``guidance_scale`` 0.0. Schnell still accepts a ``guidance_scale`` (the
+templates send one), within the same bounds, but its transformer embeds no guidance, so
+diffusers ignores the value: the image is the same whatever it is.
+
 Every family takes ``init_image`` (image-to-image), ``mask`` (inpainting, with ``init_image``)
 and ``prompt_strength`` (0 to 1, default 0.8, only with ``init_image``; diffusers runs
 ``int(num_inference_steps * prompt_strength)`` steps, which must be at least 1). Images are

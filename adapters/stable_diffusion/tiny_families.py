@@ -1,19 +1,23 @@
-"""Tiny SDXL, SD3 and Flux pipelines with random weights, built offline (see :mod:`.tiny`).
+"""Tiny SDXL, SD3 and Flux (dev, schnell) pipelines, random weights, built offline (:mod:`.tiny`).
 
 Each has its family's real architecture and components, a few channels wide, so it is saved by
 ``save_pretrained`` and loaded back by the family's own ``from_pretrained`` exactly as real
 weights are:
 
-======  ===============================================  ==========================================
-family  text encoders (tokenizers)                        denoiser, VAE, scheduler
-======  ===============================================  ==========================================
-sdxl    CLIP + CLIP with projection (two CLIP BPE)        UNet with ``text_time`` conditioning,
+============  =========================================  ==========================================
+family        text encoders (tokenizers)                  denoiser, VAE, scheduler
+============  =========================================  ==========================================
+sdxl          CLIP + CLIP with projection (two CLIP BPE)  UNet with ``text_time`` conditioning,
                                                           8x VAE, Euler (SDXL's own config)
-sd3     CLIP with projection x2 + T5 encoder (CLIP BPE    SD3 MMDiT transformer (patch 2), 8x VAE
-        x2, a T5 unigram tokenizer)                       with SD3's shift/scale, flow-match Euler
-flux    CLIP + T5 encoder (CLIP BPE, T5 unigram)          Flux transformer with guidance embedding
+sd3           CLIP with projection x2 + T5 encoder (CLIP  SD3 MMDiT transformer (patch 2), 8x VAE
+              BPE x2, a T5 unigram tokenizer)             with SD3's shift/scale, flow-match Euler
+flux          CLIP + T5 encoder (CLIP BPE, T5 unigram)    Flux transformer with guidance embedding
                                                           (as Flux dev), 8x VAE, flow-match Euler
-======  ===============================================  ==========================================
+                                                          with dynamic shifting (Flux dev's)
+flux-schnell  as flux                                     Flux transformer with no guidance
+                                                          embedding (as FLUX.1-schnell), 8x VAE,
+                                                          flow-match Euler, shift 1 (schnell's)
+============  =========================================  ==========================================
 
 The VAEs keep the real factor of 8 (four blocks), so sizes mean what they mean with real
 weights: multiples of 8 (16 for Flux, whose latents are packed 2x2). The T5 tokenizer is a
@@ -111,8 +115,9 @@ def build_sd3(tokenizer: Any) -> Any:
     )
 
 
-def build_flux(tokenizer: Any) -> Any:
-    """A ``FluxPipeline`` (a CLIP and a T5 encoder), with guidance embedding like Flux dev."""
+def build_flux(tokenizer: Any, *, schnell: bool = False) -> Any:
+    """A ``FluxPipeline`` (a CLIP and a T5 encoder), with guidance embedding like Flux dev, or
+    without it and with schnell's scheduler (no dynamic shifting, shift 1) when ``schnell``."""
     diffusers, transformers = _libraries()
     head = 16
     transformer = diffusers.FluxTransformer2DModel(
@@ -124,14 +129,14 @@ def build_flux(tokenizer: Any) -> Any:
         num_attention_heads=2,
         joint_attention_dim=T5_WIDTH,
         pooled_projection_dim=CLIP_WIDTH,
-        guidance_embeds=True,
+        guidance_embeds=not schnell,  # what tells schnell from dev (families.detect_family)
         axes_dims_rope=(4, 4, 8),  # sums to the head width
     )
     t5_tokenizer = make_t5_tokenizer()
     return diffusers.FluxPipeline(
         scheduler=diffusers.FlowMatchEulerDiscreteScheduler(
-            shift=FLOW_MATCH_SHIFT, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
-            base_image_seq_len=256, max_image_seq_len=4096,
+            shift=1.0 if schnell else FLOW_MATCH_SHIFT, use_dynamic_shifting=not schnell,
+            base_shift=0.5, max_shift=1.15, base_image_seq_len=256, max_image_seq_len=4096,
         ),
         vae=tiny_vae(diffusers, latent_channels=4, scaling_factor=0.3611, shift_factor=0.1159),
         text_encoder=transformers.CLIPTextModel(clip_config(transformers, tokenizer)),
@@ -140,6 +145,11 @@ def build_flux(tokenizer: Any) -> Any:
         tokenizer_2=t5_tokenizer,
         transformer=transformer,
     )
+
+
+def build_flux_schnell(tokenizer: Any) -> Any:
+    """A ``FluxPipeline`` shaped as FLUX.1-schnell: :func:`build_flux` with ``schnell``."""
+    return build_flux(tokenizer, schnell=True)
 
 
 def make_t5_tokenizer() -> Any:

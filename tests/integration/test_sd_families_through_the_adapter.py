@@ -1,10 +1,11 @@
 """Every pipeline family through the real adapter (``StableDiffusionModel``), on tiny pipelines.
 
-Each family's tiny pipeline (tests/support/tiny_sd.py) is loaded once per session by the model
-itself, its family read from ``model_index.json``; jobs are 64x64 with 3 or 4 steps, seconds
-on a CPU. Per family: the family's own pipeline class is used, a fixed seed gives byte-identical
-PNGs, several bad fields get one error naming them all, and a cancel check raising part-way
-stops the job at a denoising step with the denoiser run no further.
+Each family's tiny pipeline (tests/support/tiny_sd.py; Flux dev and Flux schnell both) is
+loaded once per session by the model itself, its family read from ``model_index.json`` (and
+schnell from its transformer config); jobs are 64x64 with 3 to 5 steps, seconds on a CPU.
+Per family: the family's own pipeline class is used, a fixed seed gives byte-identical PNGs,
+several bad fields get one error naming them all, and a cancel check raising part-way stops the
+job at a denoising step with the denoiser run no further.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ pytest.importorskip("diffusers")
 SMALL: dict[str, Any] = {"prompt": "a lighthouse on a cliff", "width": 64, "height": 64,
                          "num_inference_steps": 3}
 PIPELINES = {"sd": "StableDiffusionPipeline", "sdxl": "StableDiffusionXLPipeline",
-             "sd3": "StableDiffusion3Pipeline", "flux": "FluxPipeline"}
+             "sd3": "StableDiffusion3Pipeline", "flux": "FluxPipeline",
+             "flux-schnell": "FluxPipeline"}
 
 
 @pytest.fixture(scope="module", params=sorted(PIPELINES))
@@ -50,7 +52,7 @@ def denoiser_calls(model: StableDiffusionModel) -> Iterator[list[int]]:
 
 def test_each_family_runs_its_own_pipeline_class(family: str, model: StableDiffusionModel) -> None:
     assert model.spec is not None
-    assert model.spec.family == family
+    assert model.spec.name == family
     assert type(model.pipeline).__name__ == PIPELINES[family]
 
 
@@ -79,9 +81,9 @@ def test_each_family_refuses_several_bad_fields_in_one_error_before_any_denoisin
     family: str, model: StableDiffusionModel, denoiser_calls: list[int]
 ) -> None:
     bad: dict[str, Any] = {"prompt": "", "width": 100, "num_outputs": 9, "seed": -1}
-    if family == "flux":
+    if family.startswith("flux"):
         bad["negative_prompt"] = "blurry"  # Flux takes no negative prompt
-    if family in ("sd3", "flux"):
+    if family in ("sd3", "flux", "flux-schnell"):
         bad["scheduler"] = "DDIM"  # their own flow-match scheduler only
 
     with pytest.raises(InvalidInput) as caught:
@@ -91,7 +93,7 @@ def test_each_family_refuses_several_bad_fields_in_one_error_before_any_denoisin
     assert message.startswith("invalid input: ") and "\n" not in message
     for field in bad:
         assert f"{field}: " in message, (field, message)
-    multiple = 16 if family == "flux" else 8
+    multiple = 16 if family.startswith("flux") else 8
     assert f"width: must be a multiple of {multiple} (got 100)" in message
     assert denoiser_calls == []
 

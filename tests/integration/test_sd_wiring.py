@@ -1,10 +1,10 @@
 """The composition root's Stable Diffusion wiring: family, limits and input images from settings.
 
-``build_stable_diffusion`` reads the family from the weights (or ``SD_PIPELINE``), refuses
-``SD_MAX_*`` settings below the family's defaults at start, and gives the model an image loader
-under ``INPUT_IMAGE_MAX_*`` that fetches URLs only with ``INPUT_URL_FETCH``, through the
-SSRF-safe fetcher: a loopback image server is refused by default and reached only when
-``INPUT_URL_ALLOW_PRIVATE`` allows it.
+``build_stable_diffusion`` reads the family from the weights (or ``SD_PIPELINE``; Flux schnell
+from the weights either way), refuses ``SD_MAX_*`` settings below the family's defaults at
+start, and gives the model an image loader under ``INPUT_IMAGE_MAX_*`` that fetches URLs only
+with ``INPUT_URL_FETCH``, through the SSRF-safe fetcher: a loopback image server is refused by
+default and reached only when ``INPUT_URL_ALLOW_PRIVATE`` allows it.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from adapters.safe_fetch import SafeFetcher
+from adapters.stable_diffusion.families import FLUX_SCHNELL, SPECS, Family
 from adapters.stable_diffusion.model import StableDiffusionModel
 from app.sd_wiring import build_stable_diffusion
 from app.settings import load_settings
@@ -51,6 +52,16 @@ def test_the_family_comes_from_the_weights_and_sd_pipeline_forces_one(
     assert build(tiny_family_path("sdxl")).spec.family == "sdxl"  # type: ignore[union-attr]
     forced = build(tiny_family_path("sdxl"), SD_PIPELINE="sd")
     assert forced.spec is not None and forced.spec.family == "sd"
+
+
+def test_flux_schnell_is_read_from_the_weights_whether_or_not_sd_pipeline_forces_flux(
+    tiny_family_path: Callable[[str], Path],
+) -> None:
+    schnell = tiny_family_path("flux-schnell")
+
+    assert build(schnell).spec == FLUX_SCHNELL
+    assert build(schnell, SD_PIPELINE="flux").spec == FLUX_SCHNELL
+    assert build(tiny_family_path("flux"), SD_PIPELINE="flux").spec == SPECS[Family.FLUX]
 
 
 def test_limits_below_the_familys_defaults_are_refused_at_start(

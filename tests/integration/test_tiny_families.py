@@ -1,4 +1,5 @@
-"""Tiny SDXL, SD3 and Flux pipelines: built offline, loaded back as real weights, and working.
+"""Tiny SDXL, SD3 and Flux (dev and schnell) pipelines: built offline, loaded back as real
+weights, and working.
 
 Each family is built once per session (tests/support/tiny_sd.py) and loaded with its own
 class's ``from_pretrained(local_files_only=True)``; jobs are 64x64 with a few steps, so each
@@ -27,6 +28,7 @@ FAMILIES = {
     "sdxl": "StableDiffusionXLPipeline",
     "sd3": "StableDiffusion3Pipeline",
     "flux": "FluxPipeline",
+    "flux-schnell": "FluxPipeline",
 }
 SMALL: dict[str, Any] = {"prompt": "a photo of a cat", "width": 64, "height": 64,
                          "num_inference_steps": 3}
@@ -107,20 +109,53 @@ def test_each_family_has_img2img_and_inpainting_from_the_same_weights(pipe: Any,
     assert result.size == (64, 64)
 
 
-def test_the_command_line_builds_a_family_with_no_network(tmp_path: Path) -> None:
+def test_flux_dev_and_schnell_differ_in_their_transformer_and_are_told_apart_by_it(
+    tiny_family_path: Callable[[str], Path],
+) -> None:
+    from adapters.stable_diffusion.families import FLUX_SCHNELL, SPECS, Family, detect_family
+
+    dev, schnell = tiny_family_path("flux"), tiny_family_path("flux-schnell")
+
+    def transformer(path: Path) -> Any:
+        return json.loads((path / "transformer" / "config.json").read_text())
+
+    assert (transformer(dev)["guidance_embeds"], transformer(schnell)["guidance_embeds"]) == (
+        True, False)
+    assert (detect_family(dev), detect_family(schnell)) == (SPECS[Family.FLUX], FLUX_SCHNELL)
+    assert load(schnell).transformer.config.guidance_embeds is False
+
+
+def test_the_command_line_builds_flux_schnell_with_no_network(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1",
            # a proxy that refuses every connection: any download attempt would fail loudly
            "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
-    target = tmp_path / "flux"
+    target = tmp_path / "flux-schnell"
 
     done = subprocess.run(
-        [sys.executable, "-m", "app", "make-tiny-model", str(target), "--family", "flux"],
+        [sys.executable, "-m", "app", "make-tiny-model", str(target), "--family", "flux-schnell"],
         env=env, capture_output=True, text=True, timeout=300, check=False,
     )
 
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(target)
     assert json.loads((target / "model_index.json").read_text())["_class_name"] == "FluxPipeline"
+    config = json.loads((target / "transformer" / "config.json").read_text())
+    assert config["guidance_embeds"] is False
+
+
+def test_the_command_line_offers_every_tiny_family_and_no_other(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from adapters.stable_diffusion.tiny import FAMILIES
+    from app.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["make-tiny-model", str(tmp_path / "x"), "--family", "sd4"])
+
+    assert exited.value.code == 2
+    offered = ", ".join(repr(name) for name in FAMILIES)
+    assert f"(choose from {offered})" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 def test_an_unknown_family_is_refused_before_anything_is_written(tmp_path: Path) -> None:

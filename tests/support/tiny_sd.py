@@ -7,8 +7,8 @@ as real weights. Tests that need torch skip when the ``sd`` extra is not install
 imported from torch or diffusers until a test asks for one of these fixtures.
 
 ``tiny_family_path`` (session) does the same for any family: call it with ``"sdxl"``,
-``"sd3"``, ``"flux"`` (or ``"sd"``, the same folder as ``tiny_sd_path``); each family is built
-at most once per session.
+``"sd3"``, ``"flux"``, ``"flux-schnell"`` (or ``"sd"``, the same folder as ``tiny_sd_path``);
+each family is built at most once per session.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Pipeline families: detection from model_index.json, and each family's defaults and limits.
 
-Pure: no torch, no diffusers, no network; the weights folders here hold only a model_index.json.
-Each family's input schema otherwise is in test_sd_family_schema.py.
+Pure: no torch, no diffusers, no network; the weights folders here hold only a model_index.json
+(and, for Flux, a transformer/config.json telling dev from schnell). Each family's input schema
+otherwise is in test_sd_family_schema.py.
 """
 
 from __future__ import annotations
@@ -14,7 +15,13 @@ from typing import Any
 
 import pytest
 
-from adapters.stable_diffusion.families import SPECS, Family, check_limits, detect_family
+from adapters.stable_diffusion.families import (
+    FLUX_SCHNELL,
+    SPECS,
+    Family,
+    check_limits,
+    detect_family,
+)
 from adapters.stable_diffusion.family_schema import parse_family_input
 from adapters.stable_diffusion.schema import SdLimits
 from domain.errors import ModelError
@@ -57,6 +64,51 @@ def test_sd_pipeline_forces_a_family_whatever_the_folder_says(tmp_path: Path) ->
     assert detect_family(folder, forced="auto").family == Family.SD
 
 
+def flux_weights(tmp_path: Path, transformer_config: str | None,
+                 class_name: str = "FluxPipeline") -> Path:
+    folder = weights(tmp_path, class_name)
+    if transformer_config is not None:
+        (folder / "transformer").mkdir()
+        (folder / "transformer" / "config.json").write_text(transformer_config)
+    return folder
+
+
+@pytest.mark.parametrize("class_name", ["FluxPipeline", "FluxImg2ImgPipeline",
+                                        "FluxInpaintPipeline"])
+def test_a_flux_transformer_without_guidance_embedding_is_flux_schnell(
+    tmp_path: Path, class_name: str
+) -> None:
+    folder = flux_weights(tmp_path, json.dumps({"guidance_embeds": False}), class_name)
+
+    found = detect_family(folder)
+
+    assert found == FLUX_SCHNELL
+    assert (found.family, found.name, found.label) == (Family.FLUX, "flux-schnell", "Flux schnell")
+
+
+@pytest.mark.parametrize(
+    "transformer_config",
+    [json.dumps({"guidance_embeds": True}), None, "{not json", "[false]", json.dumps({}),
+     json.dumps({"guidance_embeds": 0})],
+    ids=["dev", "missing", "unreadable", "not an object", "no key", "not a boolean"],
+)
+def test_flux_is_dev_unless_its_transformer_config_says_guidance_embeds_false(
+    tmp_path: Path, transformer_config: str | None
+) -> None:
+    found = detect_family(flux_weights(tmp_path, transformer_config))
+
+    assert found == SPECS[Family.FLUX]
+    assert (found.name, found.default_steps, found.default_guidance) == ("flux", 28, 3.5)
+
+
+def test_forcing_flux_still_tells_schnell_from_a_readable_folder(tmp_path: Path) -> None:
+    schnell = flux_weights(tmp_path, json.dumps({"guidance_embeds": False}))
+
+    assert detect_family(schnell, forced="flux") == FLUX_SCHNELL
+    assert detect_family(tmp_path / "absent", forced="flux") == SPECS[Family.FLUX]
+    assert detect_family(schnell, forced="sd3") == SPECS[Family.SD3]
+
+
 def test_an_unknown_forced_family_is_a_model_error_naming_the_choices(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match=r"SD_PIPELINE: unknown pipeline family 'sd4'.*sdxl"):
         detect_family(tmp_path, forced="sd4")
@@ -93,6 +145,7 @@ def test_every_pipeline_class_belongs_to_one_family_only() -> None:
         ("sdxl", 1024, 25, 7.5, "EULER"),
         ("sd3", 1024, 28, 7.0, None),
         ("flux", 1024, 28, 3.5, None),
+        ("flux-schnell", 1024, 4, 0.0, None),
     ],
 )
 def test_a_prompt_alone_gets_each_familys_documented_defaults(
@@ -131,6 +184,38 @@ def test_limits_below_a_familys_defaults_are_refused_when_wiring() -> None:
     check_limits(spec("sd"), SdLimits(max_pixels=512 * 512, max_steps=25))
 
 
+def test_flux_schnell_takes_an_explicit_guidance_scale_as_templates_send_one() -> None:
+    parsed = parse_family_input({"prompt": "a cat", "guidance_scale": 3.5}, spec("flux-schnell"))
+
+    assert (parsed.guidance_scale, parsed.num_inference_steps) == (3.5, 4)
+
+
+def test_the_limits_are_checked_against_the_variants_own_defaults() -> None:
+    few_steps = SdLimits(max_steps=25)
+
+    check_limits(FLUX_SCHNELL, few_steps)  # 4 steps by default
+    with pytest.raises(ValueError, match="Flux takes 28 steps by default"):
+        check_limits(SPECS[Family.FLUX], few_steps)
+    with pytest.raises(ValueError, match="Flux schnell makes 1024x1024 images by default"):
+        check_limits(FLUX_SCHNELL, SdLimits(max_pixels=768 * 768))
+
+
+def test_the_readmes_families_table_gives_each_specs_defaults() -> None:
+    readme = (REPO_ROOT / "README.md").read_text()
+    table = readme.split("| family | `_class_name` |")[1].split("\n\n")[0]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in table.splitlines()[2:]]
+    specs = {f"`{s.name}`": s for s in SPECS.values()} | {"`flux` (schnell)": FLUX_SCHNELL}
+
+    assert [row[0] for row in rows] == list(specs)
+    for family, _, _, size, steps, guidance, negative, _, sides, _ in rows:
+        expected = specs[family]
+        assert size == f"{expected.default_side}²", family
+        assert (int(steps), float(guidance.split()[0])) == (
+            expected.default_steps, expected.default_guidance), family
+        assert negative == ("yes" if expected.negative_prompt else "no"), family
+        assert sides == f"\N{MULTIPLICATION SIGN}{expected.side_multiple}", family
+
+
 def test_importing_the_families_and_image_modules_imports_no_ml_library() -> None:
     code = (
         "import sys\n"
@@ -157,3 +242,16 @@ def test_a_hub_id_is_detected_from_the_local_cache_without_a_download(tmp_path: 
     assert detect_family("someone/sdxl-model", cache_dir=tmp_path).family == Family.SDXL
     with pytest.raises(ModelError, match="set SD_PIPELINE"):
         detect_family("someone/not-cached", cache_dir=tmp_path)
+
+
+def test_a_cached_hub_id_of_flux_schnell_is_told_from_its_cached_transformer_config(
+    tmp_path: Path,
+) -> None:
+    snapshot = tmp_path / "models--someone--schnell" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    flux_weights(snapshot, json.dumps({"guidance_embeds": False}))
+    (tmp_path / "models--someone--schnell" / "refs").mkdir()
+    (tmp_path / "models--someone--schnell" / "refs" / "main").write_text("abc123")
+
+    assert detect_family("someone/schnell", cache_dir=tmp_path) == FLUX_SCHNELL
+    assert detect_family("someone/schnell", "flux", cache_dir=tmp_path) == FLUX_SCHNELL
