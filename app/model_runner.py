@@ -3,9 +3,9 @@
 How a job runs depends on the model's ``run``:
 
 - a plain ``def run`` runs on the stage's threads (one per slot, started as needed). With one
-  slot (the default, and Stable Diffusion's), ``load()`` and every job run on the same thread
-  ("model"): CUDA state, cuDNN plans, cuBLAS handles and CUDA-graph trees are per thread, so
-  warm-up on another thread would be paid again by the first job;
+  slot (the default), ``load()`` and every job run on the same thread ("model"): CUDA state,
+  cuDNN plans and CUDA-graph trees are per thread, so warm-up on another thread would be paid
+  again by the first job (Stable Diffusion runs all its pipeline calls on its own thread);
 - an ``async def run`` runs as a task on one event loop the stage owns ("model-loop"); the work
   timeout and a platform job-stop cancel the task;
 - a ``run`` that is a generator (or async generator) **streams**: each value it yields is handed

@@ -7,7 +7,8 @@ Threads, what each owns, and how they talk (queues and events, never shared fiel
       │                Observation, asks domain.lifecycle.decide, acts; publishes a Snapshot
       ├─ intake        one take at a time (a long-poll)               ──Taken──────────► inbox
       ├─ model         model.load(), then jobs (model-2 ... for more  ──ModelLoaded/Done─► inbox
-      │                slots; model-loop runs an async model's tasks) ──chunks──► store
+      │                slots; model-loop: async tasks; model-device:  ──chunks──► store
+      │                Stable Diffusion's pipeline calls and batches)
       ├─ store         outputs → Storage; result → outbox (durable)   ──result──► post
       ├─ post          chunks, results → job API, retried; progress   ──Delivered──────► inbox
       ├─ heartbeat     ping(in-flight ids) every PING_INTERVAL        (reads the Snapshot)
@@ -17,8 +18,7 @@ Threads, what each owns, and how they talk (queues and events, never shared fiel
     signals            a short-lived "stop-request" thread            ──StopWorker─────► inbox
 
 Each pass reads the clock once. The controller never sleeps: it waits on its inbox until the
-policy's ``wake_at`` (a take backoff, a job's overrun, the idle TTL, the drain deadline). The
-stages are built by ``app.bootstrap`` and handed in; exit codes are ``ExitCode`` (README).
+policy's ``wake_at`` (a take backoff, a job's overrun, the idle TTL, the drain deadline).
 """
 
 from __future__ import annotations

@@ -29,6 +29,8 @@ What it does, in order:
      150 ms on its own thread, as an SDK handler does;
    - start-up (``Popen`` to the first take) and idle memory (RSS and USS of the worker and all
      its children, after one job and 2 s idle), and SIGTERM to exit;
+   - Stable Diffusion dynamic batching (``bench/sd_batching.py``, in this process): 8 small
+     jobs at once on the tiny pipeline (64x64, 4 steps, CPU), ``SD_BATCH_MAX=8`` vs 1;
 
    every run checks that each job was delivered exactly once (``bench/scenarios.py``);
 4. prints a table and one JSON line, and writes the JSON to ``bench/results/latest.json``.
@@ -53,7 +55,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script, sys.path[0] is bench/
     sys.path.insert(0, str(REPO))
 
-from bench import runpod_venv  # noqa: E402
+from bench import runpod_venv, sd_batching  # noqa: E402
 from bench.harness import API_KEY, LONG_POLL_S, BenchServer, check_one_packet  # noqa: E402
 from bench.report import IO_CONCURRENCY, machine, machine_busy, render, summarise  # noqa: E402
 from bench.scenarios import (  # noqa: E402
@@ -84,6 +86,7 @@ class Sizes:
     sleepy: int = 50
     repeats: int = 3
     sdk_concurrencies: tuple[int, ...] = (512,)
+    batching_jobs: int = 8  # SD dynamic batching: jobs at once, on the tiny pipeline
 
 
 QUICK = Sizes(floor=300, noop=150, sdk_noop_cap_s=6.0, io=64, sdk_io_cap_s=10.0, stream_jobs=3,
@@ -163,6 +166,11 @@ def run_all(server: BenchServer, workers: Workers, z: Sizes, sdk_cs: list[int],
         startups["runpod"].append(
             startup_and_memory(server, workers.runpod(f"rp-start{k}"), f"rp-start{k}"))
     f["startup"] = startups
+    step(f"Stable Diffusion dynamic batching: {z.batching_jobs} small jobs at once on the tiny "
+         f"pipeline, SD_BATCH_MAX={z.batching_jobs} vs 1, {z.repeats} runs each, in turns")
+    with tempfile.TemporaryDirectory(prefix="podworker-batching-") as folder:
+        f["sd_batching"] = sd_batching.measure(sd_batching.tiny_model(Path(folder)),
+                                               jobs=z.batching_jobs, runs=z.repeats)
 
 
 def main(argv: list[str] | None = None) -> int:

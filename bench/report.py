@@ -242,6 +242,12 @@ def render(f: dict[str, Any], s: dict[str, Any], noop_cs: list[int], sdk_cs: lis
                        ("processes", "processes"),
                        ("stop_s", "SIGTERM to exit when idle, s")):
         rows.append(pair(label, s[key], "", mark(key) if key in t else ""))
+    b = f.get("sd_batching")
+    if b:
+        rows.append([f"SD batching: {b['jobs']} jobs {b['size']}, {b['steps']} steps, tiny "
+                     f"pipeline, {b['device']}, jobs/s", f"{fmt(b['batched']['jobs_per_s'])} "
+                     f"batched, {fmt(b['one_by_one']['jobs_per_s'])} one by one", "",
+                     "", fmt(b["speedup"], "x from SD_BATCH_MAX"), ""])
     once = s["delivered_once"]
     rows.append(["every job delivered exactly once (all runs)", str(once["podworker"]),
                  str(once["runpod"]), "", "", mark("delivered_once")])

@@ -126,16 +126,16 @@ class StableDiffusionModel:
         self._schedulers: dict[str, Any] = {}
         self._unavailable: dict[str, str] = {}  # scheduler or task -> why this worker lacks it
         self._lost: str | None = None  # set once the device is lost: every job fails at once
-        self._device: BatchQueue[Work] = BatchQueue(self._run_batch, max_rows=batch_max,
-                                                    wait_s=batch_wait_s)
-        self._max_rows = max(self.limits.max_outputs, self._device.max_rows)  # one call's images
+        self.device_queue: BatchQueue[Work] = BatchQueue(  # public for tests and the bench
+            self._run_batch, max_rows=batch_max, wait_s=batch_wait_s)
+        self._max_rows = max(self.limits.max_outputs, self.device_queue.max_rows)  # per call
 
     # --- the Model port ---------------------------------------------------------------------
 
     def load(self) -> None:
         """Load the pipelines and warm them up, on the device thread. A second call does
         nothing. Raises ``ModelError``."""
-        self._device.call(self._load)
+        self.device_queue.call(self._load)
 
     def _load(self) -> None:
         if self._pipe is not None:
@@ -201,7 +201,7 @@ class StableDiffusionModel:
         first = params.seed if params.seed is not None else secrets.randbelow(SEED_MAX + 1)
         seeds = [(first + i) % (SEED_MAX + 1) for i in range(params.num_outputs)]
         work = Work(params, images, seeds, pipelines.denoising_steps(params, images))
-        pixels = self._device.submit(work, key=batch_key(work), rows=len(seeds), ctx=ctx)
+        pixels = self.device_queue.submit(work, key=batch_key(work), rows=len(seeds), ctx=ctx)
         ctx.check_cancelled()
         return [
             {"image": png_artifact(image, self.png_compression), "seed": seed}
@@ -259,7 +259,7 @@ class StableDiffusionModel:
         answered with its images. A batch that runs out of memory is run again job by job."""
         self._require_loaded()  # a device lost by an earlier batch fails these at once
         works = [member.work for member in members]
-        steps = StepReporter(lambda: [m.ctx for m in self._device.members_left(members)],
+        steps = StepReporter(lambda: [m.ctx for m in self.device_queue.members_left(members)],
                              works[0].steps)
         try:
             pixels = self._generate(works, steps)

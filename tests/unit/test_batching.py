@@ -56,7 +56,7 @@ class Jobs:
     """Jobs submitted from their own threads, answers collected by name."""
 
     def __init__(self, queue: BatchQueue[Any]) -> None:
-        self.queue = queue
+        self.queue_ = queue
         self.answers: dict[str, Any] = {}
         self.threads: list[threading.Thread] = []
 
@@ -64,7 +64,7 @@ class Jobs:
                ctx: Ctx | None = None) -> None:
         def run() -> None:
             try:
-                self.answers[name] = self.queue.submit(work, key=key, rows=rows,
+                self.answers[name] = self.queue_.submit(work, key=key, rows=rows,
                                                        ctx=ctx or Ctx(name))
             except BaseException as exc:
                 self.answers[name] = exc
@@ -72,6 +72,12 @@ class Jobs:
         thread = threading.Thread(target=run, daemon=True)
         self.threads.append(thread)
         thread.start()
+
+    def queue(self, name: str, work: Any, **options: Any) -> None:
+        """Submit a job and wait until it waits for the device (behind a held one)."""
+        before = self.queue_.waiting
+        self.submit(name, work, **options)
+        wait_until(lambda: self.queue_.waiting == before + 1, what=f"{name} to queue")
 
     def join(self) -> None:
         for thread in self.threads:
@@ -113,8 +119,7 @@ def test_jobs_waiting_behind_a_batch_form_the_next_batches_by_key_oldest_first()
     hold_the_device(queue, jobs, recorder)
     for name, work, key in [("a", 1, "x"), ("b", 2, "y"), ("c", 3, "x"), ("d", 4, "x"),
                             ("e", 5, "x"), ("f", 6, "y")]:
-        jobs.submit(name, work, key=key)
-        wait_until(lambda n=len(jobs.threads): queue.waiting == n - 1, what=f"{name} to queue")
+        jobs.queue(name, work, key=key)
     gate.set()
     jobs.join()
 
@@ -131,8 +136,7 @@ def test_rows_never_pass_max_rows_and_a_bigger_job_runs_alone() -> None:
     jobs = Jobs(queue)
     hold_the_device(queue, jobs, recorder)
     for name, work, rows in [("three", 1, 3), ("two", 2, 2), ("six", 3, 6), ("one", 4, 1)]:
-        jobs.submit(name, work, rows=rows)
-        wait_until(lambda n=len(jobs.threads): queue.waiting == n - 1, what=f"{name} to queue")
+        jobs.queue(name, work, rows=rows)
     gate.set()
     jobs.join()
 
