@@ -13,13 +13,17 @@ from adapters.stable_diffusion.acceleration import CompileMode, parse_sizes
 
 
 class PipelineFamily(enum.StrEnum):
-    """Which diffusers pipeline family the weights are (``auto``: read model_index.json)."""
+    """Which diffusers pipeline family the weights are (``auto``: read model_index.json).
+
+    ``flux`` tells FLUX.1-schnell from dev by the transformer config; ``flux-schnell`` forces
+    schnell's defaults whatever it says (and is the local run's tiny schnell pipeline)."""
 
     AUTO = "auto"
     SD = "sd"
     SDXL = "sdxl"
     SD3 = "sd3"
     FLUX = "flux"
+    FLUX_SCHNELL = "flux-schnell"
 
 
 class ModelSettings(BaseSettings):
@@ -59,7 +63,8 @@ class ModelSettings(BaseSettings):
     SD_PIPELINE: PipelineFamily = Field(
         PipelineFamily.AUTO,
         description="Stable Diffusion: pipeline family, auto (from the weights' "
-        "model_index.json), sd, sdxl, sd3 or flux.",
+        "model_index.json), sd, sdxl, sd3, flux (dev, or schnell when its transformer config "
+        "says so) or flux-schnell (schnell whatever the transformer config says).",
     )
     SD_SIZES: str | None = Field(
         None,

@@ -1,10 +1,10 @@
 """Wiring of the Stable Diffusion adapter: weights from MODEL_PATH, or the tiny local pipeline.
 
 In a local run with no MODEL_PATH, a tiny pipeline with random weights is built once under
-STATE_DIR (``tiny-sd``, or ``tiny-<family>`` for the family SD_PIPELINE forces) and loaded
-through the same ``from_pretrained`` path as real weights, so a fresh CPU machine with no
-network runs the real diffusers code. In production a missing MODEL_PATH is a configuration
-error: podworker never falls back to random weights there.
+STATE_DIR (``tiny-sd``, or ``tiny-<family>`` for the family SD_PIPELINE forces, such as
+``tiny-flux-schnell``) and loaded through the same ``from_pretrained`` path as real weights, so
+a fresh CPU machine with no network runs the real diffusers code. In production a missing
+MODEL_PATH is a configuration error: podworker never falls back to random weights there.
 
 The family (SD_PIPELINE, else the weights' ``model_index.json``) is found here when the weights
 can be read, and SD_MAX_* checked against its defaults (``ConfigurationError``); when they

@@ -1,7 +1,7 @@
 """Pipeline families: which diffusers pipeline a weights folder holds, and each one's defaults.
 
 A family is chosen from the weights' ``model_index.json`` (its ``_class_name``, written by
-``save_pretrained``), or forced with the setting ``SD_PIPELINE``:
+``save_pretrained``), or forced with the setting ``SD_PIPELINE`` (any name in the first column):
 
 ============  ===============================  =========  =====  ========  ========  ==========
 family        ``_class_name`` (any variant)    size       steps  guidance  negative  scheduler
@@ -18,7 +18,13 @@ Flux comes in two variants made by the same pipeline classes: FLUX.1-dev, guidan
 and FLUX.1-schnell, timestep-distilled for about 4 steps, whose transformer embeds no guidance
 (``"guidance_embeds": false``): diffusers ignores ``guidance_scale`` for it. Both are
 ``Family.FLUX`` (dtype, denoiser, sides, fields: everything but the defaults is the same);
-schnell is the spec :data:`FLUX_SCHNELL`, told apart by :func:`detect_family`.
+schnell is the spec :data:`FLUX_SCHNELL`, told apart by :func:`detect_family`, or forced with
+``flux-schnell`` whatever the transformer config says.
+
+**T5 prompt length.** ``max_sequence_length`` is how many T5 tokens the prompt is padded or cut
+to: 512 for FLUX.1-dev, 256 for schnell (its model card's value; diffusers' ``FluxPipeline``
+defaults to 512 for both, and schnell was trained on 256). None for the families that take
+none (SD, SDXL) and for SD3, which keeps its pipeline's own (256).
 
 Each :class:`FamilySpec` also names the family's img2img and inpaint classes, reached from the
 same weights with diffusers' ``AutoPipelineForImage2Image.from_pipe`` /
@@ -61,6 +67,7 @@ class FamilySpec:
     negative_prompt: bool = True
     default_scheduler: str | None = None  # None: the pipeline's own, and no choice of it
     variant: str | None = None  # "schnell" for FLUX.1-schnell; None for a family's main model
+    max_sequence_length: int | None = None  # T5 tokens (see above); None: the pipeline's own
 
     @property
     def name(self) -> str:
@@ -88,29 +95,32 @@ SPECS: dict[Family, FamilySpec] = {
                    default_side=1024, default_steps=28, default_guidance=7.0),
         FamilySpec(Family.FLUX, "Flux", "FluxPipeline", "FluxImg2ImgPipeline",
                    "FluxInpaintPipeline", default_side=1024, default_steps=28,
-                   default_guidance=3.5, side_multiple=16, negative_prompt=False),
+                   default_guidance=3.5, side_multiple=16, negative_prompt=False,
+                   max_sequence_length=512),
     )
 }
 
 FLUX_SCHNELL = replace(
     SPECS[Family.FLUX], label="Flux schnell", default_steps=4, default_guidance=0.0,
-    variant="schnell",
+    variant="schnell", max_sequence_length=256,
 )
 """FLUX.1-schnell: Flux, made for 4 steps; ``guidance_scale`` is accepted (templates send it)
 and has no effect, so its default is 0.0."""
 
 _BY_CLASS: dict[str, Family] = {name: s.family for s in SPECS.values() for name in s.class_names}
+BY_NAME: dict[str, FamilySpec] = {s.name: s for s in (*SPECS.values(), FLUX_SCHNELL)}
+"""Every spec by the name ``SD_PIPELINE`` forces it with: ``sd`` ... ``flux``, ``flux-schnell``."""
 
 
 def family_spec(name: str) -> FamilySpec:
-    """The spec of a family named ``sd``, ``sdxl``, ``sd3`` or ``flux`` (any case).
+    """The spec named ``sd``, ``sdxl``, ``sd3``, ``flux`` or ``flux-schnell`` (any case).
 
     Raises ``ValueError`` naming the known families.
     """
     try:
-        return SPECS[Family(name.strip().lower())]
-    except ValueError:
-        known = ", ".join(f.value for f in Family)
+        return BY_NAME[name.strip().lower()]
+    except KeyError:
+        known = ", ".join(BY_NAME)
         raise ValueError(f"unknown pipeline family {name!r}: choose auto, {known}") from None
 
 
@@ -124,16 +134,16 @@ def detect_family(
     only (no weights) and, for Flux, ``transformer/config.json`` beside it: ``"guidance_embeds":
     false`` gives :data:`FLUX_SCHNELL`; a transformer config that is missing, unreadable or
     says anything else keeps Flux dev. Forcing ``flux`` tells schnell the same way whenever
-    the folder is readable (there is no separate forced value for schnell); a folder not yet
-    there is Flux dev. Raises ``ModelError`` when ``model_index.json`` is missing or
-    unreadable or names a pipeline class of no known family.
+    the folder is readable (a folder not yet there is Flux dev); forcing ``flux-schnell``
+    gives :data:`FLUX_SCHNELL` whatever the folder holds. Raises ``ModelError`` when
+    ``model_index.json`` is missing or unreadable or names a pipeline class of no known family.
     """
     if forced.strip().lower() != "auto":
         try:
             spec = family_spec(forced)
         except ValueError as exc:
             raise ModelError(f"SD_PIPELINE: {exc}") from None
-        if spec.family is not Family.FLUX:
+        if spec is not SPECS[Family.FLUX]:  # another family, or schnell forced
             return spec
         return _flux_variant(spec, _index_path(source, cache_dir))
     index = _index_path(source, cache_dir)
@@ -142,7 +152,7 @@ def detect_family(
     except (OSError, ValueError, AttributeError) as exc:
         raise ModelError(
             f"cannot tell the pipeline family of {str(source)!r}: {index.name} is missing or "
-            f"unreadable ({type(exc).__name__}); set SD_PIPELINE to sd, sdxl, sd3 or flux"
+            f"unreadable ({type(exc).__name__}); set SD_PIPELINE to one of {', '.join(BY_NAME)}"
         ) from None
     family = _BY_CLASS.get(class_name) if isinstance(class_name, str) else None
     if family is None:

@@ -53,9 +53,10 @@ def family_dtype(torch: Any, spec: FamilySpec, *, on_cuda: bool) -> Any:
 def checked_family(
     spec: FamilySpec | None, source: str, limits: SdLimits, *, allow_download: bool = False
 ) -> FamilySpec:
-    """``spec``, or the family of the weights at ``source`` (a hub id's ``model_index.json`` is
-    downloaded when ``allow_download``); ``ModelError`` when it cannot be told or when
-    ``limits`` would refuse a job that takes the family's defaults."""
+    """``spec``, or the family of the weights at ``source`` (a hub id's ``model_index.json``,
+    and its ``transformer/config.json`` when there is one, are downloaded when
+    ``allow_download``); ``ModelError`` when it cannot be told or when ``limits`` would refuse
+    a job that takes the family's defaults."""
     if spec is None:
         try:
             spec = detect_family(_index_folder(source) if allow_download else source)
@@ -71,16 +72,23 @@ def checked_family(
 
 
 def _index_folder(source: str) -> str:
-    """``source``, or for a hub id the folder its downloaded ``model_index.json`` is in."""
+    """``source``, or for a hub id the folder its downloaded ``model_index.json`` is in, with
+    ``transformer/config.json`` beside it when the hub has one (what tells Flux schnell from
+    dev; best effort: without it, Flux is dev)."""
     if Path(source).is_dir():
         return source
     try:
         from huggingface_hub import hf_hub_download
 
-        return str(Path(hf_hub_download(source, "model_index.json")).parent)
+        folder = str(Path(hf_hub_download(source, "model_index.json")).parent)
     except Exception as exc:  # reported by detect_family on the hub id itself
         forget(exc)
         return source
+    try:
+        hf_hub_download(source, "transformer/config.json")
+    except Exception as exc:  # no transformer (SD, SDXL), or not reachable: not needed
+        forget(exc)
+    return folder
 
 
 def compile_denoiser(
@@ -161,7 +169,8 @@ def call_arguments(
     """Every keyword of ``pipe``'s call for one job (``output_type="pt"``: float images in
     [0, 1], turned to 8-bit on the device by the caller). ``negative_prompt`` only for families
     that take one; ``width``/``height`` for every pipeline whose call takes them (SD3's and
-    Flux's img2img would otherwise resize the init image to their default size)."""
+    Flux's img2img would otherwise resize the init image to their default size); the spec's
+    ``max_sequence_length`` (T5 prompt tokens) when it has one and the call takes it."""
     arguments: dict[str, Any] = {
         "prompt": params.prompt,
         "num_inference_steps": params.num_inference_steps,
@@ -175,8 +184,11 @@ def call_arguments(
     }
     if spec.negative_prompt:
         arguments["negative_prompt"] = params.negative_prompt or None
-    if "width" in inspect.signature(pipe.__call__).parameters:
+    accepted = inspect.signature(pipe.__call__).parameters
+    if "width" in accepted:
         arguments |= {"width": images.width, "height": images.height}
+    if spec.max_sequence_length is not None and "max_sequence_length" in accepted:
+        arguments["max_sequence_length"] = spec.max_sequence_length
     return arguments
 
 

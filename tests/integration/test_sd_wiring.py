@@ -1,10 +1,11 @@
 """The composition root's Stable Diffusion wiring: family, limits and input images from settings.
 
 ``build_stable_diffusion`` reads the family from the weights (or ``SD_PIPELINE``; Flux schnell
-from the weights either way), refuses ``SD_MAX_*`` settings below the family's defaults at
-start, and gives the model an image loader under ``INPUT_IMAGE_MAX_*`` that fetches URLs only
-with ``INPUT_URL_FETCH``, through the SSRF-safe fetcher: a loopback image server is refused by
-default and reached only when ``INPUT_URL_ALLOW_PRIVATE`` allows it.
+from the weights either way, unless ``SD_PIPELINE=flux-schnell`` forces it), refuses
+``SD_MAX_*`` settings below the family's defaults at start, and gives the model an image loader
+under ``INPUT_IMAGE_MAX_*`` that fetches URLs only with ``INPUT_URL_FETCH``, through the
+SSRF-safe fetcher: a loopback image server is refused by default and reached only when
+``INPUT_URL_ALLOW_PRIVATE`` allows it.
 """
 
 from __future__ import annotations
@@ -62,6 +63,12 @@ def test_flux_schnell_is_read_from_the_weights_whether_or_not_sd_pipeline_forces
     assert build(schnell).spec == FLUX_SCHNELL
     assert build(schnell, SD_PIPELINE="flux").spec == FLUX_SCHNELL
     assert build(tiny_family_path("flux"), SD_PIPELINE="flux").spec == SPECS[Family.FLUX]
+
+
+def test_sd_pipeline_flux_schnell_forces_schnell_on_flux_dev_weights(
+    tiny_family_path: Callable[[str], Path],
+) -> None:
+    assert build(tiny_family_path("flux"), SD_PIPELINE="flux-schnell").spec == FLUX_SCHNELL
 
 
 def test_limits_below_the_familys_defaults_are_refused_at_start(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from app.model_settings import PipelineFamily
 from app.settings import load_settings
 from domain.errors import ConfigurationError
 
@@ -17,3 +18,14 @@ def test_the_family_and_image_settings_are_read_and_checked() -> None:
         load_settings(env_file=None, SD_PIPELINE="sd4")
     with pytest.raises(ConfigurationError, match="invalid setting INPUT_URL_TIMEOUT"):
         load_settings(env_file=None, INPUT_URL_TIMEOUT=0)
+
+
+def test_sd_pipeline_offers_auto_and_exactly_the_families_with_a_spec_and_a_tiny_pipeline() -> None:
+    from adapters.stable_diffusion.families import BY_NAME, FLUX_SCHNELL
+    from adapters.stable_diffusion.tiny import FAMILIES
+
+    offered = [family.value for family in PipelineFamily]
+
+    assert offered == ["auto", *BY_NAME] == ["auto", *FAMILIES]
+    settings = load_settings(env_file=None, SD_PIPELINE="flux-schnell")
+    assert BY_NAME[settings.SD_PIPELINE.value] == FLUX_SCHNELL

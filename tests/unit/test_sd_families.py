@@ -16,11 +16,13 @@ from typing import Any
 import pytest
 
 from adapters.stable_diffusion.families import (
+    BY_NAME,
     FLUX_SCHNELL,
     SPECS,
     Family,
     check_limits,
     detect_family,
+    family_spec,
 )
 from adapters.stable_diffusion.family_schema import parse_family_input
 from adapters.stable_diffusion.schema import SdLimits
@@ -109,6 +111,23 @@ def test_forcing_flux_still_tells_schnell_from_a_readable_folder(tmp_path: Path)
     assert detect_family(schnell, forced="sd3") == SPECS[Family.SD3]
 
 
+def test_forcing_flux_schnell_gives_schnell_whatever_the_transformer_config_says(
+    tmp_path: Path,
+) -> None:
+    dev = flux_weights(tmp_path, json.dumps({"guidance_embeds": True}))
+
+    assert detect_family(dev) == SPECS[Family.FLUX]
+    assert detect_family(dev, forced="flux-schnell") == FLUX_SCHNELL
+    assert detect_family(tmp_path / "absent", forced=" FLUX-Schnell ") == FLUX_SCHNELL
+
+
+def test_every_spec_is_found_by_its_own_name_and_no_other() -> None:
+    assert [family_spec(name) for name in ALL] == [spec(name) for name in ALL]
+    assert list(BY_NAME) == ALL
+    with pytest.raises(ValueError, match=r"choose auto, sd, sdxl, sd3, flux, flux-schnell$"):
+        family_spec("schnell")
+
+
 def test_an_unknown_forced_family_is_a_model_error_naming_the_choices(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match=r"SD_PIPELINE: unknown pipeline family 'sd4'.*sdxl"):
         detect_family(tmp_path, forced="sd4")
@@ -184,6 +203,16 @@ def test_limits_below_a_familys_defaults_are_refused_when_wiring() -> None:
     check_limits(spec("sd"), SdLimits(max_pixels=512 * 512, max_steps=25))
 
 
+@pytest.mark.parametrize(
+    ("family", "tokens"),
+    [("sd", None), ("sdxl", None), ("sd3", None), ("flux", 512), ("flux-schnell", 256)],
+)
+def test_flux_dev_and_schnell_each_have_their_t5_prompt_length_and_the_others_none(
+    family: str, tokens: int | None
+) -> None:
+    assert spec(family).max_sequence_length == tokens
+
+
 def test_flux_schnell_takes_an_explicit_guidance_scale_as_templates_send_one() -> None:
     parsed = parse_family_input({"prompt": "a cat", "guidance_scale": 3.5}, spec("flux-schnell"))
 
@@ -204,11 +233,14 @@ def test_the_readmes_families_table_gives_each_specs_defaults() -> None:
     readme = (REPO_ROOT / "README.md").read_text()
     table = readme.split("| family | `_class_name` |")[1].split("\n\n")[0]
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in table.splitlines()[2:]]
-    specs = {f"`{s.name}`": s for s in SPECS.values()} | {"`flux` (schnell)": FLUX_SCHNELL}
+    specs = {f"`{name}`": s for name, s in BY_NAME.items()}
 
     assert [row[0] for row in rows] == list(specs)
-    for family, _, _, size, steps, guidance, negative, _, sides, _ in rows:
+    for family, _, encoders, size, steps, guidance, negative, _, sides, _ in rows:
         expected = specs[family]
+        tokens = expected.max_sequence_length
+        assert ("tokens" in encoders) == (tokens is not None), family
+        assert tokens is None or encoders.endswith(f"T5 ({tokens} tokens)"), family
         assert size == f"{expected.default_side}²", family
         assert (int(steps), float(guidance.split()[0])) == (
             expected.default_steps, expected.default_guidance), family
