@@ -15,7 +15,9 @@ Steps, each one's output in its own file under ``--results`` (default ``gpu-chec
    a machine with network) into a temporary folder put first on the steps' ``PYTHONPATH``;
    nothing installed is replaced. A GPU machine often has torch and transformers, not diffusers.
 3. ``pytest.log`` and ``pytest.xml``: ``pytest -m gpu tests/gpu``.
-4. ``bench.log``, ``bench.txt``, ``bench.json``: ``python -m bench.sd_gpu``.
+4. ``bench.log``, ``bench.txt``, ``bench.json``: ``python -m bench.sd_gpu``; ``batching.log``:
+   ``python -m bench.sd_batching --model sd15 --device cuda`` (8 jobs of 512x512, 20 steps,
+   ``SD_BATCH_MAX=8`` vs 1, on SD 1.5's architecture with random weights).
 5. ``summary.txt``: one line per step, and what was skipped.
 
 Without CUDA every step still runs: the GPU tests report themselves skipped and the benchmark
@@ -100,6 +102,11 @@ def main(argv: list[str] | None = None) -> int:
         code, seconds, tail = run_step(command, results / "bench.log", child_env)
         failed |= code != 0
         summary.append(f"benchmark: exit {code} in {seconds:.0f} s: {tail}")
+        command = [sys.executable, "-m", "bench.sd_batching", "--model", "sd15", "--device",
+                   "cuda", "--size", "512", "--steps", "20", "--jobs", "8", "--runs", "3"]
+        code, seconds, tail = run_step(command, results / "batching.log", child_env)
+        failed |= code != 0
+        summary.append(f"batching benchmark: exit {code} in {seconds:.0f} s: {tail}")
     summary.append("gpu-check: FAILED" if failed else "gpu-check: passed (skips included)")
     (results / "summary.txt").write_text("\n".join(summary) + "\n")
     print("\n".join(summary))

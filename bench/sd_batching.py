@@ -3,7 +3,7 @@ one (``SD_BATCH_MAX``=1), on the Stable Diffusion adapter itself.
 
     .venv/bin/python -m bench.sd_batching                   # 8 jobs, tiny pipeline, CPU
     .venv/bin/python -m bench.sd_batching --jobs 8 --runs 5 --size 64 --steps 4
-    python -m bench.sd_batching --model DIR --device cuda --size 512 --steps 20  # on a GPU
+    python -m bench.sd_batching --model sd15 --device cuda --size 512 --steps 20  # on a GPU
 
 Each round submits N jobs from N threads at once (as a worker with ``CONCURRENCY``=N does), each
 with its own prompt and seed, and times until the last one has its images (PNG encoding, done
@@ -104,17 +104,35 @@ def tiny_model(folder: Path) -> str:
     return str(make_tiny_model(folder / "tiny-sd"))
 
 
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", help="a diffusers folder (default: the tiny pipeline)")
+    parser.add_argument("--model", help="a diffusers folder, or sd15: SD 1.5's architecture "
+                        "with random weights (CUDA only); default: the tiny pipeline")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--jobs", type=int, default=8)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=4)
     args = parser.parse_args(argv)
+    if args.device.startswith("cuda") and not _cuda_available():
+        print("SKIPPED: no CUDA device; nothing timed")
+        return 0
     with tempfile.TemporaryDirectory(prefix="podworker-batching-") as tmp:
         path = args.model or tiny_model(Path(tmp))
+        if args.model == "sd15":
+            import torch
+
+            from bench.sd15 import build_sd15
+
+            path = str(build_sd15(Path(tmp) / "sd15", torch))
         figures = measure(path, jobs=args.jobs, runs=args.runs, size=args.size,
                           steps=args.steps, device=args.device)
     figures["model"] = "tiny" if args.model is None else args.model
