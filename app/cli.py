@@ -56,10 +56,10 @@ def _parser() -> argparse.ArgumentParser:
     tiny.add_argument("directory", type=Path)
     tiny.add_argument(
         "--family",
-        choices=("sd", "sdxl", "sd3", "flux", "flux-schnell"),
+        choices=("sd", "sdxl", "sd3", "flux", "flux-schnell", "sdxl-refiner"),
         default="sd",
-        help="the pipeline family: sd (SD 1.x, the default), sdxl, sd3, flux (Flux dev) or "
-        "flux-schnell",
+        help="the pipeline family: sd (SD 1.x, the default), sdxl, sd3, flux (Flux dev), "
+        "flux-schnell, or sdxl-refiner (an SDXL refiner, for SD_REFINER_PATH)",
     )
 
     bake = sub.add_parser(

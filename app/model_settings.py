@@ -80,6 +80,9 @@ class ModelSettings(BaseSettings):
         "raised to it.")
     SD_BATCH_WAIT_MS: int = Field(20, ge=0, le=10_000, description="Stable Diffusion: how "
         "long an idle GPU waits for jobs to batch with the first one (ms; with SD_BATCH_MAX).")
+    SD_REFINER_PATH: str | None = Field(None, description="Stable Diffusion XL: a local "
+        "folder of SDXL refiner weights (StableDiffusionXLImg2ImgPipeline); text-to-image jobs "
+        "then refine by default (use_refiner). Only with an SDXL base.")
     ECHO_DELAY_MS: int = Field(0, ge=0, description="Echo model: time each job takes (ms).")
     ECHO_FAIL: bool = Field(False, description="Echo model: fail every job.")
     CONCURRENCY: int = Field(
@@ -130,3 +133,8 @@ class ModelSettings(BaseSettings):
     @classmethod
     def _sizes(cls, value: str | None) -> str | None:
         return None if value is None else ",".join(f"{w}x{h}" for w, h in parse_sizes(value))
+
+    @field_validator("SD_REFINER_PATH")
+    @classmethod
+    def _refiner_path(cls, value: str | None) -> str | None:
+        return (value or "").strip() or None  # blank is unset

@@ -10,7 +10,8 @@ The family (SD_PIPELINE, else the weights' ``model_index.json``) is found here w
 can be read, and SD_MAX_* checked against its defaults (``ConfigurationError``); when they
 cannot be read yet, the model finds it at load and reports what is missing. Input images
 (``init_image``, ``mask``) are loaded under INPUT_IMAGE_MAX_*; URLs are fetched only with
-INPUT_URL_FETCH, through the SSRF-safe fetcher.
+INPUT_URL_FETCH, through the SSRF-safe fetcher. SD_REFINER_PATH (SDXL's refiner) is refused
+at start with any other family; its folder is checked when the model loads.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ def build_stable_diffusion(settings: Settings) -> Model:
 
     limits = sd_limits(settings)
     spec = family_of(path, settings, limits)
+    check_refiner(settings, spec)
     for width, height in settings.sd_sizes:
         if width * height > limits.max_pixels:
             raise ConfigurationError(
@@ -97,6 +99,7 @@ def build_stable_diffusion(settings: Settings) -> Model:
         images=image_loader(settings),
         batch_max=settings.SD_BATCH_MAX,
         batch_wait_s=settings.SD_BATCH_WAIT_MS / 1000,
+        refiner_path=settings.SD_REFINER_PATH,
     )
     return model
 
@@ -116,6 +119,18 @@ def family_of(path: str, settings: Settings, limits: SdLimits) -> FamilySpec | N
     except ValueError as exc:
         raise ConfigurationError(f"invalid SD_MAX_* setting: {exc}") from None
     return spec
+
+
+def check_refiner(settings: Settings, spec: FamilySpec | None) -> None:
+    """``ConfigurationError`` when SD_REFINER_PATH is set for a base that is not SDXL (a base
+    whose family cannot be read yet is checked by the model at load)."""
+    if settings.SD_REFINER_PATH is None or spec is None or spec.family == "sdxl":
+        return
+    raise ConfigurationError(
+        f"invalid setting SD_REFINER_PATH: the refiner (stable-diffusion-xl-refiner) finishes "
+        f"SDXL images only, and the base model is {spec.label}; unset SD_REFINER_PATH or use "
+        "an SDXL base"
+    )
 
 
 def image_loader(settings: Settings) -> ImageLoader:

@@ -3,7 +3,8 @@
 Jobs share a call (``SD_BATCH_MAX`` > 1, see :mod:`adapters.batching`) when everything the call
 takes once is equal: their :func:`batch_key` holds the task (text2img, img2img, inpaint), the
 output size, the steps, the scheduler, the guidance, the prompt strength, and whether a negative
-prompt is given (SDXL encodes a missing one as zeros, a given one as text: the two never mix).
+prompt is given (SDXL encodes a missing one as zeros, a given one as text: the two never mix),
+and for SDXL whether the refiner runs, with its steps and ``high_noise_frac``.
 What each image takes on its own is given per row (:func:`batch_arguments`): its prompt, its
 negative prompt, its generator (so its seed), its init image and mask.
 
@@ -28,12 +29,15 @@ from adapters.stable_diffusion.pipelines import call_arguments
 
 @dataclass(frozen=True)
 class Work:
-    """One job, ready for the device: its inputs, its images, its seeds and its step count."""
+    """One job, ready for the device: its inputs, its images, its seeds and its step count
+    (``stages``: the steps of each pipeline call it makes, the base's then the refiner's;
+    empty: one call of ``steps``)."""
 
     params: FamilyInput
     images: JobImages
     seeds: list[int]
     steps: int
+    stages: tuple[int, ...] = ()
 
 
 def batch_key(work: Work) -> Hashable:
@@ -41,7 +45,9 @@ def batch_key(work: Work) -> Hashable:
     params, images = work.params, work.images
     return (images.task, images.width, images.height, params.num_inference_steps,
             params.scheduler, params.guidance_scale, params.prompt_strength,
-            bool(params.negative_prompt), work.steps)
+            bool(params.negative_prompt), work.steps, params.use_refiner,
+            params.refiner_steps if params.use_refiner else None, params.high_noise_frac,
+            work.stages)
 
 
 def batch_arguments(

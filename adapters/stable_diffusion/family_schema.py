@@ -17,6 +17,9 @@ and ``prompt_strength`` (0 to 1, default 0.8, only with ``init_image``; diffuser
 checked here for their shape only (base64, a data URL, or a URL when ``fetch_urls``); they are
 loaded by :func:`.job_images.prepare_images`. ``width``/``height`` left out with an
 ``init_image`` stay None: the image's own size is used. No environment, no torch, no Pillow.
+
+SDXL also takes the refiner's fields (:mod:`.refiner_fields`: ``use_refiner``,
+``refiner_inference_steps``, ``high_noise_frac``); whether a refiner is loaded is passed in.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from adapters.image_inputs import describe_reference_problem
+from adapters.stable_diffusion import refiner_fields
 from adapters.stable_diffusion.families import SPECS, Family, FamilySpec
 from adapters.stable_diffusion.field_checks import (
     checked_integer,
@@ -84,6 +88,13 @@ class FamilyInput(BaseModel):
     init_image: str | None = None
     mask: str | None = None
     prompt_strength: float | None = None
+    use_refiner: bool = False
+    refiner_inference_steps: int | None = None
+    high_noise_frac: float | None = None
+
+    @property
+    def refiner_steps(self) -> int:  # the refiner's num_inference_steps: its own, or the base's
+        return self.refiner_inference_steps or self.num_inference_steps
 
     @model_validator(mode="before")
     @classmethod
@@ -106,6 +117,7 @@ class FamilyInput(BaseModel):
             defaults["prompt_strength"] = DEFAULT_PROMPT_STRENGTH
         if "num_images" not in given:
             defaults["num_outputs"] = 1
+        defaults |= refiner_fields.refiner_defaults(spec, given, _context(info)[4])
         return {**defaults, **given}
 
     @field_validator("prompt", mode="plain")
@@ -176,7 +188,7 @@ class FamilyInput(BaseModel):
     @field_validator("init_image", "mask", mode="plain")
     @classmethod
     def _image(cls, value: Any, info: ValidationInfo) -> str:
-        spec, _, given, urls = _context(info)
+        spec, _, given, urls, _ = _context(info)
         variant = spec.img2img if info.field_name == "init_image" else spec.inpaint
         if variant is None:
             raise field_problem(f"not supported by {spec.label} pipelines")
@@ -200,6 +212,14 @@ class FamilyInput(BaseModel):
                                 f"{show_value(value)}): at least one step must run")
         return strength
 
+    @field_validator(*refiner_fields.REFINER_FIELDS, mode="plain")
+    @classmethod
+    def _refiner(cls, value: Any, info: ValidationInfo) -> Any:
+        spec, limits, given, _, loaded = _context(info)
+        return refiner_fields.checked_refiner_field(
+            str(info.field_name), value, spec=spec, given=given, loaded=loaded, data=info.data,
+            max_steps=limits.max_steps)
+
 
 def parse_family_input(
     raw: Mapping[str, Any],
@@ -207,17 +227,19 @@ def parse_family_input(
     limits: SdLimits | None = None,
     *,
     fetch_urls: bool = False,
+    refiner: bool = False,
 ) -> FamilyInput:
     """Validate one job's input for ``spec``'s family against ``limits``.
 
     ``fetch_urls`` is the setting ``INPUT_URL_FETCH``: without it an image given as a URL is
-    refused here, before any work. Raises ``InvalidInput`` naming every bad field, in one line.
+    refused here, before any work; ``refiner`` (an SDXL refiner is loaded) makes
+    ``use_refiner`` default to true. Raises ``InvalidInput`` naming every bad field, in one line.
     """
     if not isinstance(raw, Mapping):
         raise InvalidInput(f"invalid input: must be a JSON object (got {show_value(raw)})")
     given = frozenset(k for k, v in raw.items() if v is not None)
     context = {"spec": spec, "limits": limits or DEFAULT_LIMITS, "given": given,
-               "fetch_urls": fetch_urls}
+               "fetch_urls": fetch_urls, "refiner": refiner}
     try:
         return FamilyInput.model_validate(dict(raw), context=context)
     except ValidationError as exc:
@@ -234,6 +256,7 @@ def field_names(spec: FamilySpec) -> tuple[str, ...]:
         for name in (*FamilyInput.model_fields, "num_images")
         if (name != "negative_prompt" or spec.negative_prompt)
         and (name != "scheduler" or spec.default_scheduler)
+        and (name not in refiner_fields.REFINER_FIELDS or spec.family is Family.SDXL)
     )
 
 
@@ -252,8 +275,9 @@ def _extra_field(key: str, names: tuple[str, ...]) -> tuple[str, bool]:
     return f"unknown field{f' (did you mean {close[0]}?)' if close else ''}", True
 
 
-def _context(info: ValidationInfo) -> tuple[FamilySpec, SdLimits, frozenset[str], bool]:
-    """The family, the limits, the keys the job gave (not null) and whether URLs are fetched."""
+def _context(info: ValidationInfo) -> tuple[FamilySpec, SdLimits, frozenset[str], bool, bool]:
+    """The family, the limits, the keys the job gave (not null), whether URLs are fetched and
+    whether a refiner is loaded."""
     context = info.context if isinstance(info.context, dict) else {}
     spec = context.get("spec")
     limits = context.get("limits")
@@ -263,6 +287,7 @@ def _context(info: ValidationInfo) -> tuple[FamilySpec, SdLimits, frozenset[str]
         limits if isinstance(limits, SdLimits) else DEFAULT_LIMITS,
         given if isinstance(given, frozenset) else frozenset(),
         bool(context.get("fetch_urls")),
+        bool(context.get("refiner")),
     )
 
 

@@ -9,7 +9,10 @@ What a call promises (the model runs it on its device thread):
   the memory given back first; ``PodworkerError``s from the step callback (a job stopped, every
   job of a batch stopped) pass unchanged;
 - with ``compilation``, no graph is compiled during a job (``serving``); while ``warming``, they
-  are.
+  are;
+- jobs with ``use_refiner`` (one key: all of them or none) go through two calls, both in
+  ``inference_mode``: the base to ``high_noise_frac`` as latents, then ``refiner`` from there
+  (:mod:`.refiner`), on the same generators, the step reporter moved to its second stage.
 """
 
 from __future__ import annotations
@@ -25,24 +28,35 @@ from adapters.stable_diffusion.families import FamilySpec
 from adapters.stable_diffusion.faults import free_memory, job_error
 from adapters.stable_diffusion.images import to_pixels
 from adapters.stable_diffusion.job_images import JobImages
+from adapters.stable_diffusion.refiner import refiner_arguments
 from adapters.stable_diffusion.steps import StepReporter
 from domain.errors import DeviceLost, ModelError, OutOfMemory, PodworkerError
 
 
 def generate(
     torch: Any, pipe: Any, spec: FamilySpec, works: list[Work], on_step: StepReporter | None, *,
-    device: str, compilation: Compilation | None, warming: bool = False,
+    device: str, compilation: Compilation | None, warming: bool = False, refiner: Any = None,
 ) -> Any:
-    """uint8 pixels (rows x H x W x 3) for ``works`` from one call of ``pipe``."""
+    """uint8 pixels (rows x H x W x 3) for ``works`` from one call of ``pipe`` (two, with
+    ``refiner``, the refiner pipeline, when the jobs ask for it)."""
     first = works[0]
     seeds = [seed for work in works for seed in work.seeds]
     generators = [torch.Generator(device="cpu").manual_seed(seed) for seed in seeds]
     arguments = batch_arguments(pipe, spec, works, generators=generators, on_step=on_step)
+    refining = refiner is not None and first.params.use_refiner
+    if refining:
+        arguments |= {"denoising_end": first.params.high_noise_frac, "output_type": "latent"}
     serving = (contextlib.nullcontext() if compilation is None or warming
                else compilation.serving())
     try:
         with torch.inference_mode(), serving:
-            return to_pixels(torch, pipe(**arguments).images)
+            images = pipe(**arguments).images
+            if refining:
+                if on_step is not None:
+                    on_step.next_stage()
+                images = refiner(**refiner_arguments(works, images, generators=generators,
+                                                     on_step=on_step)).images
+            return to_pixels(torch, images)
     except PodworkerError:
         raise  # ExecutionTimeout / JobCancelled / BatchAbandoned from the step callback
     except Exception as exc:

@@ -23,6 +23,17 @@ def is_hub_id(text: str) -> bool:
     return 1 <= len(parts) <= 2 and all(_HUB_PART.fullmatch(part) for part in parts)
 
 
+def model_source(model_path: str | None) -> str:
+    """``MODEL_PATH`` as :func:`pipeline_source` gives it; ``ModelError`` when it is empty."""
+    raw = (model_path or "").strip()
+    if not raw:
+        raise ModelError(
+            "no model path: give a diffusers pipeline folder (MODEL_PATH) or a hub id that "
+            "is in the local cache"
+        )
+    return pipeline_source(raw)
+
+
 def pipeline_source(raw: str) -> str:
     """``raw`` (a folder or a hub id) as ``from_pretrained`` should get it.
 

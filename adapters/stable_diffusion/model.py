@@ -16,21 +16,21 @@ from the same weights (:mod:`.pipelines`); inputs checked by the family's schema
   compiled at load, none during a job; UNets only). On CPU: fp32, warm-up only when compiling.
 - **Sizes.** ``sizes`` (``SD_SIZES``), when given, are the only output sizes served (else
   ``InvalidInput``) and the ones compiled at load. torch and diffusers are imported by ``load``.
-- **Interruptible and observable.** Every denoising step checks ``ctx.check_cancelled()``, so a
-  work timeout or a job-stop ends the job at the next step (``ExecutionTimeout``/
-  ``JobCancelled``), and reports ``ctx.progress({"step": k, "of": n})``, ``n`` the steps the job
-  runs: ``num_inference_steps``, or ``int(num_inference_steps * prompt_strength)`` with an
-  ``init_image`` (schedulers that evaluate the UNet twice a step still count to ``n``).
-- **Reproducible.** Image ``i`` of a job comes from its own CPU ``torch.Generator`` seeded
-  ``seed + i`` (mod 2**32): the same seed gives the same image alone, with more outputs or in a
-  batch (same device and dtype, up to batch-size rounding). PNG bytes are deterministic.
+- **SDXL's refiner** (``refiner_path``, ``SD_REFINER_PATH``; :mod:`.refiner`), loaded with the
+  base and sharing its VAE and second text encoder, finishes ``use_refiner`` jobs.
+- **Interruptible and observable.** Every denoising step checks ``ctx.check_cancelled()`` (a
+  work timeout or job-stop ends the job at the next step: ``ExecutionTimeout``/``JobCancelled``)
+  and reports ``ctx.progress({"step": k, "of": n})``, ``n`` the steps the job runs (both stages'
+  with the refiner).
+- **Reproducible.** Image ``i`` comes from its own CPU ``torch.Generator`` seeded ``seed + i``
+  (mod 2**32): the same image alone, with more outputs or in a batch (same device and dtype, up
+  to batch-size rounding). PNG bytes are deterministic.
 - **Faults** (:mod:`.faults`): out of memory fails the job with ``OutOfMemory`` once its tensors
   are released; a dead CUDA context raises ``DeviceLost`` (the worker drains and exits, code 6)
   and every later job gets it at once; anything else is ``ModelError("<class>: <message>")``.
 - **Outputs are Artifacts.** ``run`` returns ``[{"image": Artifact, "seed": n}, ...]``: 8-bit
   pixels made on the device, PNG-encoded when the store stage reads them, on its own thread.
-
-The safety checker (SD 1.x only) is not loaded, like RunPod's templates.
+  The safety checker (SD 1.x only) is not loaded, like RunPod's templates.
 """
 
 from __future__ import annotations
@@ -55,10 +55,11 @@ from adapters.stable_diffusion.job_images import JobImages, prepare_images
 from adapters.stable_diffusion.loading import (
     dtype_argument,
     import_stack,
-    pipeline_source,
+    model_source,
     quiet_progress_bars,
     resolve_device,
 )
+from adapters.stable_diffusion.refiner import Refiner, job_stages, load_refiner
 from adapters.stable_diffusion.schedulers import prepare_schedulers
 from adapters.stable_diffusion.schema import SEED_MAX, SdLimits
 from adapters.stable_diffusion.steps import StepReporter
@@ -83,7 +84,7 @@ class StableDiffusionModel:
     restrict width x height (empty: any); ``png_compression`` is zlib's level (0-9);
     ``channels_last`` and ``fuse_qkv`` tune CUDA. ``images`` loads ``init_image``/``mask``
     (default: base64 and data URLs only); http(s) URLs are accepted exactly when it has a
-    fetcher (``INPUT_URL_FETCH``).
+    fetcher (``INPUT_URL_FETCH``). ``refiner_path``: an SDXL refiner folder, for SDXL only.
     """
 
     def __init__(
@@ -102,6 +103,7 @@ class StableDiffusionModel:
         images: ImageLoader | None = None,
         batch_max: int = 1,
         batch_wait_s: float = 0.02,
+        refiner_path: str | None = None,
     ) -> None:
         self.model_path = model_path
         self.spec: FamilySpec | None = family if isinstance(family, FamilySpec) else None
@@ -118,6 +120,8 @@ class StableDiffusionModel:
         self.channels_last = channels_last
         self.fuse_qkv = fuse_qkv
         self.images = images or ImageLoader(ImageInputLimits())
+        self.refiner_path = refiner_path
+        self.refiner: Refiner | None = None  # once loaded with a refiner_path
         self.device: str | None = None  # the device in use, once loaded
         self.compilation: Compilation | None = None  # once loaded with compile on
         self._torch: Any = None
@@ -140,7 +144,7 @@ class StableDiffusionModel:
     def _load(self) -> None:
         if self._pipe is not None:
             return
-        source = self._source()  # a missing folder is reported before seconds of imports
+        source = model_source(self.model_path)  # before seconds of imports
         spec = self.spec = pipelines.checked_family(
             self.spec, source, self.limits, allow_download=self.allow_download
         )
@@ -160,6 +164,10 @@ class StableDiffusionModel:
             error = job_error(torch, exc, device=device, oom_advice="moving the pipeline there")
             raise type(error)(f"could not move the pipeline to {device}: {describe(exc)}") from None
         self._variants, unavailable = pipelines.make_variants(diffusers, spec, pipe)
+        if self.refiner_path is not None:
+            self.refiner = load_refiner(
+                torch, diffusers, spec, self.refiner_path, pipe, dtype=dtype, device=device,
+                allow_download=self.allow_download, tuning=(self.channels_last, self.fuse_qkv))
         self._torch = torch
         self._pipe = pipe
         self.device = device
@@ -191,7 +199,8 @@ class StableDiffusionModel:
         spec = self.spec
         if spec is None:  # unknown until the weights are read, by load()
             raise ModelError(NOT_LOADED)
-        params = parse_family_input(job_input, spec, self.limits, fetch_urls=self.fetch_urls)
+        params = parse_family_input(job_input, spec, self.limits, fetch_urls=self.fetch_urls,
+                                    refiner=self.refiner_path is not None)
         self._require_loaded()
         self._check_servable(params)
         ctx.check_cancelled()
@@ -200,7 +209,8 @@ class StableDiffusionModel:
         ctx.check_cancelled()
         first = params.seed if params.seed is not None else secrets.randbelow(SEED_MAX + 1)
         seeds = [(first + i) % (SEED_MAX + 1) for i in range(params.num_outputs)]
-        work = Work(params, images, seeds, pipelines.denoising_steps(params, images))
+        stages = job_stages(self.refiner, self._schedulers, params, images)
+        work = Work(params, images, seeds, sum(stages), stages)
         pixels = self.device_queue.submit(work, key=batch_key(work), rows=len(seeds), ctx=ctx)
         ctx.check_cancelled()
         return [
@@ -235,15 +245,6 @@ class StableDiffusionModel:
         if self._pipe is None:
             raise ModelError(NOT_LOADED)
 
-    def _source(self) -> str:
-        raw = (self.model_path or "").strip()
-        if not raw:
-            raise ModelError(
-                "no model path: give a diffusers pipeline folder (MODEL_PATH) or a hub id that "
-                "is in the local cache"
-            )
-        return pipeline_source(raw)
-
     def _check_servable(self, params: FamilyInput, images: JobImages | None = None) -> None:
         reason = pipelines.refusal(params, images, unavailable=self._unavailable,
                                    sizes=self.sizes)
@@ -260,7 +261,7 @@ class StableDiffusionModel:
         self._require_loaded()  # a device lost by an earlier batch fails these at once
         works = [member.work for member in members]
         steps = StepReporter(lambda: [m.ctx for m in self.device_queue.members_left(members)],
-                             works[0].steps)
+                             works[0].steps, works[0].stages)
         try:
             pixels = self._generate(works, steps)
         except OutOfMemory:
@@ -286,12 +287,13 @@ class StableDiffusionModel:
         assert self.spec is not None
         first = works[0]
         pipe = self._variants[first.images.task]
+        refiner = self.refiner.serving(first.params) if self.refiner is not None else None
         if first.params.scheduler is not None:
             pipe.scheduler = self._schedulers[first.params.scheduler]
         try:
             return generate(self._torch, pipe, self.spec, works, on_step,
                             device=str(self.device), compilation=self.compilation,
-                            warming=warming)
+                            warming=warming, refiner=refiner)
         except DeviceLost as exc:
             self._lost = str(exc)
             raise

@@ -1,4 +1,8 @@
-"""Progress and cancellation at every denoising step, through diffusers' step callback."""
+"""Progress and cancellation at every denoising step, through diffusers' step callback.
+
+A job may run more than one pipeline call (SDXL's base, then its refiner): the reporter is told
+each call's steps (``stages``) and moves to the next with :meth:`StepReporter.next_stage`, so
+progress counts ``1..steps`` across all of them."""
 
 from __future__ import annotations
 
@@ -12,12 +16,22 @@ from domain.ports import JobContext
 class StepReporter:
     """diffusers' ``callback_on_step_end`` for one call: at each step, asks ``still_running``
     which jobs are still wanted (it raises to stop the call, when none is), then reports the
-    step to each of them as ``{"step": k, "of": steps}``."""
+    step to each of them as ``{"step": k, "of": steps}``. ``stages``: the steps of each call,
+    in order, summing to ``steps`` (default: one call of ``steps``)."""
 
-    def __init__(self, still_running: Callable[[], Sequence[JobContext]], steps: int) -> None:
+    def __init__(
+        self, still_running: Callable[[], Sequence[JobContext]], steps: int,
+        stages: Sequence[int] = (),
+    ) -> None:
         self.still_running = still_running
         self.steps = steps
+        self.stages = tuple(stages) or (steps,)
+        self.stage = 0
         self.reported = 0
+
+    def next_stage(self) -> None:
+        """The job's next pipeline call begins (the refiner's, after the base's)."""
+        self.stage = min(self.stage + 1, len(self.stages) - 1)
 
     @classmethod
     def for_job(cls, ctx: JobContext, steps: int) -> StepReporter:
@@ -35,8 +49,9 @@ class StepReporter:
         contexts = self.still_running()
         # Some schedulers evaluate the UNet more often than once a step (HEUN twice, PNDM once
         # more): map the evaluation index onto the 1..steps the job asked for.
-        evaluations = max(int(getattr(pipe, "num_timesteps", 0) or 0), self.steps)
-        step = min(self.steps, math.ceil((index + 1) * self.steps / evaluations))
+        span, done = self.stages[self.stage], sum(self.stages[:self.stage])
+        evaluations = max(int(getattr(pipe, "num_timesteps", 0) or 0), span, 1)
+        step = done + min(span, math.ceil((index + 1) * span / evaluations))
         if step > self.reported:
             self.reported = step
             for ctx in contexts:

@@ -18,7 +18,8 @@ What :func:`make_tiny_model` promises:
 - small and fast: about 4 MB on disk; a 64x64 image in 3 steps takes about 0.05 s on a
   2-core CPU once warm.
 
-Other families (``family="sdxl"``, ``"sd3"``, ``"flux"``, ``"flux-schnell"``) are built the
+Other families (``family="sdxl"``, ``"sd3"``, ``"flux"``, ``"flux-schnell"``, and SDXL's refiner,
+``"sdxl-refiner"``) are built the
 same way, with the same promises, by :mod:`.tiny_families`: 1.3 to 6.3 MB each, sharing this
 module's CLIP tokenizer, CLIP config and VAE shape.
 """
@@ -61,7 +62,7 @@ limbs worst quality jpeg artifacts watermark text signature cropped out of frame
 """
 
 
-FAMILIES = ("sd", "sdxl", "sd3", "flux", "flux-schnell")
+FAMILIES = ("sd", "sdxl", "sd3", "flux", "flux-schnell", "sdxl-refiner")
 """Families a tiny pipeline can be built for: SD 1.x here, the others in :mod:`.tiny_families`."""
 
 
@@ -117,6 +118,7 @@ def _build(target: Path, family: str) -> None:
         "sd3": tiny_families.build_sd3,
         "flux": tiny_families.build_flux,
         "flux-schnell": tiny_families.build_flux_schnell,
+        "sdxl-refiner": tiny_families.build_sdxl_refiner,
     }
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(TINY_SEED)

@@ -1,4 +1,4 @@
-"""Tiny SDXL, SD3 and Flux (dev, schnell) pipelines, random weights, built offline (:mod:`.tiny`).
+"""Tiny SDXL (and refiner), SD3 and Flux (dev, schnell) pipelines, random weights (:mod:`.tiny`).
 
 Each has its family's real architecture and components, a few channels wide, so it is saved by
 ``save_pretrained`` and loaded back by the family's own ``from_pretrained`` exactly as real
@@ -9,6 +9,8 @@ family        text encoders (tokenizers)                  denoiser, VAE, schedul
 ============  =========================================  ==========================================
 sdxl          CLIP + CLIP with projection (two CLIP BPE)  UNet with ``text_time`` conditioning,
                                                           8x VAE, Euler (SDXL's own config)
+sdxl-refiner  CLIP with projection (CLIP BPE): SDXL's     UNet on the second encoder and an
+              second encoder, no first one                aesthetic score, as SDXL's (Img2Img)
 sd3           CLIP with projection x2 + T5 encoder (CLIP  SD3 MMDiT transformer (patch 2), 8x VAE
               BPE x2, a T5 unigram tokenizer)             with SD3's shift/scale, flow-match Euler
 flux          CLIP + T5 encoder (CLIP BPE, T5 unigram)    Flux transformer with guidance embedding
@@ -78,6 +80,41 @@ def build_sdxl(tokenizer: Any) -> Any:
             timestep_spacing="leading",
         ),
         force_zeros_for_empty_prompt=True,
+    )
+
+
+def build_sdxl_refiner(tokenizer: Any) -> Any:
+    """A ``StableDiffusionXLImg2ImgPipeline`` shaped as SDXL's refiner: no first text encoder,
+    a UNet conditioned on the second one only and on an aesthetic score (5 time ids, not 6),
+    its VAE and second encoder the shapes of :func:`build_sdxl`'s, which it shares at load."""
+    diffusers, transformers = _libraries()
+    time_embed = 8  # the refiner's add_time_ids: sizes, crop and aesthetic score, 5 numbers
+    unet = diffusers.UNet2DConditionModel(
+        sample_size=16, in_channels=4, out_channels=4, layers_per_block=1,
+        block_out_channels=(32, 64),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(4, 8), use_linear_projection=True,
+        addition_embed_type="text_time", addition_time_embed_dim=time_embed,
+        projection_class_embeddings_input_dim=5 * time_embed + CLIP_WIDTH,
+        cross_attention_dim=CLIP_WIDTH,  # the second encoder's hidden states only
+        norm_num_groups=8,
+    )
+    return diffusers.StableDiffusionXLImg2ImgPipeline(
+        vae=tiny_vae(diffusers, scaling_factor=0.13025),
+        text_encoder=None,
+        text_encoder_2=transformers.CLIPTextModelWithProjection(
+            clip_config(transformers, tokenizer)
+        ),
+        tokenizer=None,
+        tokenizer_2=tokenizer,
+        unet=unet,
+        scheduler=diffusers.EulerDiscreteScheduler(
+            num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
+            beta_schedule="scaled_linear", steps_offset=1, timestep_spacing="leading",
+        ),
+        requires_aesthetics_score=True,
+        force_zeros_for_empty_prompt=False,
     )
 
 
