@@ -195,3 +195,26 @@ def test_a_size_outside_the_served_sizes_is_refused_naming_them_before_any_work(
     )
     assert calls == []
     assert len(model.run(job(width=64, height=128), Quiet())) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_with_batching_every_batch_the_warm_up_planned_runs_without_compiling(
+    tiny_sd_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.support.sd_batch_kit import run_together
+
+    monkeypatch.setattr(acceleration, "JOB_STANCE", "fail_on_recompile")
+    model = StableDiffusionModel(
+        str(tiny_sd_path), device="cpu", limits=SdLimits(max_outputs=1), sizes=[(64, 64)],
+        compile=CompileOptions(backend="eager", vae=True), batch_max=3, batch_wait_s=0.0,
+    )
+
+    model.load()
+
+    warmed = graphs()
+    assert warmed == 5 + 3  # UNet batches 1, 2, 3, 4 and 6; VAE decoder batches 1 to 3
+    answers = run_together(model, {name: job(seed=n) for n, name in enumerate("abc")})
+    assert model.device_queue.batch_sizes == {3: 1}
+    assert all(len(answer) == 1 for answer in answers.values()), answers
+    assert graphs() == warmed, "a batch compiled a new graph"

@@ -24,7 +24,7 @@ from app.sd_wiring import build_stable_diffusion
 from app.settings import load_settings
 from domain.errors import ConfigurationError, ExecutionTimeout, InvalidInput, ModelError
 from domain.job import Artifact
-from tests.integration.test_sd_batching import pixels, run_together
+from tests.support.sd_batch_kit import pixels, run_together
 from tests.support.sd_jobs import StepContext, decode
 
 pytest.importorskip("torch")
