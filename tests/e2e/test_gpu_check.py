@@ -32,12 +32,14 @@ def test_gpu_check_on_a_cpu_runs_every_step_skips_the_cuda_parts_and_writes_ever
 
     assert done.returncode == 0, done.stdout + done.stderr
     names = sorted(p.name for p in results.iterdir())
-    assert names == ["bench.json", "bench.log", "bench.txt", "env.txt", "install.log",
-                     "pytest.log", "pytest.xml", "summary.txt"]
+    assert names == ["batching.log", "bench.json", "bench.log", "bench.txt", "env.txt",
+                     "install.log", "pytest.log", "pytest.xml", "summary.txt"]
     summary = (results / "summary.txt").read_text()
     assert "available: False" in summary
     assert "gpu tests: exit 0" in summary and "skipped" in summary
     assert "benchmark: exit 0" in summary and "SKIPPED: no CUDA device" in summary
+    assert "batching benchmark: exit 0 in" in summary
+    assert "SKIPPED: no CUDA device" in (results / "batching.log").read_text()
     assert summary.strip().endswith("gpu-check: passed (skips included)")
     assert 'skipped="' in (results / "pytest.xml").read_text()
 

@@ -114,9 +114,13 @@ def test_no_input_field_can_name_an_image_to_download_while_url_fetching_is_off(
     refusals = {"init_image": "init_image: URLs are not fetched by this worker",
                 "image": "image: unknown field (this worker calls it init_image)",
                 "mask_image": "mask_image: unknown field (this worker calls it mask)"}
+    refiner_fields = {"use_refiner", "refiner_inference_steps", "high_noise_frac"}
     refusals |= {field: f"{field}: not supported by this worker"
                  for field in UNSUPPORTED_FIELDS - {"init_image", "image", "mask", "mask_image",
-                                                    "prompt_strength", "strength"}}
+                                                    "prompt_strength", "strength"}
+                 - refiner_fields}
+    refusals |= {field: f"{field}: not supported by Stable Diffusion 1.x/2.x pipelines (only "
+                 "SDXL has a refiner)" for field in refiner_fields}
     for field, message in sorted(refusals.items()):
         job_input: dict[str, Any] = {"prompt": "a cat", field: url}
         with pytest.raises(InvalidInput, match=re.escape(message)):
