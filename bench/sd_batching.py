@@ -86,7 +86,7 @@ def measure(model_path: str, *, jobs: int = 8, runs: int = 3, size: int = 64, st
     for _ in range(runs):
         for name, model in models.items():
             seconds[name].append(_round(model, work))
-    figures: dict[str, Any] = {"jobs": jobs, "runs": runs, "size": f"{size}x{size}",
+    figures: dict[str, Any] = {"jobs": jobs, "rounds": runs, "size": f"{size}x{size}",
                                "steps": steps, "device": device}
     for name, model in models.items():
         median = statistics.median(seconds[name])
