@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.report import IDEAL_IO, fmt, ratio
+from bench.report import IDEAL_IO, capped_note, fmt, ratio, verdicts
 
 LATEST = Path(__file__).resolve().parent / "results" / "latest.json"
 
@@ -22,13 +22,10 @@ def markdown(f: dict[str, Any]) -> str:
     s, t = f["summary"], f["summary"]["targets"]
 
     def verdict(*names: str) -> str:
-        return "; ".join(f"{t[n]['target']}: " + {True: "met", False: "**missed**", None: "?"}[
-            t[n]["met"]] for n in names)
+        return verdicts(t, names, "**missed**")
 
     def capped(key: str) -> str:
-        run = f.get(key, {})
-        return f" ({run['done']} jobs in {run['capped_after_s']:g} s)" if run.get(
-            "capped_after_s") else ""
+        return capped_note(f, key)
 
     def row(label: str, v: dict[str, Any], target: str = "", rp_note: str = "",
             pw_note: str = "") -> str:

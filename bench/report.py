@@ -180,18 +180,28 @@ def targets(s: dict[str, Any], noop_cs: list[int]) -> dict[str, dict[str, Any]]:
 
 
 # --- the table -------------------------------------------------------------------------------
+def verdicts(targets: dict[str, dict[str, Any]], names: tuple[str, ...], missed: str) -> str:
+    """"<target>: met" (``missed``, or "?" when not measured) for each target named."""
+    return "; ".join(f"{targets[n]['target']}: " + {True: "met", False: missed, None: "?"}[
+        targets[n]["met"]] for n in names)
+
+
+def capped_note(f: dict[str, Any], key: str) -> str:
+    """" (N jobs in S s)" for a run that was capped in time, else ""."""
+    run = f.get(key, {})
+    return f" ({run['done']} jobs in {run['capped_after_s']:g} s)" if run.get(
+        "capped_after_s") else ""
+
+
 def render(f: dict[str, Any], s: dict[str, Any], noop_cs: list[int], sdk_cs: list[int]) -> str:
     floor = s["floor_jobs_per_s"]
     t = s["targets"]
 
     def mark(*names: str) -> str:
-        return "; ".join(f"{t[n]['target']}: " + {True: "met", False: "MISSED", None: "?"}[
-            t[n]["met"]] for n in names)
+        return verdicts(t, names, "MISSED")
 
     def capped(key: str) -> str:
-        run = f.get(key, {})
-        return f" ({run['done']} jobs in {run['capped_after_s']:g} s)" if run.get(
-            "capped_after_s") else ""
+        return capped_note(f, key)
 
     def pair(label: str, v: dict[str, Any], note: str = "", target: str = "",
              rp_note: str = "") -> list[str]:

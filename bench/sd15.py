@@ -16,7 +16,7 @@ def build_sd15(target: Path, torch: Any) -> Path:
     """Save a StableDiffusionPipeline with SD 1.5's architecture and random weights."""
     diffusers: Any = importlib.import_module("diffusers")
     transformers: Any = importlib.import_module("transformers")
-    from adapters.stable_diffusion.tiny import make_clip_tokenizer
+    from adapters.stable_diffusion.tiny import make_clip_tokenizer, sd1_pipeline
 
     tokenizer = make_clip_tokenizer(target.parent / "tokenizer-source")
     with torch.device("cuda"):  # initialising 1B parameters is much faster on the GPU
@@ -68,28 +68,11 @@ def build_sd15(target: Path, torch: Any) -> Path:
                 pad_token_id=tokenizer.pad_token_id,
             )
         )
-    scheduler = diffusers.PNDMScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        set_alpha_to_one=False,
-        skip_prk_steps=True,
-        steps_offset=1,
-    )
     for name, module in (("unet", unet), ("vae", vae), ("text_encoder", text_encoder)):
         module.eval()
         count = sum(p.numel() for p in module.parameters())
         print(f"  {name:<13} {count / 1e6:7.1f} M parameters")
-    pipeline = diffusers.StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    pipeline = sd1_pipeline(diffusers, unet=unet, vae=vae, text_encoder=text_encoder,
+                            tokenizer=tokenizer)
     pipeline.save_pretrained(str(target))
     return target

@@ -29,19 +29,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from domain.errors import PodworkerError  # noqa: E402
-
-
-class _Quiet:
-    """A job context that never stops the job and drops progress."""
-
-    def __init__(self, job_id: str) -> None:
-        self.job_id = job_id
-
-    def check_cancelled(self) -> None:
-        return None
-
-    def progress(self, update: Any) -> None:
-        return None
+from domain.execution import DetachedContext  # noqa: E402
 
 
 def _round(model: Any, jobs: list[dict[str, Any]]) -> float:
@@ -52,7 +40,7 @@ def _round(model: Any, jobs: list[dict[str, Any]]) -> float:
     def run(n: int) -> None:
         start.wait()
         try:
-            model.run(jobs[n], _Quiet(f"job-{n}"))
+            model.run(jobs[n], DetachedContext(f"job-{n}"))
         except PodworkerError as exc:
             errors.append(exc)
 

@@ -41,6 +41,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from domain.execution import DetachedContext
+
 SIZE = 512
 STEPS = 25
 GUIDANCE = 7.5
@@ -61,16 +63,6 @@ class Row:
     peak_gib: float | None = None
     ratio_to_plain_fp16: float | None = None
     note: str = ""
-
-
-class _NoCancel:
-    job_id = "bench"
-
-    def check_cancelled(self) -> None:
-        return None
-
-    def progress(self, update: Any) -> None:
-        return None
 
 
 def png_ms(images: list[Any], encode: Callable[[Any], bytes]) -> float:
@@ -143,7 +135,7 @@ def adapter_variant(torch: Any, path: str, row: Row, batch: int, runs: int, cach
            "guidance_scale": GUIDANCE, "num_outputs": batch, "scheduler": "PNDM", "seed": 1}
 
     def call() -> Any:
-        return model.run(job, _NoCancel())
+        return model.run(job, DetachedContext("bench"))
 
     output = call()
     row.first_job_s = time.perf_counter() - started

@@ -66,3 +66,17 @@ class RunningJob:
     def progress(self, update: Any) -> None:
         if self._on_progress is not None:
             self._on_progress(self.job.id, update)
+
+
+class DetachedContext:
+    """A job context outside the worker (the bake's check image, benchmarks, tests): never
+    cancelled, progress dropped. It exists so that those callers do not each write one."""
+
+    def __init__(self, job_id: str = "detached") -> None:
+        self.job_id = job_id
+
+    def check_cancelled(self) -> None:
+        return None
+
+    def progress(self, update: Any) -> None:
+        return None

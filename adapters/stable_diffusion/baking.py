@@ -45,6 +45,7 @@ from adapters.stable_diffusion.loading import (
     quiet_progress_bars,
 )
 from domain.errors import ModelError, PodworkerError
+from domain.execution import DetachedContext
 from domain.job import Artifact
 
 RECORD_NAME = "podworker-bake.json"
@@ -204,7 +205,7 @@ def verify(folder: Path) -> float:
     model = StableDiffusionModel(str(folder), device="cpu")
     try:
         model.load()
-        output = model.run(dict(VERIFY_INPUT), _VerifyContext())
+        output = model.run(dict(VERIFY_INPUT), DetachedContext("bake-weights-verify"))
     except PodworkerError as exc:
         raise BakeError(f"the baked pipeline does not work: {_one_line(str(exc))}") from exc
     finally:
@@ -214,18 +215,6 @@ def verify(folder: Path) -> float:
     if not isinstance(image, Artifact) or not image.data.startswith(b"\x89PNG"):
         raise BakeError("the baked pipeline loaded but did not make a PNG image")
     return time.monotonic() - started
-
-
-class _VerifyContext:
-    """The job context of the verification image: never cancelled, progress ignored."""
-
-    job_id = "bake-weights-verify"
-
-    def check_cancelled(self) -> None:
-        return None
-
-    def progress(self, update: Any) -> None:
-        return None
 
 
 def list_files(folder: Path) -> list[tuple[str, int]]:

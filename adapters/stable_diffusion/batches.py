@@ -29,15 +29,18 @@ from adapters.stable_diffusion.pipelines import call_arguments
 
 @dataclass(frozen=True)
 class Work:
-    """One job, ready for the device: its inputs, its images, its seeds and its step count
-    (``stages``: the steps of each pipeline call it makes, the base's then the refiner's;
-    empty: one call of ``steps``)."""
+    """One job, ready for the device: its inputs, its images, its seeds, and the steps of each
+    pipeline call it makes (``stages``: one call's, or the base's then the refiner's)."""
 
     params: FamilyInput
     images: JobImages
     seeds: list[int]
-    steps: int
-    stages: tuple[int, ...] = ()
+    stages: tuple[int, ...]
+
+    @property
+    def steps(self) -> int:
+        """Every step the job runs, all its calls together."""
+        return sum(self.stages)
 
 
 def batch_key(work: Work) -> Hashable:
@@ -45,7 +48,7 @@ def batch_key(work: Work) -> Hashable:
     params, images = work.params, work.images
     return (images.task, images.width, images.height, params.num_inference_steps,
             params.scheduler, params.guidance_scale, params.prompt_strength,
-            bool(params.negative_prompt), work.steps, params.use_refiner,
+            bool(params.negative_prompt), params.use_refiner,
             params.refiner_steps if params.use_refiner else None, params.high_noise_frac,
             work.stages)
 

@@ -83,7 +83,7 @@ def warm_up(
     for width, height, outputs, guided in plan:
         params = pipelines.warmup_input(spec, width, height, outputs, guided)
         work = Work(params, JobImages("text2img", width, height), list(range(outputs)),
-                    params.num_inference_steps)
+                    (params.num_inference_steps,))
         try:
             call([work])
         except PodworkerError as exc:

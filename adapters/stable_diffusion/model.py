@@ -210,7 +210,7 @@ class StableDiffusionModel:
         first = params.seed if params.seed is not None else secrets.randbelow(SEED_MAX + 1)
         seeds = [(first + i) % (SEED_MAX + 1) for i in range(params.num_outputs)]
         stages = job_stages(self.refiner, self._schedulers, params, images)
-        work = Work(params, images, seeds, sum(stages), stages)
+        work = Work(params, images, seeds, stages)
         pixels = self.device_queue.submit(work, key=batch_key(work), rows=len(seeds), ctx=ctx)
         ctx.check_cancelled()
         return [
@@ -261,7 +261,7 @@ class StableDiffusionModel:
         self._require_loaded()  # a device lost by an earlier batch fails these at once
         works = [member.work for member in members]
         steps = StepReporter(lambda: [m.ctx for m in self.device_queue.members_left(members)],
-                             works[0].steps, works[0].stages)
+                             works[0].stages)
         try:
             pixels = self._generate(works, steps)
         except OutOfMemory:

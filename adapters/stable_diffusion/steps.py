@@ -14,34 +14,23 @@ from domain.ports import JobContext
 
 
 class StepReporter:
-    """diffusers' ``callback_on_step_end`` for one call: at each step, asks ``still_running``
-    which jobs are still wanted (it raises to stop the call, when none is), then reports the
-    step to each of them as ``{"step": k, "of": steps}``. ``stages``: the steps of each call,
-    in order, summing to ``steps`` (default: one call of ``steps``)."""
+    """diffusers' ``callback_on_step_end`` for a job's calls: at each step, asks
+    ``still_running`` which jobs are still wanted (it raises to stop the call, when none is),
+    then reports the step to each of them as ``{"step": k, "of": n}``. ``stages``: the steps of
+    each call, in order; ``n`` is their sum."""
 
     def __init__(
-        self, still_running: Callable[[], Sequence[JobContext]], steps: int,
-        stages: Sequence[int] = (),
+        self, still_running: Callable[[], Sequence[JobContext]], stages: Sequence[int]
     ) -> None:
         self.still_running = still_running
-        self.steps = steps
-        self.stages = tuple(stages) or (steps,)
+        self.stages = tuple(stages)
+        self.steps = sum(self.stages)
         self.stage = 0
         self.reported = 0
 
     def next_stage(self) -> None:
         """The job's next pipeline call begins (the refiner's, after the base's)."""
         self.stage = min(self.stage + 1, len(self.stages) - 1)
-
-    @classmethod
-    def for_job(cls, ctx: JobContext, steps: int) -> StepReporter:
-        """The reporter of a call that runs one job alone."""
-
-        def still_running() -> Sequence[JobContext]:
-            ctx.check_cancelled()
-            return (ctx,)
-
-        return cls(still_running, steps)
 
     def __call__(
         self, pipe: Any, index: int, timestep: Any, tensors: dict[str, Any]

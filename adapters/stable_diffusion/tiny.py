@@ -149,25 +149,21 @@ def _build_sd(tokenizer: Any) -> Any:
     )
     vae = tiny_vae(diffusers, scaling_factor=0.18215, force_upcast=True)
     text_encoder = transformers.CLIPTextModel(clip_config(transformers, tokenizer))
-    # Stable Diffusion 1.x's own scheduler configuration.
+    return sd1_pipeline(diffusers, unet=unet, vae=vae, text_encoder=text_encoder,
+                        tokenizer=tokenizer)
+
+
+def sd1_pipeline(diffusers: Any, *, unet: Any, vae: Any, text_encoder: Any, tokenizer: Any) -> Any:
+    """A ``StableDiffusionPipeline`` of these modules with SD 1.x's own PNDM scheduler
+    configuration and no safety checker (the tiny pipeline and the benchmark's SD 1.5)."""
     scheduler = diffusers.PNDMScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        set_alpha_to_one=False,
-        skip_prk_steps=True,
+        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
+        beta_schedule="scaled_linear", set_alpha_to_one=False, skip_prk_steps=True,
         steps_offset=1,
     )
     return diffusers.StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
 
 

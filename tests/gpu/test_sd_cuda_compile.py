@@ -20,6 +20,7 @@ from adapters.stable_diffusion import acceleration
 from adapters.stable_diffusion.acceleration import CompileOptions
 from adapters.stable_diffusion.model import StableDiffusionModel
 from adapters.stable_diffusion.schema import SdLimits
+from domain.execution import DetachedContext
 
 torch = pytest.importorskip("torch")
 PIL_Image = pytest.importorskip("PIL.Image")
@@ -33,16 +34,7 @@ pytestmark = [
 
 JOB = {"prompt": "a lighthouse at dusk", "width": 64, "height": 64, "num_inference_steps": 4}
 ONE = SdLimits(max_outputs=1)
-
-
-class Quiet:
-    job_id = "gpu-compile"
-
-    def check_cancelled(self) -> None:
-        return None
-
-    def progress(self, update: Any) -> None:
-        return None
+QUIET = DetachedContext("gpu-compile")  # never cancelled, progress dropped
 
 
 def pixels(item: dict[str, Any]) -> Any:
@@ -88,8 +80,8 @@ def test_inductor_compiles_at_load_and_no_job_compiles_or_changes_the_images(
     for scheduler in ("DDIM", "EULER", "DPM++", "HEUN"):
         for guidance in (7.5, 1.0):
             job = {**JOB, "scheduler": scheduler, "guidance_scale": guidance, "seed": 11}
-            got = pixels(model.run(job, Quiet())[0])
-            want = pixels(eager.run(job, Quiet())[0])
+            got = pixels(model.run(job, QUIET)[0])
+            want = pixels(eager.run(job, QUIET)[0])
             assert np.abs(got - want).mean() < 2.0, (scheduler, guidance)
 
     assert counters["stats"]["unique_graphs"] == warmed
@@ -103,9 +95,9 @@ def test_with_cuda_graphs_consecutive_jobs_keep_their_own_images(
     model = compiled_model(tiny_sd_path, CompileOptions(mode="reduce-overhead",
                                                         cache_dir=fresh_dynamo))
 
-    first = model.run({**JOB, "seed": 1, "scheduler": "DPM++"}, Quiet())
-    second = model.run({**JOB, "seed": 2, "scheduler": "DPM++"}, Quiet())
-    again = model.run({**JOB, "seed": 1, "scheduler": "DPM++"}, Quiet())
+    first = model.run({**JOB, "seed": 1, "scheduler": "DPM++"}, QUIET)
+    second = model.run({**JOB, "seed": 2, "scheduler": "DPM++"}, QUIET)
+    again = model.run({**JOB, "seed": 1, "scheduler": "DPM++"}, QUIET)
 
     assert np.abs(pixels(first[0]) - pixels(second[0])).mean() > 5
     assert np.abs(pixels(first[0]) - pixels(again[0])).max() <= 1

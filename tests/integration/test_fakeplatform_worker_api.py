@@ -247,7 +247,9 @@ def test_hundreds_of_take_and_result_round_trips_share_one_connection_quickly(
     elapsed = time.monotonic() - started
     assert len(fake_api.results) == count
     assert fake_api.stats()["connections"] == 1
-    assert elapsed < 3.0, f"{count} round trips took {elapsed:.2f}s"  # no Nagle stalls
+    # Nagle's algorithm with delayed ACKs would stall each of the 600 requests ~40 ms (24 s in
+    # all); half that is still far above what a busy two-core machine needs without stalls.
+    assert elapsed < 12.0, f"{count} round trips took {elapsed:.2f}s"
 
 
 def raw_exchange(fake: FakeJobApiServer, request: bytes) -> bytes:

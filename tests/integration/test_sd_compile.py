@@ -20,6 +20,7 @@ from adapters.stable_diffusion.acceleration import CompileOptions
 from adapters.stable_diffusion.model import StableDiffusionModel
 from adapters.stable_diffusion.schedulers import SCHEDULER_NAMES
 from adapters.stable_diffusion.schema import SdLimits
+from domain.execution import DetachedContext
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("scipy")  # K-LMS is one of the schedulers served
@@ -27,16 +28,7 @@ counters = pytest.importorskip("torch._dynamo.utils").counters
 
 SIZE = {"width": 64, "height": 64}
 LIMITS = SdLimits(max_outputs=2)
-
-
-class Quiet:
-    job_id = "job-compile"
-
-    def check_cancelled(self) -> None:
-        return None
-
-    def progress(self, update: Any) -> None:
-        return None
+QUIET = DetachedContext("job-compile")  # never cancelled, progress dropped
 
 
 @pytest.fixture(autouse=True)
@@ -75,7 +67,7 @@ def test_after_warm_up_no_served_batch_guidance_or_scheduler_compiles_again(
         for outputs in (1, 2):
             for guidance in (7.5, 1.0, 0.0):
                 output = model.run(job(scheduler=scheduler, num_outputs=outputs,
-                                       guidance_scale=guidance), Quiet())
+                                       guidance_scale=guidance), QUIET)
                 assert len(output) == outputs
     assert graphs() == warmed, "a job compiled a new graph"
     assert model.compilation is not None and model.compilation.active
@@ -93,7 +85,7 @@ def test_a_size_that_was_not_warmed_runs_uncompiled_instead_of_compiling_in_the_
     model.load()  # no sizes given: only 512x512 is warmed
     warmed = graphs()
 
-    output = model.run(job(width=64, height=96), Quiet())
+    output = model.run(job(width=64, height=96), QUIET)
 
     assert graphs() == warmed
     assert len(output) == 1
@@ -114,8 +106,8 @@ def test_a_compile_failure_falls_back_to_eager_with_one_warning_and_jobs_succeed
 
     with caplog.at_level(logging.WARNING, logger="podworker.model"):
         model.load()
-        first = model.run(job(), Quiet())
-        second = model.run(job(num_outputs=1, guidance_scale=1.0), Quiet())
+        first = model.run(job(), QUIET)
+        second = model.run(job(num_outputs=1, guidance_scale=1.0), QUIET)
 
     warnings = [r for r in caplog.records if getattr(r, "event", None) == "compile_failed"]
     assert len(warnings) == 1
@@ -135,7 +127,7 @@ def test_a_compiler_that_refuses_at_once_also_falls_back_with_one_warning(
 
     with caplog.at_level(logging.WARNING, logger="podworker.model"):
         model.load()
-        output = model.run(job(), Quiet())
+        output = model.run(job(), QUIET)
 
     assert [getattr(r, "event", None) for r in caplog.records if hasattr(r, "event")] == [
         "compile_failed"
@@ -155,8 +147,8 @@ def test_compiled_and_uncompiled_models_make_the_same_pixels(tiny_sd_path: Path)
     compiled.load()
 
     for scheduler in ("DDIM", "EULER"):
-        a = plain.run(job(scheduler=scheduler), Quiet())[0]["image"].data
-        b = compiled.run(job(scheduler=scheduler), Quiet())[0]["image"].data
+        a = plain.run(job(scheduler=scheduler), QUIET)[0]["image"].data
+        b = compiled.run(job(scheduler=scheduler), QUIET)[0]["image"].data
         assert a == b, scheduler
 
 
@@ -187,14 +179,14 @@ def test_a_size_outside_the_served_sizes_is_refused_naming_them_before_any_work(
     model.pipeline.unet.register_forward_hook(lambda *_: calls.append(1))
 
     with pytest.raises(InvalidInput) as caught:
-        model.run(job(width=128, height=64), Quiet())
+        model.run(job(width=128, height=64), QUIET)
 
     assert str(caught.value) == (
         "invalid input: width x height: 128x64 is not served by this worker; sizes served: "
         "64x64, 64x128"
     )
     assert calls == []
-    assert len(model.run(job(width=64, height=128), Quiet())) == 1
+    assert len(model.run(job(width=64, height=128), QUIET)) == 1
 
 
 @pytest.mark.slow

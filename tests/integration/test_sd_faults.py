@@ -14,20 +14,12 @@ import pytest
 from adapters.stable_diffusion.faults import is_device_lost, is_out_of_memory
 from adapters.stable_diffusion.model import StableDiffusionModel
 from domain.errors import DeviceLost, ModelError, OutOfMemory
+from domain.execution import DetachedContext
 
 torch = pytest.importorskip("torch")
 
 SMALL = {"prompt": "a lighthouse", "width": 64, "height": 64, "num_inference_steps": 2}
-
-
-class Quiet:
-    job_id = "job-faults"
-
-    def check_cancelled(self) -> None:
-        return None
-
-    def progress(self, update: Any) -> None:
-        return None
+QUIET = DetachedContext("job-faults")  # never cancelled, progress dropped
 
 
 @pytest.fixture
@@ -71,7 +63,7 @@ def test_alloc_failed_from_any_cuda_library_is_out_of_memory_and_the_next_job_ru
     held = fail_in_unet(model, lambda: RuntimeError(message))
 
     with pytest.raises(OutOfMemory) as caught:
-        model.run({**SMALL, "num_outputs": 2}, Quiet())
+        model.run({**SMALL, "num_outputs": 2}, QUIET)
 
     assert "2 image(s) of 64x64" in str(caught.value)
     assert "fewer num_outputs or a smaller width/height" in str(caught.value)
@@ -79,7 +71,7 @@ def test_alloc_failed_from_any_cuda_library_is_out_of_memory_and_the_next_job_ru
     gc.collect()
     assert [ref() for ref in held] == [None], "the failed call's tensor is still alive"
     restore_unet(model)
-    assert len(model.run(SMALL, Quiet())) == 1
+    assert len(model.run(SMALL, QUIET)) == 1
 
 
 @pytest.mark.parametrize(
@@ -100,13 +92,13 @@ def test_a_dead_cuda_context_is_device_lost_and_every_later_job_fails_at_once(
     held = fail_in_unet(model, make_error)
 
     with pytest.raises(DeviceLost, match="the GPU is unusable") as caught:
-        model.run(SMALL, Quiet())
+        model.run(SMALL, QUIET)
 
     assert caught.value.__cause__ is None
     gc.collect()
     assert [ref() for ref in held] == [None]
     with pytest.raises(DeviceLost):  # nothing is tried again on a dead context
-        model.run(SMALL, Quiet())
+        model.run(SMALL, QUIET)
     assert len(held) == 1
 
 
@@ -114,12 +106,12 @@ def test_other_runtime_errors_stay_plain_model_errors(model: StableDiffusionMode
     fail_in_unet(model, lambda: RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
 
     with pytest.raises(ModelError) as caught:
-        model.run(SMALL, Quiet())
+        model.run(SMALL, QUIET)
 
     assert type(caught.value) is ModelError
     assert str(caught.value) == "RuntimeError: mat1 and mat2 shapes cannot be multiplied"
     restore_unet(model)
-    assert len(model.run(SMALL, Quiet())) == 1
+    assert len(model.run(SMALL, QUIET)) == 1
 
 
 @pytest.mark.parametrize(

@@ -207,7 +207,7 @@ def test_the_batch_key_tells_refiner_settings_apart(model: StableDiffusionModel)
 
     def key(**fields: Any) -> Any:
         params = parse_family_input({**JOB, **fields}, SPECS[Family.SDXL], refiner=True)
-        return batch_key(Work(params, JobImages("text2img", 64, 64), [1], 5, (4, 1)))
+        return batch_key(Work(params, JobImages("text2img", 64, 64), [1], (4, 1)))
 
     assert key() == key(use_refiner=True, high_noise_frac=0.8, refiner_inference_steps=5)
     assert len({key(), key(use_refiner=False), key(high_noise_frac=0.7),

@@ -13,6 +13,7 @@ import pytest
 from adapters.stable_diffusion import images
 from app.stages import ExitCode
 from domain.errors import DeviceLost
+from domain.execution import DetachedContext
 from domain.ports import JobContext
 from tests.support.harness import make_harness
 
@@ -68,21 +69,12 @@ def test_png_encoding_runs_on_the_store_thread_never_on_the_model_thread(
 
 
 def test_png_compression_level_is_the_models_setting(tiny_sd_model: Any) -> None:
-    class Quiet:
-        job_id = "j"
-
-        def check_cancelled(self) -> None:
-            return None
-
-        def progress(self, update: Any) -> None:
-            return None
-
     job = {"prompt": "a boat", "width": 64, "height": 64, "num_inference_steps": 2, "seed": 3}
-    fast = tiny_sd_model.run(job, Quiet())[0]["image"]
+    fast = tiny_sd_model.run(job, DetachedContext("j"))[0]["image"]
     saved = tiny_sd_model.png_compression
     tiny_sd_model.png_compression = 9
     try:
-        small = tiny_sd_model.run(job, Quiet())[0]["image"]
+        small = tiny_sd_model.run(job, DetachedContext("j"))[0]["image"]
     finally:
         tiny_sd_model.png_compression = saved
 

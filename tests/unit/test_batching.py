@@ -77,7 +77,8 @@ class Jobs:
         """Submit a job and wait until it waits for the device (behind a held one)."""
         before = self.queue_.waiting
         self.submit(name, work, **options)
-        wait_until(lambda: self.queue_.waiting == before + 1, what=f"{name} to queue")
+        wait_until(lambda: self.queue_.waiting == before + 1, timeout=DEADLINE,
+                   what=f"{name} to queue")
 
     def join(self) -> None:
         for thread in self.threads:
@@ -173,12 +174,12 @@ def test_a_job_stopped_while_it_waits_is_answered_at_the_next_step_and_never_run
     queue: BatchQueue[Any] = BatchQueue(run_batch, max_rows=4)
     jobs = Jobs(queue)
     jobs.submit("long", "long", key="other")
-    wait_until(lambda: ran == ["long"], what="the long batch to start")
+    wait_until(lambda: ran == ["long"], timeout=DEADLINE, what="the long batch to start")
     jobs.submit("stopped", "stopped", ctx=stopped)
-    wait_until(lambda: queue.waiting == 1, what="the job to queue")
+    wait_until(lambda: queue.waiting == 1, timeout=DEADLINE, what="the job to queue")
     stopped.reason = "job-stop from the platform"
     step.set()
-    wait_until(lambda: "stopped" in jobs.answers, what="the stopped job's answer")
+    wait_until(lambda: "stopped" in jobs.answers, timeout=DEADLINE, what="the stopped job's answer")
     assert isinstance(jobs.answers["stopped"], JobCancelled)
     assert "long" not in jobs.answers  # answered while the long batch still ran
     finish.set()

@@ -7,25 +7,15 @@ import asyncio
 import inspect
 import py_compile
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from app.plugins import load_factory
 from app.settings import Settings
 from bench.models import IoAsyncModel, IoSyncModel
+from domain.execution import DetachedContext
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
-
-
-class _Context:
-    """Just enough of ``JobContext`` for the benchmark's models."""
-
-    def check_cancelled(self) -> None:
-        return None
-
-    def progress(self, update: Any) -> None:
-        return None
 
 
 @pytest.mark.parametrize("spec", ["bench.models:io_async", "bench.models:io_sync",
@@ -39,8 +29,8 @@ def test_the_io_bound_models_are_one_async_and_one_sync_and_return_their_input()
     fast_async, fast_sync = IoAsyncModel(seconds=0.0), IoSyncModel(seconds=0.0)
     assert inspect.iscoroutinefunction(fast_async.run)
     assert not inspect.iscoroutinefunction(fast_sync.run)
-    assert asyncio.run(fast_async.run({"i": 3}, _Context())) == {"i": 3}  # type: ignore[arg-type]
-    assert fast_sync.run({"i": 4}, _Context()) == {"i": 4}  # type: ignore[arg-type]
+    assert asyncio.run(fast_async.run({"i": 3}, DetachedContext())) == {"i": 3}
+    assert fast_sync.run({"i": 4}, DetachedContext()) == {"i": 4}
 
 
 def test_the_sdk_side_of_the_benchmark_compiles() -> None:
