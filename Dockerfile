@@ -104,9 +104,8 @@ ARG MODEL_DTYPE
 # that a change elsewhere in the code does not bake again.
 WORKDIR /build
 COPY domain ./domain
-COPY adapters/__init__.py adapters/image_inputs.py adapters/safe_fetch.py ./adapters/
-COPY adapters/addresses.py adapters/http_client.py adapters/http_deadlines.py ./adapters/
-COPY adapters/batching.py ./adapters/
+COPY adapters/__init__.py ./adapters/
+COPY adapters/http ./adapters/http
 COPY adapters/stable_diffusion ./adapters/stable_diffusion
 COPY app/__init__.py app/__main__.py app/cli.py app/bake.py ./app/
 # The hub's download cache is a BuildKit cache mount: kept between builds (a rebuild does not

@@ -15,13 +15,13 @@ import uuid
 from typing import Any
 
 from adapters.clock import SystemClock
-from adapters.echo_model import EchoModel
-from adapters.local_pod_control import RecordingPodControl
-from adapters.local_storage import DataUrlStorage, LocalFolderStorage
-from adapters.memory_job_api import InMemoryJobApi
-from adapters.memory_outbox import InMemoryOutbox
-from adapters.outbox import FileOutbox
-from adapters.runpod_job_api import RunPodJobApi
+from adapters.local.echo_model import EchoModel
+from adapters.local.job_api import InMemoryJobApi
+from adapters.local.outbox import InMemoryOutbox
+from adapters.local.pod_control import RecordingPodControl
+from adapters.local.storage import DataUrlStorage, LocalFolderStorage
+from adapters.outbox.journal import FileOutbox
+from adapters.runpod.job_api import RunPodJobApi
 from app.config import WorkerConfig, config_from
 from app.heartbeat import Heartbeat
 from app.intake import Intake
@@ -97,7 +97,7 @@ def build_pod_control(
                 "but cannot delete its pod", extra={"event": "no_pod_control"},
             )
         return RecordingPodControl(pod_id)
-    from adapters.runpod_pod_control import RunPodPodControl
+    from adapters.runpod.pod_control import RunPodPodControl
 
     return RunPodPodControl(settings.RUNPOD_API_URL, api_key, settings.RUNPOD_POD_ID,
                             scrub=redactor_for(settings), interrupt=interrupt)
@@ -121,7 +121,7 @@ def build_storage(settings: Settings) -> Storage:
         return LocalFolderStorage(settings.OUTPUT_DIR)
     if kind is StorageKind.BASE64:
         return DataUrlStorage()
-    from adapters.s3_storage import S3Storage
+    from adapters.s3.storage import S3Storage
 
     if not settings.BUCKET_ENDPOINT_URL:
         raise ConfigurationError("invalid setting BUCKET_ENDPOINT_URL: required with STORAGE=s3")

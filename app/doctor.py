@@ -35,8 +35,8 @@ class Check:
 def check_job_api(settings: Settings) -> Check:
     """An HTTP request to the job API's host that takes no job: a ping when a ping URL is set
     (the platform expects those), else a GET of the take URL's origin (any answer counts)."""
-    from adapters.http_client import HttpClient, HttpFailure
-    from adapters.http_parts import fill, host_of
+    from adapters.http.client import HttpClient, HttpFailure
+    from adapters.http.parts import fill, host_of
 
     if settings.local_mode:
         return Check("job API", SKIP, "local mode: no take webhook configured")

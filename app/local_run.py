@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import TextIO
 
 from adapters.clock import SystemClock
-from adapters.local_jobs import read_test_inputs
-from adapters.local_pod_control import RecordingPodControl
-from adapters.memory_outbox import InMemoryOutbox
+from adapters.local.outbox import InMemoryOutbox
+from adapters.local.pod_control import RecordingPodControl
+from adapters.local.test_inputs import read_test_inputs
 from app.bootstrap import build_local_job_api, build_worker
 from app.config import config_from
 from app.settings import Settings

@@ -24,8 +24,8 @@ from domain.errors import ConfigurationError
 from domain.ports import Model
 
 if TYPE_CHECKING:
-    from adapters.image_inputs import ImageLoader
     from adapters.stable_diffusion.families import FamilySpec
+    from adapters.stable_diffusion.input_images import ImageLoader
     from adapters.stable_diffusion.schema import SdLimits
 
 log = logging.getLogger("podworker.model")
@@ -135,8 +135,8 @@ def check_refiner(settings: Settings, spec: FamilySpec | None) -> None:
 
 def image_loader(settings: Settings) -> ImageLoader:
     """The loader of input images, with the SSRF-safe fetcher when INPUT_URL_FETCH is on."""
-    from adapters.image_inputs import ImageInputLimits, ImageLoader
-    from adapters.safe_fetch import FetchPolicy, SafeFetcher
+    from adapters.http.safe_fetch import FetchPolicy, SafeFetcher
+    from adapters.stable_diffusion.input_images import ImageInputLimits, ImageLoader
 
     fetcher = None
     if settings.INPUT_URL_FETCH:

@@ -13,7 +13,7 @@ Threads, what each owns, and how they talk (queues and events, never shared fiel
       ├─ post          chunks, results → job API, retried; progress   ──Delivered──────► inbox
       ├─ heartbeat     ping(in-flight ids) every PING_INTERVAL        (reads the Snapshot)
       ├─ job-stops     the platform's job-stop long-poll              ──StopJob────────► inbox
-      ├─ http-deadlines  cuts HTTP requests at their overall deadline (adapters.http_client)
+      ├─ http-deadlines  cuts HTTP requests at their overall deadline (adapters.http.client)
       └─ health        /health and /metrics, when HEALTH_PORT is set  (reads the Snapshot)
     signals            a short-lived "stop-request" thread            ──StopWorker─────► inbox
 

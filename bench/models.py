@@ -24,8 +24,8 @@ import threading
 import time
 from typing import Any
 
-from adapters.echo_model import TINY_PNG
-from adapters.local_storage import LocalFolderStorage
+from adapters.local.echo_model import TINY_PNG
+from adapters.local.storage import LocalFolderStorage
 from domain.job import Artifact
 from domain.ports import JobContext
 

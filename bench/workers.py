@@ -100,6 +100,6 @@ class Workers:
 
 
 def tiny_png() -> bytes:
-    from adapters.echo_model import TINY_PNG
+    from adapters.local.echo_model import TINY_PNG
 
     return TINY_PNG

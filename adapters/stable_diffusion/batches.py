@@ -1,7 +1,7 @@
 """Which Stable Diffusion jobs can share one pipeline call, and the call that serves them all.
 
-Jobs share a call (``SD_BATCH_MAX`` > 1, see :mod:`adapters.batching`) when everything the call
-takes once is equal: their :func:`batch_key` holds the task (text2img, img2img, inpaint), the
+Jobs share a call (``SD_BATCH_MAX`` > 1, see :mod:`.device_queue`) when everything the call takes
+once is equal: their :func:`batch_key` holds the task (text2img, img2img, inpaint), the
 output size, the steps, the scheduler, the guidance, the prompt strength, and whether a negative
 prompt is given (SDXL encodes a missing one as zeros, a given one as text: the two never mix),
 and for SDXL whether the refiner runs, with its steps and ``high_noise_frac``.

@@ -41,7 +41,6 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from adapters.image_inputs import describe_reference_problem
 from adapters.stable_diffusion import refiner_fields
 from adapters.stable_diffusion.families import SPECS, Family, FamilySpec
 from adapters.stable_diffusion.field_checks import (
@@ -52,6 +51,7 @@ from adapters.stable_diffusion.field_checks import (
     show_value,
     within_bounds,
 )
+from adapters.stable_diffusion.input_images import describe_reference_problem
 from adapters.stable_diffusion.schedulers import SCHEDULER_NAMES, canonical_scheduler
 from adapters.stable_diffusion.schema import (
     DEFAULT_LIMITS,

@@ -26,8 +26,8 @@ from adapters.stable_diffusion.acceleration import Compilation, warmup_plan
 from adapters.stable_diffusion.batches import Work, batch_arguments
 from adapters.stable_diffusion.families import FamilySpec
 from adapters.stable_diffusion.faults import free_memory, job_error
-from adapters.stable_diffusion.images import to_pixels
 from adapters.stable_diffusion.job_images import JobImages
+from adapters.stable_diffusion.output_images import to_pixels
 from adapters.stable_diffusion.refiner import refiner_arguments
 from adapters.stable_diffusion.steps import StepReporter
 from domain.errors import DeviceLost, ModelError, OutOfMemory, PodworkerError

@@ -1,7 +1,7 @@
 """A job's input images, made ready for an image-to-image or inpainting pipeline call.
 
 From a validated :class:`~.family_schema.FamilyInput` and an
-:class:`~adapters.image_inputs.ImageLoader`:
+:class:`~adapters.stable_diffusion.input_images.ImageLoader`:
 
 - both images are loaded (``init_image`` as RGB, ``mask`` as greyscale, white = repaint), and
   problems with either are reported together, in one line, like the schema's;
@@ -23,9 +23,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from adapters.image_inputs import ImageLoader
 from adapters.stable_diffusion.families import FamilySpec
 from adapters.stable_diffusion.family_schema import FamilyInput
+from adapters.stable_diffusion.input_images import ImageLoader
 from adapters.stable_diffusion.schema import MIN_SIDE, SdLimits
 from domain.errors import InvalidInput
 

@@ -5,7 +5,7 @@ from the same weights (:mod:`.pipelines`); inputs checked by the family's schema
 (:mod:`.family_schema`), input images loaded by an ``ImageLoader`` (:mod:`.job_images`). Why:
 
 - **One device thread.** ``load`` (once, ``local_files_only`` unless downloads are allowed) and
-  every pipeline call run on one thread, ``model-device`` (:mod:`adapters.batching`): per-thread
+  every pipeline call run on one thread, ``model-device`` (:mod:`.device_queue`): per-thread
   CUDA state makes the warm-up's work the jobs' work, and with ``CONCURRENCY`` > 1 the jobs'
   threads check inputs and load images side by side while the pipeline serves one call at once.
 - **Batches** (``batch_max`` > 1, ``SD_BATCH_MAX``): jobs of one :func:`.batches.batch_key` on
@@ -41,16 +41,15 @@ import secrets
 from collections.abc import Sequence
 from typing import Any
 
-from adapters.batching import BatchQueue, Member
-from adapters.image_inputs import ImageInputLimits, ImageLoader
 from adapters.stable_diffusion import pipelines
 from adapters.stable_diffusion.acceleration import Compilation, CompileOptions, speed_up
 from adapters.stable_diffusion.batches import Work, batch_key
+from adapters.stable_diffusion.device_queue import BatchQueue, Member
 from adapters.stable_diffusion.families import FamilySpec, detect_family
 from adapters.stable_diffusion.family_schema import FamilyInput, parse_family_input
 from adapters.stable_diffusion.faults import describe, free_memory, job_error
 from adapters.stable_diffusion.generation import generate, warm_up
-from adapters.stable_diffusion.images import PNG_COMPRESS_LEVEL, png_artifact
+from adapters.stable_diffusion.input_images import ImageInputLimits, ImageLoader
 from adapters.stable_diffusion.job_images import JobImages, prepare_images
 from adapters.stable_diffusion.loading import (
     dtype_argument,
@@ -59,6 +58,7 @@ from adapters.stable_diffusion.loading import (
     quiet_progress_bars,
     resolve_device,
 )
+from adapters.stable_diffusion.output_images import PNG_COMPRESS_LEVEL, png_artifact
 from adapters.stable_diffusion.refiner import Refiner, job_stages, load_refiner
 from adapters.stable_diffusion.schedulers import prepare_schedulers
 from adapters.stable_diffusion.schema import SEED_MAX, SdLimits

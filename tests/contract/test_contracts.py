@@ -21,8 +21,8 @@ import requests
 
 import domain.errors
 from adapters.clock import ManualClock
-from adapters.runpod_job_api import RunPodJobApi
-from adapters.runpod_pod_control import RunPodPodControl
+from adapters.runpod.job_api import RunPodJobApi
+from adapters.runpod.pod_control import RunPodPodControl
 from domain.job import JobResult
 from domain.ports import JobApi, JobStopSource, PodControl
 from fakeplatform import FakeJobApiServer

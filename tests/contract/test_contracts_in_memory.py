@@ -16,8 +16,8 @@ import pytest
 
 import domain.errors
 from adapters.clock import ManualClock
-from adapters.local_pod_control import RecordingPodControl
-from adapters.memory_job_api import InMemoryJobApi
+from adapters.local.job_api import InMemoryJobApi
+from adapters.local.pod_control import RecordingPodControl
 from domain.ports import JobApi, JobStopSource, PodControl
 from tests.contract.test_contracts import CONTRACTS, call, check_conclusion, load
 

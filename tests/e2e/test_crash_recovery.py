@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.outbox import peek
+from adapters.outbox.journal import peek
 from fakeplatform import FakeJobApiServer
 from tests.support.harness import wait_until
 from tests.support.worker_process import JOB_API_KEY, WorkerProcess, worker_env

@@ -1,6 +1,6 @@
 """The model misbehaving: raising, running out of memory, hanging past the work timeout.
 
-The echo model does what a job's ``_echo`` asks (``adapters/echo_model.py``); the real worker
+The echo model does what a job's ``_echo`` asks (``adapters/local/echo_model.py``); the real worker
 process runs it against the fake job API.
 """
 

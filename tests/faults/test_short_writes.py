@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-import adapters.outbox as outbox_module
-from adapters.outbox import FileOutbox, peek
+import adapters.outbox.journal as outbox_module
+from adapters.outbox.journal import FileOutbox, peek
 from domain.job import JobResult
 
 MOST = 64

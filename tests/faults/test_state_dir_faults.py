@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.outbox import FileOutbox
+from adapters.outbox.journal import FileOutbox
 from tests.support.harness import Harness, make_harness
 
 

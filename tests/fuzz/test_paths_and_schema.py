@@ -17,9 +17,9 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapters.local_storage import LocalFolderStorage
-from adapters.outbox import FileOutbox
-from adapters.s3_storage import object_key
+from adapters.local.storage import LocalFolderStorage
+from adapters.outbox.journal import FileOutbox
+from adapters.s3.storage import object_key
 from adapters.stable_diffusion.schema import SEED_MAX, parse_input
 from domain.errors import InvalidInput, UploadFailed
 from domain.job import Artifact, Job, JobResult, safe_name

@@ -19,7 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from adapters.clock import ManualClock
-from adapters.runpod_job_api import RunPodJobApi
+from adapters.runpod.job_api import RunPodJobApi
 from domain.job import MAX_JOB_ID_LENGTH, JobResult
 from fakeplatform import FakeJobApiServer
 from tests.support.fuzz_kit import (
@@ -53,7 +53,7 @@ def records() -> Iterator[Records]:
     # only this test's own calls: a worker thread left by an earlier test may log here too
     me = threading.get_ident()
     handler.addFilter(lambda record: record.thread == me)
-    logger = logging.getLogger("adapters.runpod_job_api")
+    logger = logging.getLogger("adapters.runpod.job_api")
     logger.addHandler(handler)
     try:
         yield handler

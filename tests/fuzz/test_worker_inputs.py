@@ -17,8 +17,8 @@ from typing import Any
 
 from hypothesis import given
 
-from adapters.local_storage import LocalFolderStorage
-from adapters.outbox import FileOutbox, peek
+from adapters.local.storage import LocalFolderStorage
+from adapters.outbox.journal import FileOutbox, peek
 from adapters.stable_diffusion.schema import parse_input
 from app.stages import ExitCode
 from domain.errors import InvalidInput

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import requests
 
-from adapters.runpod_pod_control import TERMINATE_MUTATION, RunPodPodControl
+from adapters.runpod.pod_control import TERMINATE_MUTATION, RunPodPodControl
 from domain.errors import PodControlUnavailable, RejectedByApi
 from domain.ports import PodControl
 from fakeplatform import FakeJobApiServer

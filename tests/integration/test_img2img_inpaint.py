@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from adapters.image_inputs import ImageInputLimits, ImageLoader
 from adapters.stable_diffusion.families import family_spec
 from adapters.stable_diffusion.family_schema import parse_family_input
+from adapters.stable_diffusion.input_images import ImageInputLimits, ImageLoader
 from adapters.stable_diffusion.job_images import (
     pipeline_arguments,
     pipeline_class_name,

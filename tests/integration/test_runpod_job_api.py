@@ -14,8 +14,8 @@ from collections.abc import Callable
 import pytest
 
 from adapters.clock import ManualClock
-from adapters.http_parts import parse_retry_after
-from adapters.runpod_job_api import RunPodJobApi
+from adapters.http.parts import parse_retry_after
+from adapters.runpod.job_api import RunPodJobApi
 from domain.errors import ApiUnavailable, RateLimited, RejectedByApi, TransientError
 from domain.job import JobResult
 from domain.ports import JobApi, JobStopSource
@@ -222,7 +222,7 @@ def test_jobs_to_stop_is_off_without_a_job_take_url_and_says_so_once(
 ) -> None:
     server = replay(Recorded(204))
     api = make_job_api(server.url, take_url=f"{server.url}/take/$ID")
-    with caplog.at_level(logging.INFO, logger="adapters.runpod_job_api"):
+    with caplog.at_level(logging.INFO, logger="adapters.runpod.job_api"):
         assert [api.jobs_to_stop() for _ in range(3)] == [[], [], []]
     assert api.stop_polling is False
     assert len(caplog.records) == 1

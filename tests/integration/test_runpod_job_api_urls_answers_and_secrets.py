@@ -12,7 +12,7 @@ from functools import partial
 import pytest
 
 from adapters.clock import ManualClock
-from adapters.runpod_job_api import RunPodJobApi
+from adapters.runpod.job_api import RunPodJobApi
 from domain.errors import ApiUnavailable, ConfigurationError, PodworkerError
 from domain.job import JobResult
 from fakeplatform import FakeJobApiServer
@@ -74,7 +74,7 @@ def test_an_unreadable_take_answer_is_logged_briefly_and_gives_no_job(
 ) -> None:
     body = b"<html>" + b"x" * 200_000 + b"</html>"
     server = replay(Recorded(200, {"Content-Type": "text/html"}, body))
-    with caplog.at_level(logging.WARNING, logger="adapters.runpod_job_api"):
+    with caplog.at_level(logging.WARNING, logger="adapters.runpod.job_api"):
         assert make_job_api(server.url).take(job_in_progress=False) == []
     [record] = caplog.records
     assert "not JSON" in record.getMessage()
@@ -87,7 +87,7 @@ def test_objects_without_a_usable_id_are_logged_and_the_other_jobs_returned(
 ) -> None:
     body = b'[{"input": {"a": 1}}, {"id": "good", "input": {}}, {"id": true, "input": {}}]'
     server = replay(Recorded(200, {"Content-Type": "application/json"}, body))
-    with caplog.at_level(logging.WARNING, logger="adapters.runpod_job_api"):
+    with caplog.at_level(logging.WARNING, logger="adapters.runpod.job_api"):
         jobs = make_job_api(server.url).take(job_in_progress=False)
     assert [job.id for job in jobs] == ["good"]
     assert len(caplog.records) == 2

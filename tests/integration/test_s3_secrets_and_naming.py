@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from adapters.s3_storage import monthly_bucket_name
+from adapters.s3.storage import monthly_bucket_name
 from domain.errors import UploadFailed
 from tests.support.s3_server import FAKE_SECRET_ACCESS_KEY, AuthUsers, Credentials, S3Server
 from tests.support.s3_storage_kit import (

@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from adapters.s3_storage import S3Storage
+from adapters.s3.storage import S3Storage
 from domain.errors import ConfigurationError, UploadFailed
 from domain.job import Artifact, safe_name
 from domain.ports import Storage
@@ -44,7 +44,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 def test_importing_the_adapter_module_does_not_import_boto3() -> None:
     code = (
-        "import sys, adapters.s3_storage; "
+        "import sys, adapters.s3.storage; "
         "print(sorted(m for m in ('boto3', 'botocore') if m in sys.modules))"
     )
     done = subprocess.run(

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from adapters.stable_diffusion import images
+from adapters.stable_diffusion import output_images as images
 from app.stages import ExitCode
 from domain.errors import DeviceLost
 from domain.execution import DetachedContext

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from adapters.safe_fetch import SafeFetcher
+from adapters.http.safe_fetch import SafeFetcher
 from adapters.stable_diffusion.families import FLUX_SCHNELL, SPECS, Family
 from adapters.stable_diffusion.model import StableDiffusionModel
 from app.sd_wiring import build_stable_diffusion

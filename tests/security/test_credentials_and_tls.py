@@ -20,10 +20,10 @@ import pytest
 import requests
 
 from adapters.clock import ManualClock
-from adapters.http_client import HttpClient, HttpFailure
-from adapters.runpod_job_api import RunPodJobApi
-from adapters.runpod_pod_control import RunPodPodControl
-from adapters.s3_storage import S3Storage
+from adapters.http.client import HttpClient, HttpFailure
+from adapters.runpod.job_api import RunPodJobApi
+from adapters.runpod.pod_control import RunPodPodControl
+from adapters.s3.storage import S3Storage
 from domain.errors import ApiUnavailable, PodControlUnavailable, UploadFailed
 from domain.job import Artifact
 from fakeplatform import FakeJobApiServer

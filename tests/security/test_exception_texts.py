@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from adapters.runpod_job_api import RunPodJobApi
-from adapters.runpod_pod_control import RunPodPodControl
-from adapters.s3_storage import S3Storage
+from adapters.runpod.job_api import RunPodJobApi
+from adapters.runpod.pod_control import RunPodPodControl
+from adapters.s3.storage import S3Storage
 from domain.errors import PodworkerError
 from domain.job import Artifact, JobResult
 from tests.support.http_fixtures import SleepRecorder

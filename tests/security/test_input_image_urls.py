@@ -18,8 +18,8 @@ import threading
 
 import pytest
 
-from adapters.addresses import ALLOWABLE, AddressClass, classify, refusal
-from adapters.safe_fetch import FetchRefused
+from adapters.http.addresses import ALLOWABLE, AddressClass, classify, refusal
+from adapters.http.safe_fetch import FetchRefused
 from tests.support.image_fetch_kit import STAND_IN_PUBLIC, fetcher, png
 from tests.support.image_server import ImageServer, Route
 

@@ -17,7 +17,7 @@ import zlib
 
 import pytest
 
-from adapters.safe_fetch import FetchRefused
+from adapters.http.safe_fetch import FetchRefused
 from domain.errors import InvalidInput
 from tests.support.image_fetch_kit import PNG, fetcher, loader, png
 from tests.support.image_server import ImageServer, Route

@@ -8,7 +8,7 @@ an accepted input gets as far as "not loaded" and a refused one stops at ``Inval
 Downloads: with ``INPUT_URL_FETCH`` off (the default), ``init_image`` and ``mask`` given as
 URLs are refused, every other field that could name an image is refused as unknown or not
 supported, and a loopback server counts that no job, even one whose prompt is a URL, reaches
-it. Input URLs are fetched only by ``adapters/safe_fetch.py``, never by the model's code.
+it. Input URLs are fetched only by ``adapters/http/safe_fetch.py``, never by the model's code.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from typing import Any, cast
 import pytest
 import requests
 
-from adapters.outbox import peek, read_journal
+from adapters.outbox.journal import peek, read_journal
 from domain.job import JobResult
 from fakeplatform import FakeJobApiServer
 from tests.support.replay_server import Captured

@@ -16,7 +16,7 @@ from typing import Any
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from adapters.echo_model import TINY_PNG
+from adapters.local.echo_model import TINY_PNG
 from adapters.stable_diffusion.schedulers import SCHEDULER_NAMES
 from adapters.stable_diffusion.schema import (
     FIELD_NAMES,

@@ -10,12 +10,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adapters.clock import SystemClock
-from adapters.echo_model import EchoModel
-from adapters.local_pod_control import RecordingPodControl
-from adapters.local_storage import LocalFolderStorage
-from adapters.memory_job_api import InMemoryJobApi
-from adapters.memory_outbox import InMemoryOutbox
-from adapters.outbox import FileOutbox
+from adapters.local.echo_model import EchoModel
+from adapters.local.job_api import InMemoryJobApi
+from adapters.local.outbox import InMemoryOutbox
+from adapters.local.pod_control import RecordingPodControl
+from adapters.local.storage import LocalFolderStorage
+from adapters.outbox.journal import FileOutbox
 from app.bootstrap import assemble
 from app.config import WorkerConfig
 from app.metrics import Metrics

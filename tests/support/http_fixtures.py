@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from adapters.clock import ManualClock
-from adapters.runpod_job_api import RunPodJobApi
-from adapters.runpod_pod_control import RunPodPodControl
+from adapters.runpod.job_api import RunPodJobApi
+from adapters.runpod.pod_control import RunPodPodControl
 from fakeplatform import FakeJobApiServer
 from tests.support.replay_server import Recorded, ReplayServer
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from adapters.addresses import AddressClass, IPAddress, classify
-from adapters.image_inputs import ImageInputLimits, ImageLoader
-from adapters.safe_fetch import FetchPolicy, SafeFetcher
+from adapters.http.addresses import AddressClass, IPAddress, classify
+from adapters.http.safe_fetch import FetchPolicy, SafeFetcher
+from adapters.stable_diffusion.input_images import ImageInputLimits, ImageLoader
 from tests.support.image_server import ImageServer, Route
 
 STAND_IN_PUBLIC = "127.0.0.2"

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from botocore.awsrequest import AWSResponse
 
-from adapters.s3_storage import S3Storage
+from adapters.s3.storage import S3Storage
 from domain.job import Artifact
 from tests.support.s3_server import (
     FAKE_ACCESS_KEY_ID,

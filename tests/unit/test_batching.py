@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from adapters.batching import THREAD_NAME, BatchAbandoned, BatchQueue, Member
+from adapters.stable_diffusion.device_queue import THREAD_NAME, BatchAbandoned, BatchQueue, Member
 from domain.errors import JobCancelled, ModelError
 from tests.support.harness import wait_until
 

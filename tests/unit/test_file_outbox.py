@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from adapters.memory_outbox import InMemoryOutbox
-from adapters.outbox import JOURNAL, FileOutbox, peek
+from adapters.local.outbox import InMemoryOutbox
+from adapters.outbox.journal import JOURNAL, FileOutbox, peek
 from domain.errors import ConfigurationError
 from domain.job import Job, JobResult
 from domain.ports import ResultOutbox, RunMarks

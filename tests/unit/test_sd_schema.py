@@ -149,7 +149,7 @@ def test_importing_the_adapter_does_not_import_torch_or_diffusers() -> None:
         "import sys\n"
         "import adapters.stable_diffusion\n"
         "import adapters.stable_diffusion.model, adapters.stable_diffusion.schema\n"
-        "import adapters.stable_diffusion.tiny, adapters.stable_diffusion.images\n"
+        "import adapters.stable_diffusion.tiny, adapters.stable_diffusion.output_images\n"
         "heavy = sorted(m for m in ('torch', 'diffusers', 'transformers', 'PIL', 'numpy')\n"
         "               if m in sys.modules)\n"
         "print(','.join(heavy))\n"

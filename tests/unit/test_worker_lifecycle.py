@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from adapters.clock import ManualClock
-from adapters.local_pod_control import RecordingPodControl
-from adapters.local_storage import LocalFolderStorage
-from adapters.memory_outbox import InMemoryOutbox
+from adapters.local.outbox import InMemoryOutbox
+from adapters.local.pod_control import RecordingPodControl
+from adapters.local.storage import LocalFolderStorage
 from app.stages import ExitCode, WorkerState
 from domain.errors import PodControlUnavailable
 from domain.job import Artifact, Job, JobResult

@@ -1,4 +1,5 @@
-"""``InMemoryOutbox``: the outbox's promises (``adapters/outbox.py``) for one process's life.
+"""``InMemoryOutbox``: the outbox's promises (:mod:`adapters.outbox.journal`), for one process's
+life.
 
 Used by unit tests and local runs; like ``FileOutbox`` it implements both ``ResultOutbox`` and
 ``RunMarks``.

@@ -5,7 +5,7 @@ A reference is one of
 - a **data URL**, ``data:image/png;base64,...`` (always accepted);
 - **plain base64** of the file's bytes (always accepted; whitespace and line breaks ignored);
 - an **http(s) URL**, only when the setting ``INPUT_URL_FETCH`` is on, fetched by
-  :class:`adapters.safe_fetch.SafeFetcher` (no private addresses, a deadline, a size cap).
+  :class:`adapters.http.safe_fetch.SafeFetcher` (no private addresses, a deadline, a size cap).
 
 Whatever the source, the bytes are then checked before they cost anything:
 
@@ -33,7 +33,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
-from adapters.safe_fetch import FetchRefused, SafeFetcher
+from adapters.http.safe_fetch import FetchRefused, SafeFetcher
 from domain.errors import InvalidInput
 
 FORMATS = ("PNG", "JPEG", "WEBP")

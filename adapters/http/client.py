@@ -5,7 +5,7 @@ a byte a second never trips it, and it reads bodies whole, so an endless answer 
 process until it dies. Here every request has
 
 - an **overall deadline**, connect and whole answer together: a watchdog thread
-  (:mod:`adapters.http_deadlines`) shuts the socket down at the deadline, which ends even a read
+  (:mod:`adapters.http.deadlines`) shuts the socket down at the deadline, which ends even a read
   that keeps receiving a byte at a time (under TLS too, where per-read timeouts cannot change
   mid-request);
 - a **size cap** on the answer, read as a stream: past it the connection is dropped and
@@ -40,7 +40,7 @@ import certifi
 import urllib3
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from adapters.http_deadlines import WATCHDOG, Guard
+from adapters.http.deadlines import WATCHDOG, Guard
 
 USER_AGENT = "podworker/0.2"
 CHUNK = 64 * 1024

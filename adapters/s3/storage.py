@@ -49,8 +49,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from adapters.retrying import retrying
-from adapters.s3_client import make_client
-from adapters.s3_errors import botocore_error, client_error
+from adapters.s3.client import make_client
+from adapters.s3.errors import botocore_error, client_error
 from domain import waiting
 from domain.errors import (
     ConfigurationError,

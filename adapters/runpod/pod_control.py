@@ -15,7 +15,7 @@ URL's query string, and so in every access log) and appears in no log line, exce
 with ``domain.waiting.POD_CONTROL``; a ``200`` carrying a GraphQL ``errors`` array and any other
 ``4xx`` raise ``RejectedByApi`` at once (``401``/``403`` say to check ``RUNPOD_API_KEY``); a
 ``200`` that is not JSON is treated as transient. Every request runs on the shared
-:class:`~adapters.http_client.HttpClient` (an overall deadline, a size cap on the answer), and
+:class:`~adapters.http.client.HttpClient` (an overall deadline, a size cap on the answer), and
 retries follow ``domain.waiting.POD_CONTROL``, each wait interruptible by ``interrupt`` (a stop
 request never waits behind this loop). No piece of the key survives in an error (``scrub``).
 """
@@ -28,8 +28,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from adapters.http_client import HttpClient, HttpFailure, Response
-from adapters.http_parts import excerpt, host_of, parse_retry_after
+from adapters.http.client import HttpClient, HttpFailure, Response
+from adapters.http.parts import excerpt, host_of, parse_retry_after
 from adapters.retrying import retrying
 from domain import waiting
 from domain.errors import PodControlUnavailable, RejectedByApi

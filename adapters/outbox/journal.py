@@ -18,7 +18,7 @@ mark). Its promises:
   instead of sending one worker's results from another.
 
 One journal, not a file per result: a per-job create, fsync, rename and unlink cost more than
-the job itself for fast models. ``InMemoryOutbox`` (``adapters/memory_outbox.py``) keeps the
+the job itself for fast models. ``InMemoryOutbox`` (``adapters/local/outbox.py``) keeps the
 same promises for the life of the process (unit tests, local runs). Both implement two ports,
 ``ResultOutbox`` and ``RunMarks``: one journal keeps both, so a result and its job's running
 mark never disagree after a crash.

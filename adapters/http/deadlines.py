@@ -4,7 +4,7 @@ when its deadline passes.
 Why a watchdog: a socket timeout bounds each read, not the whole answer, so a server that sends
 one byte a second holds a request forever; and under TLS the timeout cannot be changed between
 the reads of one request. Shutting the socket down from another thread wakes the blocked read
-at once, plain or TLS. :mod:`adapters.http_client` arms a :class:`Guard` per request and marks
+at once, plain or TLS. :mod:`adapters.http.client` arms a :class:`Guard` per request and marks
 it done when the request ends; a done guard costs nothing but a heap entry until its deadline.
 """
 

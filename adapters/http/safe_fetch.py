@@ -7,7 +7,7 @@ So, for every hop (the first URL and each redirect):
 
 - only ``http`` and ``https``, no user name or password in the URL;
 - the host is **resolved once**, **every** address it resolves to is classified
-  (:func:`adapters.addresses.classify`), and the hop is refused when any is loopback, private,
+  (:func:`adapters.http.addresses.classify`), and the hop is refused when any is loopback, private,
   link-local, shared (CGNAT), multicast, unspecified, reserved or a cloud metadata address
   (IPv6 forms that carry an IPv4 address, such as ``::ffff:127.0.0.1``, 6to4, Teredo and NAT64,
   are judged by that address). ``allow_private`` lets loopback, private, link-local and shared
@@ -19,7 +19,7 @@ So, for every hop (the first URL and each redirect):
 - proxies (``*_PROXY``) are not used: a proxy would resolve the name itself, unchecked;
 - redirects are followed here, at most ``max_redirects``, each target checked as above;
 - one **overall deadline** covers resolving, connecting and reading every hop, and the body has
-  a **size cap** (:class:`adapters.http_client.HttpClient` enforces both per request: a server
+  a **size cap** (:class:`adapters.http.client.HttpClient` enforces both per request: a server
   that trickles a byte a second is cut at the deadline; an endless body is dropped at the cap).
 
 Errors: :class:`FetchRefused`, whose message is safe to return to the job's sender (it names
@@ -39,8 +39,8 @@ from urllib.parse import urljoin, urlsplit
 
 import urllib3
 
-from adapters.addresses import ALLOWABLE, AddressClass, IPAddress, classify, refusal
-from adapters.http_client import (
+from adapters.http.addresses import ALLOWABLE, AddressClass, IPAddress, classify, refusal
+from adapters.http.client import (
     DeadlineExceeded,
     GuardedHTTPPool,
     GuardedHTTPSPool,

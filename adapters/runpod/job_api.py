@@ -1,7 +1,7 @@
 """The job API over HTTP, as RunPod's platform speaks it: take, result, progress, ping, job-stop.
 
 Exists so that podworker can replace RunPod's own SDK worker: it implements the ``JobApi`` and
-``JobStopSource`` ports (:mod:`domain.ports`) on the shared :class:`~adapters.http_client.
+``JobStopSource`` ports (:mod:`domain.ports`) on the shared :class:`~adapters.http.client.
 HttpClient` (keep-alive, an overall deadline and a size cap on every request).
 
 What it promises:
@@ -38,9 +38,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from adapters import retrying
-from adapters.http_client import AnswerTooLarge, HttpClient, HttpFailure, Response
-from adapters.http_parts import excerpt, fill, host_of, parse_retry_after, with_query
-from adapters.runpod_urls import auth_hint, batch_url_from, dumped, stop_url_from
+from adapters.http.client import AnswerTooLarge, HttpClient, HttpFailure, Response
+from adapters.http.parts import excerpt, fill, host_of, parse_retry_after, with_query
+from adapters.runpod.wire import auth_hint, batch_url_from, dumped, stop_url_from
 from domain import waiting
 from domain.errors import (
     ApiUnavailable,
