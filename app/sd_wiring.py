@@ -26,14 +26,14 @@ from domain.ports import Model
 if TYPE_CHECKING:
     from adapters.stable_diffusion.families import FamilySpec
     from adapters.stable_diffusion.input_images import ImageLoader
-    from adapters.stable_diffusion.schema import SdLimits
+    from adapters.stable_diffusion.limits import SdLimits
 
 log = logging.getLogger("podworker.model")
 
 
 def sd_limits(settings: Settings) -> SdLimits:
     """The input limits from the SD_MAX_* settings."""
-    from adapters.stable_diffusion.schema import SdLimits
+    from adapters.stable_diffusion.limits import SdLimits
 
     try:
         return SdLimits(

@@ -16,7 +16,8 @@ def build_sd15(target: Path, torch: Any) -> Path:
     """Save a StableDiffusionPipeline with SD 1.5's architecture and random weights."""
     diffusers: Any = importlib.import_module("diffusers")
     transformers: Any = importlib.import_module("transformers")
-    from adapters.stable_diffusion.tiny import make_clip_tokenizer, sd1_pipeline
+    from adapters.stable_diffusion.tiny.parts import make_clip_tokenizer
+    from adapters.stable_diffusion.tiny.sd1 import sd1_pipeline
 
     tokenizer = make_clip_tokenizer(target.parent / "tokenizer-source")
     with torch.device("cuda"):  # initialising 1B parameters is much faster on the GPU

@@ -113,8 +113,8 @@ def plain_variant(torch: Any, path: str, row: Row, batch: int, runs: int) -> Non
 
 def adapter_variant(torch: Any, path: str, row: Row, batch: int, runs: int, cache: Path) -> None:
     from adapters.stable_diffusion.acceleration import CompileOptions
+    from adapters.stable_diffusion.limits import SdLimits
     from adapters.stable_diffusion.model import StableDiffusionModel
-    from adapters.stable_diffusion.schema import SdLimits
 
     compile_options: CompileOptions | bool = False
     if row.variant == "compile":

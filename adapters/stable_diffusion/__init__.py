@@ -1,19 +1,20 @@
-"""Stable Diffusion text-to-image on diffusers, behind the ``Model`` port.
+"""Stable Diffusion on diffusers (SD 1.x/2.x, SDXL, SD3, Flux), behind the ``Model`` port.
 
-- :class:`StableDiffusionModel` (``model.py``): loads a pipeline once, runs one job at a time.
-- :class:`SdInput`, :class:`SdLimits`, :func:`parse_input` (``schema.py``): the input schema.
-- :func:`make_tiny_model` (``tiny.py``): a tiny random-weight pipeline, built offline.
-- ``acceleration.py`` (SDPA, channels-last, safe torch.compile and its warm-up plan),
-  ``faults.py`` (CUDA errors: out of memory, device lost), ``images.py`` (uint8 on the device,
-  PNG on the store thread), ``loading.py`` (finding and loading a pipeline), ``baking.py``
-  (``python -m app bake-weights``), ``schedulers.py``, ``steps.py``.
+Where to look:
 
-Importing this package imports neither torch nor diffusers; they are loaded by
-``StableDiffusionModel.load()`` and ``make_tiny_model()``.
+- ``model.py``: :class:`~.model.StableDiffusionModel`, the adapter itself (load once, run jobs).
+- the job's input: ``schema.py`` (the fields, one line for every problem), ``limits.py``
+  (:class:`~.limits.SdLimits`), ``field_checks.py``, ``refiner_fields.py``, ``schedulers.py``;
+- the family: ``families.py`` (which pipeline a folder holds, its defaults), ``pipelines.py``
+  (load once, img2img and inpainting from the same weights), ``loading.py``, ``refiner.py``;
+- the device: ``device_queue.py`` (the one thread that runs every pipeline call, and dynamic
+  batching), ``batches.py`` (which jobs share a call), ``generation.py`` (one call),
+  ``steps.py`` (progress and cancel per step), ``acceleration.py`` (SDPA, channels-last,
+  safe ``torch.compile``), ``faults.py`` (out of memory, device lost);
+- images: ``input_images.py`` (reading what a job sends), ``job_images.py`` (making them ready
+  for the pipeline), ``output_images.py`` (uint8 on the device, PNG on the store thread);
+- ``baking.py`` (``python -m app bake-weights``) and ``tiny/`` (tiny random pipelines of every
+  family, built offline).
+
+Importing this package imports nothing: torch and diffusers load with the model.
 """
-
-from adapters.stable_diffusion.model import StableDiffusionModel
-from adapters.stable_diffusion.schema import SdInput, SdLimits, parse_input
-from adapters.stable_diffusion.tiny import make_tiny_model
-
-__all__ = ["SdInput", "SdLimits", "StableDiffusionModel", "make_tiny_model", "parse_input"]

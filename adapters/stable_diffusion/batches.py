@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from adapters.stable_diffusion.families import FamilySpec
-from adapters.stable_diffusion.family_schema import FamilyInput
 from adapters.stable_diffusion.job_images import JobImages
 from adapters.stable_diffusion.pipelines import call_arguments
+from adapters.stable_diffusion.schema import FamilyInput
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ Each :class:`FamilySpec` also names the family's img2img and inpaint classes, re
 same weights with diffusers' ``AutoPipelineForImage2Image.from_pipe`` /
 ``AutoPipelineForInpainting.from_pipe``. Flux's sides are multiples of 16 (its latents are
 packed 2x2); the others' multiples of 8. The input schema of a family is in
-:mod:`.family_schema`. This module reads no environment and imports neither torch nor diffusers.
+:mod:`.schema`. This module reads no environment and imports neither torch nor diffusers.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from adapters.stable_diffusion.schema import SdLimits
+from adapters.stable_diffusion.limits import SdLimits
 from domain.errors import ModelError
 
 

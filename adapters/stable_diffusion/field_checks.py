@@ -1,4 +1,4 @@
-"""Checks and messages shared by the input schemas (:mod:`.schema`, :mod:`.family_schema`).
+"""Checks and messages of the input schema (:mod:`.schema`, :mod:`.refiner_fields`).
 
 Each check returns the accepted value or raises :func:`field_problem`'s error, whose message
 pydantic reports under the field's name: ``must be an integer (got '512')``. Values are shown by

@@ -1,6 +1,6 @@
 """A job's input images, made ready for an image-to-image or inpainting pipeline call.
 
-From a validated :class:`~.family_schema.FamilyInput` and an
+From a validated :class:`~.schema.FamilyInput` and an
 :class:`~adapters.stable_diffusion.input_images.ImageLoader`:
 
 - both images are loaded (``init_image`` as RGB, ``mask`` as greyscale, white = repaint), and
@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from adapters.stable_diffusion.families import FamilySpec
-from adapters.stable_diffusion.family_schema import FamilyInput
 from adapters.stable_diffusion.input_images import ImageLoader
-from adapters.stable_diffusion.schema import MIN_SIDE, SdLimits
+from adapters.stable_diffusion.limits import MIN_SIDE, SdLimits
+from adapters.stable_diffusion.schema import FamilyInput
 from domain.errors import InvalidInput
 
 _PREFIX = "invalid input: "

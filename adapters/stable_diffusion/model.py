@@ -2,7 +2,7 @@
 
 SD 1.x/2.x, SDXL, SD3 or Flux (:mod:`.families`); text-to-image, image-to-image and inpainting
 from the same weights (:mod:`.pipelines`); inputs checked by the family's schema
-(:mod:`.family_schema`), input images loaded by an ``ImageLoader`` (:mod:`.job_images`). Why:
+(:mod:`.schema`), input images loaded by an ``ImageLoader`` (:mod:`.job_images`). Why:
 
 - **One device thread.** ``load`` (once, ``local_files_only`` unless downloads are allowed) and
   every pipeline call run on one thread, ``model-device`` (:mod:`.device_queue`): per-thread
@@ -46,11 +46,11 @@ from adapters.stable_diffusion.acceleration import Compilation, CompileOptions, 
 from adapters.stable_diffusion.batches import Work, batch_key
 from adapters.stable_diffusion.device_queue import BatchQueue, Member
 from adapters.stable_diffusion.families import FamilySpec, detect_family
-from adapters.stable_diffusion.family_schema import FamilyInput, parse_family_input
 from adapters.stable_diffusion.faults import describe, free_memory, job_error
 from adapters.stable_diffusion.generation import generate, warm_up
 from adapters.stable_diffusion.input_images import ImageInputLimits, ImageLoader
 from adapters.stable_diffusion.job_images import JobImages, prepare_images
+from adapters.stable_diffusion.limits import SEED_MAX, SdLimits
 from adapters.stable_diffusion.loading import (
     dtype_argument,
     import_stack,
@@ -61,7 +61,7 @@ from adapters.stable_diffusion.loading import (
 from adapters.stable_diffusion.output_images import PNG_COMPRESS_LEVEL, png_artifact
 from adapters.stable_diffusion.refiner import Refiner, job_stages, load_refiner
 from adapters.stable_diffusion.schedulers import prepare_schedulers
-from adapters.stable_diffusion.schema import SEED_MAX, SdLimits
+from adapters.stable_diffusion.schema import FamilyInput, parse_family_input
 from adapters.stable_diffusion.steps import StepReporter
 from domain.errors import DeviceLost, InvalidInput, ModelError, OutOfMemory
 from domain.ports import JobContext

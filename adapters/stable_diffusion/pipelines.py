@@ -24,12 +24,12 @@ from typing import Any
 
 from adapters.stable_diffusion.acceleration import Compilation, CompileOptions, unet_graphs
 from adapters.stable_diffusion.families import Family, FamilySpec, check_limits, detect_family
-from adapters.stable_diffusion.family_schema import FamilyInput
 from adapters.stable_diffusion.faults import describe, forget
 from adapters.stable_diffusion.job_images import JobImages, pipeline_arguments, task_of
+from adapters.stable_diffusion.limits import SdLimits
 from adapters.stable_diffusion.loading import dtype_argument, load_failure
 from adapters.stable_diffusion.schedulers import SCHEDULER_NAMES
-from adapters.stable_diffusion.schema import SdLimits
+from adapters.stable_diffusion.schema import FamilyInput
 from domain.errors import ModelError
 
 log = logging.getLogger("podworker.model")

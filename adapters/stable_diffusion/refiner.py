@@ -26,12 +26,12 @@ from typing import Any
 
 from adapters.stable_diffusion.acceleration import speed_up
 from adapters.stable_diffusion.families import Family, FamilySpec
-from adapters.stable_diffusion.family_schema import FamilyInput
 from adapters.stable_diffusion.faults import describe, forget, job_error
 from adapters.stable_diffusion.job_images import JobImages
 from adapters.stable_diffusion.loading import dtype_argument, load_failure, pipeline_source
 from adapters.stable_diffusion.pipelines import denoising_steps
 from adapters.stable_diffusion.schedulers import prepare_schedulers
+from adapters.stable_diffusion.schema import FamilyInput
 from domain.errors import InvalidInput, ModelError
 
 REFINER_CLASS = "StableDiffusionXLImg2ImgPipeline"

@@ -1,4 +1,4 @@
-"""The SDXL refiner's job fields, as :mod:`.family_schema` checks them.
+"""The SDXL refiner's job fields, as :mod:`.schema` checks them.
 
 ============================  =================================  ==============================
 field                         default                            accepted

@@ -1,27 +1,7 @@
-"""The Stable Diffusion model's input: what a job may ask for, checked before any GPU work.
+"""A Stable Diffusion job's input, checked before any GPU work: the family's fields and defaults.
 
 Names and defaults follow RunPod's Stable Diffusion worker templates, so inputs users already
-send keep working:
-
-==========================  ========  ===============================================
-field                       default   accepted
-==========================  ========  ===============================================
-``prompt``                  required  a non-blank string, at most ``max_prompt_chars``
-``negative_prompt``         none      a string, at most ``max_prompt_chars``
-``width``, ``height``       512       multiples of 8, at least 64, and
-                                      ``width * height <= max_pixels``
-``num_outputs``             1         1 to ``max_outputs``; ``num_images`` is an alias
-``num_inference_steps``     25        1 to ``max_steps``
-``guidance_scale``          7.5       a number from 0 to 20 (1 or less turns off
-                                      classifier-free guidance, halving the work)
-``scheduler``               DDIM      a name in :data:`SCHEDULER_NAMES` or an alias
-``seed``                    random    an integer from 0 to 2**32 - 1
-==========================  ========  ===============================================
-
-Why 25 steps by default (the SD 1.x templates say 50): 25 DDIM steps give nearly the same
-image for half the GPU time, and the step count is the one thing a caller can always raise.
-
-Decisions a caller can rely on:
+send keep working. Decisions a caller can rely on:
 
 - **Every problem is reported at once**, as one line: ``invalid input: width: must be a
   multiple of 8 (got 100); num_outputs: must be at most 4 (got 9); ...``. Never a pydantic URL,
@@ -29,12 +9,27 @@ Decisions a caller can rely on:
 - **Types are strict.** Numbers must be JSON numbers: ``"512"`` and ``true`` are refused
   (``width: must be an integer (got '512')``); a whole float such as ``512.0`` is accepted.
   ``null`` means "use the default" for every field except ``prompt``.
-- **Unknown fields are refused**, with a suggestion for near misses and the list of known
-  fields: a typo such as ``num_inference_step`` silently ignored would produce a different
-  image with no hint why. Template fields this worker does not implement (``init_image``,
-  ``mask``, ``prompt_strength``, ``lora``, ...) get their own message: not supported here.
-- Limits come from :class:`SdLimits`, built from settings and handed in; this module reads no
-  environment and imports neither torch nor diffusers.
+- **Unknown fields are refused**, with a suggestion for near misses and the family's own field
+  list: a typo such as ``num_inference_step`` silently ignored would produce a different image
+  with no hint why. A field the family does not have (Flux's ``negative_prompt``, a
+  ``scheduler`` for SD3 or Flux) is refused by name; diffusers' own names (``image``,
+  ``mask_image``, ``strength``) point to the template's.
+- Limits come from :class:`~.limits.SdLimits`, built from settings and handed in.
+
+Defaults are the spec's: a Flux schnell job (:data:`.families.FLUX_SCHNELL`) that leaves them
+out runs 4 steps with ``guidance_scale`` 0.0. Schnell still accepts a ``guidance_scale`` (the
+templates send one), within the same bounds, but its transformer embeds no guidance, so
+diffusers ignores the value: the image is the same whatever it is.
+
+Every family takes ``init_image`` (image-to-image), ``mask`` (inpainting, with ``init_image``)
+and ``prompt_strength`` (0 to 1, default 0.8, only with ``init_image``; diffusers runs
+``int(num_inference_steps * prompt_strength)`` steps, which must be at least 1). Images are
+checked here for their shape only (base64, a data URL, or a URL when ``fetch_urls``); they are
+loaded by :func:`.job_images.prepare_images`. ``width``/``height`` left out with an
+``init_image`` stay None: the image's own size is used. No environment, no torch, no Pillow.
+
+SDXL also takes the refiner's fields (:mod:`.refiner_fields`: ``use_refiner``,
+``refiner_inference_steps``, ``high_noise_frac``); whether a refiner is loaded is passed in.
 """
 
 from __future__ import annotations
@@ -42,7 +37,6 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from pydantic import (
@@ -53,9 +47,12 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
+from adapters.stable_diffusion import refiner_fields
+from adapters.stable_diffusion.families import SPECS, Family, FamilySpec
 from adapters.stable_diffusion.field_checks import (
     checked_integer,
     checked_text,
@@ -64,100 +61,79 @@ from adapters.stable_diffusion.field_checks import (
     show_value,
     within_bounds,
 )
+from adapters.stable_diffusion.input_images import describe_reference_problem
+from adapters.stable_diffusion.limits import (
+    DEFAULT_LIMITS,
+    MAX_GUIDANCE,
+    MIN_SIDE,
+    SEED_MAX,
+    UNSUPPORTED_FIELDS,
+    SdLimits,
+)
 from adapters.stable_diffusion.schedulers import SCHEDULER_NAMES, canonical_scheduler
 from domain.errors import InvalidInput
 
-SEED_MAX = 2**32 - 1
-"""Largest seed accepted. Image i of a job uses ``(seed + i) % 2**32``, which is also valid."""
-
-MIN_SIDE = 64
-DEFAULT_SIDE = 512
-DEFAULT_STEPS = 25
-SIDE_MULTIPLE = 8  # the VAE works on 8x8 pixel cells
-MAX_GUIDANCE = 20.0
-
-UNSUPPORTED_FIELDS = frozenset(
-    {
-        "init_image",
-        "image",
-        "mask",
-        "mask_image",
-        "prompt_strength",
-        "strength",
-        "lora",
-        "lora_scale",
-        "refiner_inference_steps",
-        "high_noise_frac",
-        "use_refiner",
-        "controlnet",
-        "ip_adapter_image",
-    }
-)
-"""Fields RunPod's templates know (img2img, inpainting, LoRA, refiner) that this worker does not."""
+DEFAULT_PROMPT_STRENGTH = 0.8
 
 
-@dataclass(frozen=True)
-class SdLimits:
-    """How much one job may ask for. Each bounds GPU time or memory for a single job.
+class FamilyInput(BaseModel):
+    """One job's validated input for a family. Build it with :func:`parse_family_input`.
 
-    - ``max_prompt_chars``: characters in ``prompt`` and in ``negative_prompt`` (CLIP reads 77
-      tokens anyway; the bound keeps inputs and logs small).
-    - ``max_pixels``: ``width * height`` of one image; memory grows with it (1024*1024 fits an
-      SD 1.5 batch of 4 in fp16 on a 24 GB card).
-    - ``max_outputs``: images per job (memory and time grow linearly).
-    - ``max_steps``: denoising steps per job (time grows linearly).
-    """
-
-    max_prompt_chars: int = 2000
-    max_pixels: int = 1024 * 1024
-    max_outputs: int = 4
-    max_steps: int = 500
-
-    def __post_init__(self) -> None:
-        for name in ("max_prompt_chars", "max_pixels", "max_outputs", "max_steps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"SdLimits.{name} must be a positive integer (got {value!r})")
-        # A limit below a default would refuse every job that leaves the field out.
-        if self.max_pixels < DEFAULT_SIDE * DEFAULT_SIDE:
-            raise ValueError(
-                f"SdLimits.max_pixels must be at least {DEFAULT_SIDE * DEFAULT_SIDE} "
-                f"({DEFAULT_SIDE}x{DEFAULT_SIDE}, the default size; got {self.max_pixels})"
-            )
-        if self.max_steps < DEFAULT_STEPS:
-            raise ValueError(
-                f"SdLimits.max_steps must be at least {DEFAULT_STEPS} (the default step count; "
-                f"got {self.max_steps})"
-            )
-
-
-DEFAULT_LIMITS = SdLimits()
-
-
-class SdInput(BaseModel):
-    """One job's validated input. Build it with :func:`parse_input`, which reports errors well.
-
-    After validation ``scheduler`` holds the canonical name (``"k_euler"`` becomes ``"EULER"``)
-    and ``seed`` is None when the job left it to chance.
+    ``width``/``height`` are None only with an ``init_image`` and no size given (the image's
+    size is used); ``scheduler`` is None for families that use the pipeline's own;
+    ``prompt_strength`` is set exactly when ``init_image`` is.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     prompt: str
     negative_prompt: str | None = None
-    # Validating the defaults too lets ``height`` check the pixel cap whichever side was given.
-    width: int = Field(DEFAULT_SIDE, validate_default=True)
-    height: int = Field(DEFAULT_SIDE, validate_default=True)
+    width: int | None = None
+    height: int | None = None
     num_outputs: int = Field(1, validation_alias=AliasChoices("num_outputs", "num_images"))
-    num_inference_steps: int = DEFAULT_STEPS
-    guidance_scale: float = 7.5
-    scheduler: str = "DDIM"
+    num_inference_steps: int
+    guidance_scale: float
+    scheduler: str | None = None
     seed: int | None = None
+    init_image: str | None = None
+    mask: str | None = None
+    prompt_strength: float | None = None
+    use_refiner: bool = False
+    refiner_inference_steps: int | None = None
+    high_noise_frac: float | None = None
+
+    @property
+    def refiner_steps(self) -> int:  # the refiner's num_inference_steps: its own, or the base's
+        return self.refiner_inference_steps or self.num_inference_steps
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, raw: Any, info: ValidationInfo) -> Any:
+        """Fill the family's defaults in for fields left out or null."""
+        if not isinstance(raw, dict):
+            return raw
+        spec = _context(info)[0]
+        given = {k: v for k, v in raw.items() if v is not None}
+        has_image = "init_image" in given
+        defaults: dict[str, Any] = {
+            "num_inference_steps": spec.default_steps,
+            "guidance_scale": spec.default_guidance,
+        }
+        if not has_image or "width" in given or "height" in given:
+            defaults |= {"width": spec.default_side, "height": spec.default_side}
+        if spec.default_scheduler:
+            defaults["scheduler"] = spec.default_scheduler
+        if has_image:
+            defaults["prompt_strength"] = DEFAULT_PROMPT_STRENGTH
+        if "num_images" not in given:
+            defaults["num_outputs"] = 1
+        defaults |= refiner_fields.refiner_defaults(spec, given, _context(info)[4])
+        return {**defaults, **given}
 
     @field_validator("prompt", mode="plain")
     @classmethod
     def _prompt(cls, value: Any, info: ValidationInfo) -> str:
-        text = checked_text(value, _limits(info).max_prompt_chars)
+        text = checked_text(value, _context(info)[1].max_prompt_chars)
         if not text.strip():
             raise field_problem("must not be empty")
         return text
@@ -165,59 +141,49 @@ class SdInput(BaseModel):
     @field_validator("negative_prompt", mode="plain")
     @classmethod
     def _negative_prompt(cls, value: Any, info: ValidationInfo) -> str | None:
-        return None if value is None else checked_text(value, _limits(info).max_prompt_chars)
+        spec, limits = _context(info)[:2]
+        if not spec.negative_prompt:
+            raise field_problem(f"not supported by {spec.label} pipelines (they take no negative "
+                                "prompt)")
+        return None if value is None else checked_text(value, limits.max_prompt_chars)
 
-    @field_validator("width", mode="plain")
+    @field_validator("width", "height", mode="plain")
     @classmethod
-    def _width(cls, value: Any, info: ValidationInfo) -> int:
-        return DEFAULT_SIDE if value is None else _side(value, _limits(info))
-
-    @field_validator("height", mode="plain")
-    @classmethod
-    def _height(cls, value: Any, info: ValidationInfo) -> int:
-        height = DEFAULT_SIDE if value is None else _side(value, _limits(info))
+    def _side(cls, value: Any, info: ValidationInfo) -> int:
+        spec, limits = _context(info)[:2]
+        side = within_bounds(checked_integer(value), MIN_SIDE, limits.max_pixels // MIN_SIDE)
+        if side % spec.side_multiple:
+            raise field_problem(f"must be a multiple of {spec.side_multiple} (got {side})")
         width = info.data.get("width")
-        limits = _limits(info)
-        if isinstance(width, int) and width * height > limits.max_pixels:
-            raise PydanticCustomError(
-                "sd_pixels",
-                "{message}",
-                {
-                    "message": f"width x height: {width}x{height} is {width * height} pixels, "
-                    f"more than the limit of {limits.max_pixels}"
-                },
-            )
-        return height
+        too_many = isinstance(width, int) and width * side > limits.max_pixels
+        if info.field_name == "height" and too_many:
+            raise PydanticCustomError("sd_pixels", "{message}", {
+                "message": f"width x height: {width}x{side} is {side * int(width or 0)} "
+                f"pixels, more than the limit of {limits.max_pixels}"})
+        return side
 
     @field_validator("num_outputs", mode="plain")
     @classmethod
     def _num_outputs(cls, value: Any, info: ValidationInfo) -> int:
-        if value is None:
-            return 1
-        return within_bounds(checked_integer(value), 1, _limits(info).max_outputs)
+        return within_bounds(checked_integer(value), 1, _context(info)[1].max_outputs)
 
     @field_validator("num_inference_steps", mode="plain")
     @classmethod
     def _steps(cls, value: Any, info: ValidationInfo) -> int:
-        steps = DEFAULT_STEPS if value is None else checked_integer(value)
-        return within_bounds(steps, 1, _limits(info).max_steps)
+        return within_bounds(checked_integer(value), 1, _context(info)[1].max_steps)
 
     @field_validator("guidance_scale", mode="plain")
     @classmethod
     def _guidance(cls, value: Any) -> float:
-        if value is None:
-            return 7.5
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise field_problem(f"must be a number (got {show_value(value)})")
-        if not math.isfinite(value) or not 0 <= value <= MAX_GUIDANCE:
-            raise field_problem(f"must be between 0 and {MAX_GUIDANCE:g} (got {show_value(value)})")
-        return float(value)
+        return _number(value, 0.0, MAX_GUIDANCE)
 
     @field_validator("scheduler", mode="plain")
     @classmethod
-    def _scheduler(cls, value: Any) -> str:
-        if value is None:
-            return "DDIM"
+    def _scheduler(cls, value: Any, info: ValidationInfo) -> str:
+        spec = _context(info)[0]
+        if not spec.default_scheduler:
+            raise field_problem(f"not supported by {spec.label} pipelines (they use their own "
+                                "flow-matching scheduler)")
         if not isinstance(value, str):
             raise field_problem(f"must be a string (got {show_value(value)})")
         canonical = canonical_scheduler(value)
@@ -228,47 +194,118 @@ class SdInput(BaseModel):
 
     @field_validator("seed", mode="plain")
     @classmethod
-    def _seed(cls, value: Any) -> int | None:
-        return None if value is None else within_bounds(checked_integer(value), 0, SEED_MAX)
+    def _seed(cls, value: Any) -> int:
+        return within_bounds(checked_integer(value), 0, SEED_MAX)
+
+    @field_validator("init_image", "mask", mode="plain")
+    @classmethod
+    def _image(cls, value: Any, info: ValidationInfo) -> str:
+        spec, _, given, urls, _ = _context(info)
+        variant = spec.img2img if info.field_name == "init_image" else spec.inpaint
+        if variant is None:
+            raise field_problem(f"not supported by {spec.label} pipelines")
+        if info.field_name == "mask" and "init_image" not in given:
+            raise field_problem("needs init_image (the image to paint into)")
+        problem = describe_reference_problem(value, fetch_urls=urls)
+        if problem:
+            raise field_problem(problem)
+        return str(value)
+
+    @field_validator("prompt_strength", mode="plain")
+    @classmethod
+    def _strength(cls, value: Any, info: ValidationInfo) -> float:
+        if "init_image" not in _context(info)[2]:
+            raise field_problem("only with init_image (how far to move away from it)")
+        strength = _number(value, 0.0, 1.0)
+        steps = info.data.get("num_inference_steps")
+        # diffusers runs int(steps * strength) of the steps: none at all is an error there
+        if isinstance(steps, int) and int(steps * strength) < 1:
+            raise field_problem(f"with {steps} steps it must be at least {1 / steps:.3g} (got "
+                                f"{show_value(value)}): at least one step must run")
+        return strength
+
+    @field_validator(*refiner_fields.REFINER_FIELDS, mode="plain")
+    @classmethod
+    def _refiner(cls, value: Any, info: ValidationInfo) -> Any:
+        spec, limits, given, _, loaded = _context(info)
+        return refiner_fields.checked_refiner_field(
+            str(info.field_name), value, spec=spec, given=given, loaded=loaded, data=info.data,
+            max_steps=limits.max_steps)
 
 
-FIELD_NAMES: tuple[str, ...] = (*SdInput.model_fields, "num_images")
-"""Every key an input may have (``num_images`` being ``num_outputs``'s alias)."""
+def parse_family_input(
+    raw: Mapping[str, Any],
+    spec: FamilySpec,
+    limits: SdLimits | None = None,
+    *,
+    fetch_urls: bool = False,
+    refiner: bool = False,
+) -> FamilyInput:
+    """Validate one job's input for ``spec``'s family against ``limits``.
 
-
-def parse_input(raw: Mapping[str, Any], limits: SdLimits | None = None) -> SdInput:
-    """Validate one job's input against ``limits``.
-
-    Raises ``InvalidInput`` whose message names every bad field at once, in one line.
+    ``fetch_urls`` is the setting ``INPUT_URL_FETCH``: without it an image given as a URL is
+    refused here, before any work; ``refiner`` (an SDXL refiner is loaded) makes
+    ``use_refiner`` default to true. Raises ``InvalidInput`` naming every bad field, in one line.
     """
     if not isinstance(raw, Mapping):
         raise InvalidInput(f"invalid input: must be a JSON object (got {show_value(raw)})")
+    given = frozenset(k for k, v in raw.items() if v is not None)
+    context = {"spec": spec, "limits": limits or DEFAULT_LIMITS, "given": given,
+               "fetch_urls": fetch_urls, "refiner": refiner}
     try:
-        return SdInput.model_validate(dict(raw), context={"limits": limits or DEFAULT_LIMITS})
+        return FamilyInput.model_validate(dict(raw), context=context)
     except ValidationError as exc:
-        raise InvalidInput(describe_problems(exc, FIELD_NAMES, _extra_field)) from None
+        names = field_names(spec)
+        raise InvalidInput(
+            describe_problems(exc, names, lambda key: _extra_field(key, names))
+        ) from None
 
 
-def _extra_field(key: str) -> tuple[str, bool]:
-    """The message for a key the schema does not take, and whether it is simply unknown."""
+def field_names(spec: FamilySpec) -> tuple[str, ...]:
+    """Every key a job of ``spec``'s family may send (``num_images`` being an alias)."""
+    return tuple(
+        name
+        for name in (*FamilyInput.model_fields, "num_images")
+        if (name != "negative_prompt" or spec.negative_prompt)
+        and (name != "scheduler" or spec.default_scheduler)
+        and (name not in refiner_fields.REFINER_FIELDS or spec.family is Family.SDXL)
+    )
+
+
+_RENAMED = {"image": "init_image", "mask_image": "mask", "strength": "prompt_strength"}
+"""diffusers' own names for the template's image fields."""
+
+
+def _extra_field(key: str, names: tuple[str, ...]) -> tuple[str, bool]:
     if key in ("num_outputs", "num_images"):
         return "give num_outputs or num_images, not both", False
+    if key in _RENAMED:
+        return f"unknown field (this worker calls it {_RENAMED[key]})", False
     if key in UNSUPPORTED_FIELDS:
-        return "not supported by this worker (it generates images from a text prompt only)", False
-    close = difflib.get_close_matches(key, FIELD_NAMES, n=1, cutoff=0.75)
-    hint = f" (did you mean {close[0]}?)" if close else ""
-    return f"unknown field{hint}", True
+        return "not supported by this worker", False
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.75)
+    return f"unknown field{f' (did you mean {close[0]}?)' if close else ''}", True
 
 
-def _limits(info: ValidationInfo) -> SdLimits:
-    context = info.context
-    limits = context.get("limits") if isinstance(context, dict) else None
-    return limits if isinstance(limits, SdLimits) else DEFAULT_LIMITS
+def _context(info: ValidationInfo) -> tuple[FamilySpec, SdLimits, frozenset[str], bool, bool]:
+    """The family, the limits, the keys the job gave (not null), whether URLs are fetched and
+    whether a refiner is loaded."""
+    context = info.context if isinstance(info.context, dict) else {}
+    spec = context.get("spec")
+    limits = context.get("limits")
+    given = context.get("given")
+    return (
+        spec if isinstance(spec, FamilySpec) else SPECS[Family.SD],
+        limits if isinstance(limits, SdLimits) else DEFAULT_LIMITS,
+        given if isinstance(given, frozenset) else frozenset(),
+        bool(context.get("fetch_urls")),
+        bool(context.get("refiner")),
+    )
 
 
-def _side(value: Any, limits: SdLimits) -> int:
-    # The longest side the pixel cap allows, the other side being the smallest one.
-    side = within_bounds(checked_integer(value), MIN_SIDE, limits.max_pixels // MIN_SIDE)
-    if side % SIDE_MULTIPLE:
-        raise field_problem(f"must be a multiple of {SIDE_MULTIPLE} (got {side})")
-    return side
+def _number(value: Any, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise field_problem(f"must be a number (got {show_value(value)})")
+    if not math.isfinite(value) or not low <= value <= high:
+        raise field_problem(f"must be between {low:g} and {high:g} (got {show_value(value)})")
+    return float(value)

@@ -16,8 +16,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from adapters.stable_diffusion.families import family_spec
-from adapters.stable_diffusion.family_schema import parse_family_input
 from adapters.stable_diffusion.input_images import reference_kind
+from adapters.stable_diffusion.schema import parse_family_input
 from domain.errors import InvalidInput
 from tests.support.fuzz_kit import CASES, FUZZ_LIMITS, fuzz_settings, sd_inputs
 

@@ -20,10 +20,18 @@ from hypothesis import strategies as st
 from adapters.local.storage import LocalFolderStorage
 from adapters.outbox.journal import FileOutbox
 from adapters.s3.storage import object_key
-from adapters.stable_diffusion.schema import SEED_MAX, parse_input
+from adapters.stable_diffusion.limits import SEED_MAX
 from domain.errors import InvalidInput, UploadFailed
 from domain.job import Artifact, Job, JobResult, safe_name
-from tests.support.fuzz_kit import CASES, FUZZ_LIMITS, TRICKY, fuzz_settings, odd_text, sd_inputs
+from tests.support.fuzz_kit import (
+    CASES,
+    FUZZ_LIMITS,
+    TRICKY,
+    fuzz_settings,
+    odd_text,
+    parse_sd,
+    sd_inputs,
+)
 
 PATH_EXAMPLES = 2500
 SCHEMA_EXAMPLES = 3000
@@ -134,7 +142,7 @@ def test_every_fuzzed_input_is_validated_within_the_limits_or_refused_in_one_lin
     def check(raw: dict[str, Any]) -> None:
         nonlocal count
         try:
-            params = parse_input(raw, FUZZ_LIMITS)
+            params = parse_sd(raw)
         except InvalidInput as exc:
             message = str(exc)
             assert message.startswith("invalid input: ") and "\n" not in message
@@ -144,14 +152,19 @@ def test_every_fuzzed_input_is_validated_within_the_limits_or_refused_in_one_lin
                     assert value not in message
         else:
             assert params.prompt.strip() and len(params.prompt) <= FUZZ_LIMITS.max_prompt_chars
-            assert params.width % 8 == 0 and params.height % 8 == 0
-            assert params.width >= 64 and params.height >= 64
-            assert params.width * params.height <= FUZZ_LIMITS.max_pixels
+            if params.width is None or params.height is None:  # the init_image's size, later
+                assert params.init_image is not None and params.width == params.height
+            else:
+                assert params.width % 8 == 0 and params.height % 8 == 0
+                assert params.width >= 64 and params.height >= 64
+                assert params.width * params.height <= FUZZ_LIMITS.max_pixels
             assert 1 <= params.num_outputs <= FUZZ_LIMITS.max_outputs
             assert 1 <= params.num_inference_steps <= FUZZ_LIMITS.max_steps
             assert math.isfinite(params.guidance_scale) and 0 <= params.guidance_scale <= 20
             assert params.seed is None or 0 <= params.seed <= SEED_MAX
-            for name in ("init_image", "image", "mask", "mask_image"):
+            assert (params.prompt_strength is not None) == (params.init_image is not None)
+            assert params.mask is None or params.init_image is not None
+            for name in ("image", "mask_image", "strength"):  # diffusers' names, not ours
                 assert name not in raw, f"{name} accepted"
         count += 1
 

@@ -19,17 +19,16 @@ from hypothesis import given
 
 from adapters.local.storage import LocalFolderStorage
 from adapters.outbox.journal import FileOutbox, peek
-from adapters.stable_diffusion.schema import parse_input
 from app.stages import ExitCode
 from domain.errors import InvalidInput
 from domain.lifecycle import LifecyclePolicy
 from tests.support.fuzz_kit import (
     CASES,
-    FUZZ_LIMITS,
     SchemaCheckingModel,
     envelopes,
     fuzz_settings,
     over_the_wire,
+    parse_sd,
     readable_id,
 )
 from tests.support.harness import make_harness, wait_until
@@ -50,7 +49,7 @@ def expected_error(job_input: Any) -> str | None:
     if size > MAX_INPUT_BYTES:
         return f"invalid input: input is {size} bytes, over the limit of {MAX_INPUT_BYTES} bytes"
     try:
-        parse_input(job_input, FUZZ_LIMITS)
+        parse_sd(job_input)
     except InvalidInput as exc:
         return str(exc)
     return None
@@ -104,7 +103,7 @@ def test_every_fuzzed_job_gets_one_clear_answer_and_the_worker_keeps_running(
             assert result.error == error
         else:
             assert result.error is None, result.error
-            assert result.output["input"] == parse_input(job_input, FUZZ_LIMITS).model_dump()
+            assert result.output["input"] == parse_sd(job_input).model_dump()
             stored = Path(result.output["image"]).resolve()
             assert stored.is_relative_to(outputs.resolve()) and stored.is_file()
         if result.error is not None:

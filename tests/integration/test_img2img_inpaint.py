@@ -18,14 +18,14 @@ from typing import Any
 import pytest
 
 from adapters.stable_diffusion.families import family_spec
-from adapters.stable_diffusion.family_schema import parse_family_input
 from adapters.stable_diffusion.input_images import ImageInputLimits, ImageLoader
 from adapters.stable_diffusion.job_images import (
     pipeline_arguments,
     pipeline_class_name,
     prepare_images,
 )
-from adapters.stable_diffusion.schema import SdLimits
+from adapters.stable_diffusion.limits import SdLimits
+from adapters.stable_diffusion.schema import parse_family_input
 from domain.errors import InvalidInput
 
 torch = pytest.importorskip("torch")

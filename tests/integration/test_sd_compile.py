@@ -17,9 +17,9 @@ import pytest
 
 from adapters.stable_diffusion import acceleration
 from adapters.stable_diffusion.acceleration import CompileOptions
+from adapters.stable_diffusion.limits import SdLimits
 from adapters.stable_diffusion.model import StableDiffusionModel
 from adapters.stable_diffusion.schedulers import SCHEDULER_NAMES
-from adapters.stable_diffusion.schema import SdLimits
 from domain.execution import DetachedContext
 
 torch = pytest.importorskip("torch")

@@ -19,9 +19,9 @@ import pytest
 from adapters.stable_diffusion import acceleration
 from adapters.stable_diffusion.acceleration import CompileOptions, speed_up
 from adapters.stable_diffusion.families import family_spec
+from adapters.stable_diffusion.limits import SdLimits
 from adapters.stable_diffusion.model import StableDiffusionModel
 from adapters.stable_diffusion.pipelines import family_dtype
-from adapters.stable_diffusion.schema import SdLimits
 from tests.support.sd_jobs import StepContext, decode
 
 torch = pytest.importorskip("torch")

@@ -20,10 +20,10 @@ import pytest
 
 from adapters.stable_diffusion import pipelines
 from adapters.stable_diffusion.families import FLUX_SCHNELL, SPECS, Family
-from adapters.stable_diffusion.family_schema import parse_family_input
 from adapters.stable_diffusion.job_images import JobImages
+from adapters.stable_diffusion.limits import SdLimits
 from adapters.stable_diffusion.model import StableDiffusionModel
-from adapters.stable_diffusion.schema import SdLimits
+from adapters.stable_diffusion.schema import parse_family_input
 from tests.support.sd_jobs import StepContext, decode
 
 pytest.importorskip("torch")

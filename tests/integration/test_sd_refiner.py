@@ -202,8 +202,8 @@ def test_batches_never_mix_refined_and_unrefined_jobs(model: StableDiffusionMode
 
 
 def test_the_batch_key_tells_refiner_settings_apart(model: StableDiffusionModel) -> None:
-    from adapters.stable_diffusion.family_schema import parse_family_input
     from adapters.stable_diffusion.job_images import JobImages
+    from adapters.stable_diffusion.schema import parse_family_input
 
     def key(**fields: Any) -> Any:
         params = parse_family_input({**JOB, **fields}, SPECS[Family.SDXL], refiner=True)

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from adapters.clock import SystemClock
-from adapters.stable_diffusion.schema import UNSUPPORTED_FIELDS
+from adapters.stable_diffusion.limits import UNSUPPORTED_FIELDS
 from app.bootstrap import build_model
 from app.settings import load_settings
 from domain.errors import ConfigurationError, InvalidInput, ModelError

@@ -9,6 +9,7 @@ total at the end of the run.
 
 from __future__ import annotations
 
+import base64
 import collections
 import json
 from typing import Any
@@ -17,13 +18,10 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from adapters.local.echo_model import TINY_PNG
+from adapters.stable_diffusion.families import Family, family_spec
+from adapters.stable_diffusion.limits import UNSUPPORTED_FIELDS, SdLimits
 from adapters.stable_diffusion.schedulers import SCHEDULER_NAMES
-from adapters.stable_diffusion.schema import (
-    FIELD_NAMES,
-    UNSUPPORTED_FIELDS,
-    SdLimits,
-    parse_input,
-)
+from adapters.stable_diffusion.schema import FamilyInput, field_names, parse_family_input
 from domain.job import MAX_JOB_ID_LENGTH, Artifact
 from domain.ports import JobContext
 
@@ -111,6 +109,16 @@ def readable_id(payload: object) -> str | None:
 
 # --- Stable Diffusion inputs ---------------------------------------------------------------
 FUZZ_LIMITS = SdLimits(max_prompt_chars=300, max_pixels=512 * 768, max_outputs=3, max_steps=40)
+SD = family_spec(Family.SD.value)
+FIELD_NAMES = field_names(SD)
+"""The fields an SD 1.x job may send, as the production schema (:mod:`adapters.stable_diffusion.
+schema`) has them."""
+_PNG_B64 = base64.b64encode(TINY_PNG).decode()
+
+
+def parse_sd(raw: Any, limits: SdLimits = FUZZ_LIMITS) -> FamilyInput:
+    """Validate ``raw`` exactly as the Stable Diffusion model does for an SD 1.x pipeline."""
+    return parse_family_input(raw, SD, limits)
 
 _in_range: dict[str, st.SearchStrategy[Any]] = {
     "prompt": st.one_of(
@@ -129,6 +137,9 @@ _in_range: dict[str, st.SearchStrategy[Any]] = {
         [*SCHEDULER_NAMES, "k_euler", "Euler A", "DPMSolverMultistep", "klms", "k-lms", None]
     ),
     "seed": st.none() | st.integers(min_value=0, max_value=2**32 - 1),
+    "init_image": st.sampled_from([_PNG_B64, f"data:image/png;base64,{_PNG_B64}"]),
+    "mask": st.sampled_from([_PNG_B64, f"data:image/png;base64,{_PNG_B64}"]),
+    "prompt_strength": st.floats(min_value=0.1, max_value=1.0) | st.just(1),
 }
 """Values each field accepts under ``FUZZ_LIMITS`` (width and height together stay under the
 pixel cap)."""
@@ -149,6 +160,11 @@ _out_of_range: dict[str, st.SearchStrategy[Any]] = {
     | st.sampled_from([float("nan"), float("inf"), float("-inf")]),
     "scheduler": st.sampled_from(["nope", "", "DDIMM", "ddim\u0000", "EulerAncestral"]) | odd_text,
     "seed": st.integers(max_value=-1) | st.integers(min_value=2**32),
+    "init_image": st.sampled_from(["", "not base64 at all!", "http://example.com/a.png",
+                                   "data:text/plain;base64,aGk="]),
+    "mask": st.sampled_from(["", "%%%", "ftp://example.com/m.png"]),
+    "prompt_strength": st.floats(max_value=-0.001) | st.floats(min_value=1.001)
+    | st.sampled_from([float("nan"), 0.0]),
 }
 """Values of the right type that each field refuses."""
 
@@ -246,6 +262,6 @@ class SchemaCheckingModel:
 
     def run(self, job_input: dict[str, Any], ctx: JobContext) -> Any:
         self.runs += 1
-        params = parse_input(job_input, self.limits)
+        params = parse_sd(job_input, self.limits)
         ctx.check_cancelled()
         return {"input": params.model_dump(), "image": Artifact(TINY_PNG)}

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from adapters.stable_diffusion.families import FLUX_SCHNELL, Family, FamilySpec, family_spec
-from adapters.stable_diffusion.family_schema import parse_family_input
+from adapters.stable_diffusion.schema import parse_family_input
 from domain.errors import InvalidInput
 
 ALL = [*(f.value for f in Family), FLUX_SCHNELL.name]

@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from adapters.stable_diffusion.families import family_spec
-from adapters.stable_diffusion.family_schema import parse_family_input
 from adapters.stable_diffusion.input_images import ImageInputLimits, ImageLoader, reference_kind
 from adapters.stable_diffusion.job_images import (
     pipeline_arguments,
@@ -21,7 +20,8 @@ from adapters.stable_diffusion.job_images import (
     target_size,
     task_of,
 )
-from adapters.stable_diffusion.schema import SdLimits
+from adapters.stable_diffusion.limits import SdLimits
+from adapters.stable_diffusion.schema import parse_family_input
 from domain.errors import InvalidInput
 
 Image = pytest.importorskip("PIL.Image")

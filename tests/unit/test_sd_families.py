@@ -24,8 +24,8 @@ from adapters.stable_diffusion.families import (
     detect_family,
     family_spec,
 )
-from adapters.stable_diffusion.family_schema import parse_family_input
-from adapters.stable_diffusion.schema import SdLimits
+from adapters.stable_diffusion.limits import SdLimits
+from adapters.stable_diffusion.schema import parse_family_input
 from domain.errors import ModelError
 from tests.support.sd_family_kit import ALL, spec
 
@@ -252,10 +252,10 @@ def test_importing_the_families_and_image_modules_imports_no_ml_library() -> Non
     code = (
         "import sys\n"
         "import adapters.stable_diffusion.families, adapters.stable_diffusion.job_images\n"
-        "import adapters.stable_diffusion.family_schema\n"
+        "import adapters.stable_diffusion.schema\n"
         "import adapters.stable_diffusion.input_images, adapters.http.safe_fetch\n"
         "import adapters.stable_diffusion.tiny\n"
-        "import adapters.stable_diffusion.tiny_families\n"
+        "import adapters.stable_diffusion.tiny.families, adapters.stable_diffusion.tiny.sd1\n"
         "heavy = sorted(m for m in ('torch', 'diffusers', 'transformers', 'PIL', 'numpy')\n"
         "               if m in sys.modules)\n"
         "print(','.join(heavy))\n"

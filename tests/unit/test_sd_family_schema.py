@@ -12,8 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from adapters.stable_diffusion.families import SPECS, Family
-from adapters.stable_diffusion.family_schema import field_names, parse_family_input
-from adapters.stable_diffusion.schema import SdLimits
+from adapters.stable_diffusion.limits import SdLimits
+from adapters.stable_diffusion.schema import field_names, parse_family_input
 from domain.errors import InvalidInput
 from tests.support.sd_family_kit import ALL, PNG_B64, problems, spec
 

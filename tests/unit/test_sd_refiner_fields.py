@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from adapters.stable_diffusion.families import FLUX_SCHNELL, SPECS, Family, FamilySpec
-from adapters.stable_diffusion.family_schema import FamilyInput, field_names, parse_family_input
+from adapters.stable_diffusion.schema import FamilyInput, field_names, parse_family_input
 from domain.errors import InvalidInput
 
 SDXL = SPECS[Family.SDXL]

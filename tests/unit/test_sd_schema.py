@@ -12,29 +12,33 @@ from pathlib import Path
 
 import pytest
 
+from adapters.stable_diffusion.limits import SdLimits
 from adapters.stable_diffusion.schedulers import SCHEDULER_NAMES, canonical_scheduler
-from adapters.stable_diffusion.schema import SdInput, SdLimits, parse_input
-from tests.support.sd_schema_kit import problems
+from tests.support.sd_schema_kit import parse_sd, problems
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_a_prompt_alone_gets_the_documented_defaults() -> None:
-    parsed = parse_input({"prompt": "a cat"})
+    parsed = parse_sd({"prompt": "a cat"})
 
-    assert parsed == SdInput.model_validate(
-        {
-            "prompt": "a cat",
-            "negative_prompt": None,
-            "width": 512,
-            "height": 512,
-            "num_outputs": 1,
-            "num_inference_steps": 25,
-            "guidance_scale": 7.5,
-            "scheduler": "DDIM",
-            "seed": None,
-        }
-    )
+    assert parsed.model_dump(exclude_defaults=False) == {
+        "prompt": "a cat",
+        "negative_prompt": None,
+        "width": 512,
+        "height": 512,
+        "num_outputs": 1,
+        "num_inference_steps": 25,
+        "guidance_scale": 7.5,
+        "scheduler": "DDIM",
+        "seed": None,
+        "init_image": None,
+        "mask": None,
+        "prompt_strength": None,
+        "use_refiner": False,
+        "refiner_inference_steps": None,
+        "high_noise_frac": None,
+    }
 
 
 def test_three_bad_fields_are_named_in_one_message() -> None:
@@ -71,7 +75,7 @@ def test_a_too_long_prompt_is_refused_without_echoing_it() -> None:
 
 
 def test_num_images_is_accepted_as_an_alias_of_num_outputs() -> None:
-    assert parse_input({"prompt": "a", "num_images": 3}).num_outputs == 3
+    assert parse_sd({"prompt": "a", "num_images": 3}).num_outputs == 3
 
 
 def test_num_images_out_of_range_is_reported_under_the_name_that_was_sent() -> None:
@@ -107,7 +111,7 @@ def test_num_outputs_and_num_images_together_are_refused() -> None:
     ],
 )
 def test_scheduler_aliases_resolve_to_their_canonical_name(sent: str, canonical: str) -> None:
-    assert parse_input({"prompt": "a", "scheduler": sent}).scheduler == canonical
+    assert parse_sd({"prompt": "a", "scheduler": sent}).scheduler == canonical
 
 
 def test_every_canonical_scheduler_name_resolves_to_itself() -> None:
@@ -117,7 +121,7 @@ def test_every_canonical_scheduler_name_resolves_to_itself() -> None:
 def test_limits_come_from_sd_limits() -> None:
     limits = SdLimits(max_pixels=512 * 512, max_outputs=8, max_steps=50)
 
-    assert parse_input({"prompt": "a", "num_outputs": 8, "num_inference_steps": 50}, limits)
+    assert parse_sd({"prompt": "a", "num_outputs": 8, "num_inference_steps": 50}, limits)
     assert problems(
         {"prompt": "a", "num_outputs": 9, "num_inference_steps": 51, "width": 520}, limits
     ) == (
@@ -127,7 +131,7 @@ def test_limits_come_from_sd_limits() -> None:
 
 
 def test_the_pixel_cap_applies_whichever_side_was_given() -> None:
-    assert parse_input({"prompt": "a", "width": 1024, "height": 1024}).width == 1024
+    assert parse_sd({"prompt": "a", "width": 1024, "height": 1024}).width == 1024
     assert "2056x512 is 1052672 pixels" in problems({"prompt": "a", "width": 2056})
     assert "512x2056 is 1052672 pixels" in problems({"prompt": "a", "height": 2056})
 

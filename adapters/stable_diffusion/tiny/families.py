@@ -1,4 +1,4 @@
-"""Tiny SDXL (and refiner), SD3 and Flux (dev, schnell) pipelines, random weights (:mod:`.tiny`).
+"""Tiny SDXL (and refiner), SD3 and Flux (dev, schnell) pipelines, random weights.
 
 Each has its family's real architecture and components, a few channels wide, so it is saved by
 ``save_pretrained`` and loaded back by the family's own ``from_pretrained`` exactly as real
@@ -23,27 +23,31 @@ flux-schnell  as flux                                     Flux transformer with 
 
 The VAEs keep the real factor of 8 (four blocks), so sizes mean what they mean with real
 weights: multiples of 8 (16 for Flux, whose latents are packed 2x2). The T5 tokenizer is a
-unigram vocabulary built here from :data:`.tiny._CORPUS` (no sentencepiece file, no network).
+unigram vocabulary built from :data:`.parts.CORPUS` (no sentencepiece file, no network).
 Callers seed the random generator; these functions only build modules.
 """
 
+
 from __future__ import annotations
 
-import importlib
-import math
-from collections import Counter
 from typing import Any
 
-from adapters.stable_diffusion.tiny import _CORPUS, CLIP_WIDTH, clip_config, tiny_vae
-
-T5_WIDTH = 64  # the T5 encoder's d_model: the joint attention width of SD3's and Flux's tiny DiTs
+from adapters.stable_diffusion.tiny.parts import (
+    CLIP_WIDTH,
+    T5_WIDTH,
+    clip_config,
+    libraries,
+    make_t5_tokenizer,
+    t5_encoder,
+    tiny_vae,
+)
 
 FLOW_MATCH_SHIFT = 3.0  # SD3's and Flux dev's scheduler shift
 
 
 def build_sdxl(tokenizer: Any) -> Any:
-    """An ``StableDiffusionXLPipeline``; ``tokenizer`` is the CLIP tokenizer of :mod:`.tiny`."""
-    diffusers, transformers = _libraries()
+    """An ``StableDiffusionXLPipeline``; ``tokenizer`` is the CLIP tokenizer of :mod:`.parts`."""
+    diffusers, transformers = libraries()
     time_embed = 8  # SDXL's add_time_ids: 6 numbers (sizes and crop), each embedded this wide
     unet = diffusers.UNet2DConditionModel(
         sample_size=16,  # 128 px / 8
@@ -87,7 +91,7 @@ def build_sdxl_refiner(tokenizer: Any) -> Any:
     """A ``StableDiffusionXLImg2ImgPipeline`` shaped as SDXL's refiner: no first text encoder,
     a UNet conditioned on the second one only and on an aesthetic score (5 time ids, not 6),
     its VAE and second encoder the shapes of :func:`build_sdxl`'s, which it shares at load."""
-    diffusers, transformers = _libraries()
+    diffusers, transformers = libraries()
     time_embed = 8  # the refiner's add_time_ids: sizes, crop and aesthetic score, 5 numbers
     unet = diffusers.UNet2DConditionModel(
         sample_size=16, in_channels=4, out_channels=4, layers_per_block=1,
@@ -120,7 +124,7 @@ def build_sdxl_refiner(tokenizer: Any) -> Any:
 
 def build_sd3(tokenizer: Any) -> Any:
     """A ``StableDiffusion3Pipeline`` (two CLIP encoders with projection and a T5 encoder)."""
-    diffusers, transformers = _libraries()
+    diffusers, transformers = libraries()
     transformer = diffusers.SD3Transformer2DModel(
         sample_size=16,
         patch_size=2,
@@ -147,7 +151,7 @@ def build_sd3(tokenizer: Any) -> Any:
             clip_config(transformers, tokenizer)
         ),
         tokenizer_2=tokenizer,
-        text_encoder_3=_t5_encoder(transformers, t5_tokenizer),
+        text_encoder_3=t5_encoder(transformers, t5_tokenizer),
         tokenizer_3=t5_tokenizer,
     )
 
@@ -155,7 +159,7 @@ def build_sd3(tokenizer: Any) -> Any:
 def build_flux(tokenizer: Any, *, schnell: bool = False) -> Any:
     """A ``FluxPipeline`` (a CLIP and a T5 encoder), with guidance embedding like Flux dev, or
     without it and with schnell's scheduler (no dynamic shifting, shift 1) when ``schnell``."""
-    diffusers, transformers = _libraries()
+    diffusers, transformers = libraries()
     head = 16
     transformer = diffusers.FluxTransformer2DModel(
         patch_size=1,
@@ -178,7 +182,7 @@ def build_flux(tokenizer: Any, *, schnell: bool = False) -> Any:
         vae=tiny_vae(diffusers, latent_channels=4, scaling_factor=0.3611, shift_factor=0.1159),
         text_encoder=transformers.CLIPTextModel(clip_config(transformers, tokenizer)),
         tokenizer=tokenizer,
-        text_encoder_2=_t5_encoder(transformers, t5_tokenizer),
+        text_encoder_2=t5_encoder(transformers, t5_tokenizer),
         tokenizer_2=t5_tokenizer,
         transformer=transformer,
     )
@@ -187,41 +191,3 @@ def build_flux(tokenizer: Any, *, schnell: bool = False) -> Any:
 def build_flux_schnell(tokenizer: Any) -> Any:
     """A ``FluxPipeline`` shaped as FLUX.1-schnell: :func:`build_flux` with ``schnell``."""
     return build_flux(tokenizer, schnell=True)
-
-
-def make_t5_tokenizer() -> Any:
-    """A T5 tokenizer (unigram, metaspace, ``</s>`` appended) over the tiny corpus's words.
-
-    Layout as T5's: ``<pad>`` 0, ``</s>`` 1, ``<unk>`` 2, then pieces; every printable ASCII
-    character is a piece, so any prompt tokenizes without ``<unk>`` for ASCII text.
-    """
-    transformers: Any = importlib.import_module("transformers")
-    counts = Counter(_CORPUS.lower().split())
-    total = sum(counts.values())
-    pieces: list[tuple[str, float]] = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
-    pieces += [(f"▁{word}", math.log(n / total)) for word, n in sorted(counts.items())]
-    seen = {piece for piece, _ in pieces}
-    pieces += [(c, -20.0) for c in map(chr, range(33, 127)) if c not in seen]
-    return transformers.T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=512)
-
-
-def _libraries() -> tuple[Any, Any]:
-    # diffusers' and transformers' annotations are partial: use them as untyped libraries.
-    return importlib.import_module("diffusers"), importlib.import_module("transformers")
-
-
-def _t5_encoder(transformers: Any, tokenizer: Any) -> Any:
-    return transformers.T5EncoderModel(
-        transformers.T5Config(
-            vocab_size=len(tokenizer),
-            d_model=T5_WIDTH,
-            d_kv=16,
-            d_ff=128,
-            num_layers=2,
-            num_heads=4,
-            relative_attention_num_buckets=8,
-            feed_forward_proj="gated-gelu",  # T5 v1.1, the encoder SD3 and Flux use
-            pad_token_id=0,
-            eos_token_id=1,
-        )
-    )
