@@ -148,18 +148,14 @@ def build_storage(settings: Settings) -> Storage:
 
 def build_model(settings: Settings) -> Model:
     """``echo``, ``stable_diffusion``, or ``module:factory`` (called with the settings)."""
-    name = settings.MODEL.strip()
+    name = settings.MODEL  # validated and normalised by the settings
     if name == "echo":
         return EchoModel(delay_s=settings.ECHO_DELAY_MS / 1000, fail=settings.ECHO_FAIL)
-    if name in ("stable_diffusion", "sd"):
+    if name == "stable_diffusion":
         from app.sd_wiring import build_stable_diffusion
 
         return build_stable_diffusion(settings)
-    if ":" in name:
-        return load_factory(name, "MODEL", settings, ("load", "run"))  # type: ignore[no-any-return]
-    raise ConfigurationError(
-        f"invalid setting MODEL ({name!r}): use stable_diffusion, echo, or module:factory"
-    )
+    return load_factory(name, "MODEL", settings, ("load", "run"))  # type: ignore[no-any-return]
 
 
 def build_worker(

@@ -5,11 +5,16 @@ environment variables; the README's table lists them all)."""
 from __future__ import annotations
 
 import enum
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings
 
-from adapters.stable_diffusion.acceleration import CompileMode, parse_sizes
+CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
+"""torch.compile's modes that SD_COMPILE_MODE offers."""
+
+BUILT_IN_MODELS = ("stable_diffusion", "echo")
+MODEL_ALIASES = {"sd": "stable_diffusion"}
 
 
 class PipelineFamily(enum.StrEnum):
@@ -116,6 +121,16 @@ class ModelSettings(BaseSettings):
         "(cloud metadata addresses stay refused).",
     )
 
+    @field_validator("MODEL")
+    @classmethod
+    def _model(cls, value: str) -> str:
+        """The model, decided here once: a built-in name (its alias resolved) or module:factory."""
+        name = value.strip()
+        name = MODEL_ALIASES.get(name, name)
+        if name not in BUILT_IN_MODELS and ":" not in name:
+            raise ValueError(f"{value!r}: use stable_diffusion (or sd), echo, or module:factory")
+        return name
+
     @property
     def slots(self) -> int:
         """Jobs on the model at once: CONCURRENCY, raised to SD_BATCH_MAX when Stable Diffusion
@@ -138,3 +153,17 @@ class ModelSettings(BaseSettings):
     @classmethod
     def _refiner_path(cls, value: str | None) -> str | None:
         return (value or "").strip() or None  # blank is unset
+
+
+def parse_sizes(text: str) -> tuple[tuple[int, int], ...]:
+    """``"512x512, 768X512"`` as ``((512, 512), (768, 512))``, repeats dropped; ``ValueError``
+    naming the bad part unless each is WxH with sides multiples of 8, at least 64."""
+    sizes: dict[tuple[int, int], None] = {}
+    for part in text.replace(" ", "").lower().split(","):
+        width, x, height = part.partition("x")
+        if not (x and width.isdigit() and height.isdigit()):
+            raise ValueError(f"{part!r} is not WxH (such as 512x512,768x512)")
+        if int(width) % 8 or int(height) % 8 or min(int(width), int(height)) < 64:
+            raise ValueError(f"{part}: sides must be multiples of 8, at least 64")
+        sizes[int(width), int(height)] = None
+    return tuple(sizes)

@@ -32,31 +32,26 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 from adapters.stable_diffusion.faults import describe, is_device_lost, is_out_of_memory
 
 log = logging.getLogger("podworker.model")
 
-CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
-COMPILE_MODES: tuple[str, ...] = get_args(CompileMode)
 JOB_STANCE = "eager_on_recompile"
 """Dynamo's stance while a job runs (tests use ``fail_on_recompile`` to prove none happens)."""
 
 
 @dataclass(frozen=True)
 class CompileOptions:
-    """How to compile. ``backend`` is torch.compile's (tests use ``"eager"`` or one that
-    raises); ``vae`` compiles the VAE decoder too; ``cache_dir`` holds Inductor's caches."""
+    """How to compile. ``mode`` is torch.compile's (the setting ``SD_COMPILE_MODE`` lists the
+    ones offered); ``backend`` is torch.compile's (tests use ``"eager"`` or one that raises);
+    ``vae`` compiles the VAE decoder too; ``cache_dir`` holds Inductor's caches."""
 
     mode: str = "default"
     backend: Any = "inductor"
     vae: bool = False
     cache_dir: Path | None = None
-
-    def __post_init__(self) -> None:
-        if self.mode not in COMPILE_MODES:
-            raise ValueError(f"compile mode {self.mode!r}: use one of {', '.join(COMPILE_MODES)}")
 
     @property
     def cuda_graphs(self) -> bool:
@@ -85,20 +80,6 @@ def speed_up(torch: Any, pipe: Any, *, channels_last: bool, fuse_qkv: bool) -> N
     if channels_last:
         for module in convolutional:
             module.to(memory_format=torch.channels_last)
-
-
-def parse_sizes(text: str) -> tuple[tuple[int, int], ...]:
-    """``"512x512, 768X512"`` as ``((512, 512), (768, 512))``, repeats dropped; ``ValueError``
-    naming the bad part unless each is WxH with sides multiples of 8, at least 64."""
-    sizes: dict[tuple[int, int], None] = {}
-    for part in text.replace(" ", "").lower().split(","):
-        width, x, height = part.partition("x")
-        if not (x and width.isdigit() and height.isdigit()):
-            raise ValueError(f"{part!r} is not WxH (such as 512x512,768x512)")
-        if int(width) % 8 or int(height) % 8 or min(int(width), int(height)) < 64:
-            raise ValueError(f"{part}: sides must be multiples of 8, at least 64")
-        sizes[int(width), int(height)] = None
-    return tuple(sizes)
 
 
 def warmup_plan(

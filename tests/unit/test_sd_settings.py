@@ -35,6 +35,29 @@ def test_a_bad_size_is_refused_naming_the_setting(value: str, message: str) -> N
         load_settings(env_file=None, SD_SIZES=value)
 
 
+def test_an_unknown_compile_mode_is_refused_naming_the_setting() -> None:
+    with pytest.raises(ConfigurationError, match="invalid setting SD_COMPILE_MODE"):
+        load_settings(env_file=None, SD_COMPILE_MODE="fast")
+
+
+@pytest.mark.parametrize("name", ["sd", " stable_diffusion ", "sd "])
+def test_the_model_is_decided_once_and_sd_batches_as_stable_diffusion_does(
+    name: str, tmp_path: Path
+) -> None:
+    loaded = load_settings(env_file=None, MODEL=name, SD_BATCH_MAX=8,
+                           MODEL_PATH=str(tmp_path), WEBHOOK_GET_WORK="http://api.invalid/take")
+
+    assert loaded.MODEL == "stable_diffusion"
+    assert loaded.slots == 8  # CONCURRENCY raised to SD_BATCH_MAX: a batch is the jobs at once
+    model = build_stable_diffusion(loaded)
+    assert model.device_queue.max_rows == 8  # type: ignore[attr-defined]
+
+
+def test_an_unknown_model_name_is_refused_at_settings() -> None:
+    with pytest.raises(ConfigurationError, match="invalid setting MODEL.*module:factory"):
+        load_settings(env_file=None, MODEL="stable-diffusion")
+
+
 def test_a_size_over_the_pixel_limit_is_refused_when_the_model_is_built(tmp_path: Path) -> None:
     loaded = load_settings(env_file=None, SD_SIZES="2048x2048", MODEL_PATH=str(tmp_path),
                            WEBHOOK_GET_WORK="http://api.invalid/take")
