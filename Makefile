@@ -1,6 +1,7 @@
 # podworker: every command creates or reuses the virtual environment in .venv first.
 #   make run    the local run: test_inputs.json through the real worker, no GPU, no cloud
-#   make test   the whole test suite (unit, contract, integration, end to end)
+#   make test   the whole test suite (unit, contract, integration, end to end), in parallel
+#   make test-quick   unit and contract tests only: the edit loop
 #   make test-image   builds the pod image (CPU torch, tiny weights) and tests the real container
 #   make lock   updates requirements.lock (the image's pinned, hashed dependencies)
 VENV      ?= .venv
@@ -10,7 +11,7 @@ STAMP     := $(VENV)/.installed
 # torch==2.13.0 is a CPU build on the project's machines; a pod image brings its CUDA build.
 TORCH     ?= torch==2.13.0
 
-.PHONY: run test test-image lock test-unit test-contract test-integration test-e2e test-faults lint bench bench-ab bench-gpu gpu-check gpu-wheels setup
+.PHONY: run test test-quick test-image lock test-unit test-contract test-integration test-e2e test-faults lint bench bench-ab bench-gpu gpu-check gpu-wheels setup
 
 setup: $(STAMP)
 
@@ -24,9 +25,16 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(PY) -m app run
 
+# Tests run on TEST_JOBS pytest-xdist workers (most tests wait on subprocesses and sockets, so
+# more workers than cores still helps); TEST_JOBS=0 runs them one at a time in this process.
+TEST_JOBS ?= 4
 test: $(STAMP)
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_JOBS)
+
+# The edit loop: unit and contract tests (no servers but loopback fakes), in about a minute.
+test-quick: $(STAMP)
+	$(PY) -m pytest -q -n 2 tests/unit tests/contract
 
 # Needs a Docker engine (dockerd) and debootstrap; .ci/run installs and starts them. The first run
 # makes a Debian base image and builds the image (minutes); later runs reuse Docker's cache.
