@@ -61,11 +61,53 @@ def replace_artifacts(output: Any, references: list[str]) -> Any:
 
 
 def ensure_json(output: Any) -> None:
-    """Raise ``ModelError`` when ``output`` (artifacts replaced) cannot be sent as JSON."""
+    """Raise ``ModelError`` when ``output`` (artifacts replaced) cannot be sent as JSON as it is:
+    a value JSON has no form for (NaN, an object), or a dict whose keys collide once JSON makes
+    them strings (``{1: "a", "1": "b"}`` would silently lose a value)."""
     try:
         json.dumps(output, allow_nan=False, default=_refuse)
     except (TypeError, ValueError) as exc:
         raise ModelError(f"model output cannot be sent as JSON: {exc}") from None
+    collision = _colliding_key(output)
+    if collision is not None:
+        raise ModelError(
+            f"model output cannot be sent as JSON: keys collide as JSON strings: {collision!r} "
+            "(one value would be lost)"
+        )
+
+
+def _colliding_key(output: Any) -> str | None:
+    """The first key that two keys of one dict in ``output`` both become in JSON, or None."""
+    stack = [output]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            if any(type(key) is not str for key in value):
+                seen: set[str] = set()
+                for key in value:
+                    text = _json_key(key)
+                    if text in seen:
+                        return text
+                    seen.add(text)
+            stack.extend(value.values())
+        elif isinstance(value, list | tuple):
+            stack.extend(value)
+    return None
+
+
+def _json_key(key: Any) -> str:
+    """The string ``json.dumps`` makes of a dict key (``ensure_json`` already refused others)."""
+    if isinstance(key, str):
+        return key
+    if key is True:
+        return "true"
+    if key is False:
+        return "false"
+    if key is None:
+        return "null"
+    if isinstance(key, float):
+        return float.__repr__(key)
+    return int.__repr__(key)
 
 
 def _refuse(value: object) -> object:

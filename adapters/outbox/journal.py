@@ -8,11 +8,18 @@ mark). Its promises:
   several results, one ``write``, one ``fdatasync``) returns;
 - **whole or absent**: a record torn by a crash mid-write (the last line, unterminated or not
   JSON) is skipped when the journal is read back, so a result is never half-read;
+- **a failed write leaves the journal ending at a whole record**: a full disk takes the part of
+  a write that fits, so the journal is cut back to where the write began; should even that
+  fail, the next record starts on a line of its own, so a record never merges with the next;
 - running marks (``started``) are not synced: they only have to survive the process dying,
   which the kernel's page cache guarantees, and skipping the sync keeps the job loop fast;
-- the journal is replayed and compacted (rewritten with only what is live, atomically: a
-  temporary file, fsync, rename, folder fsync) when opened, and again whenever it grows past
-  ``compact_bytes``;
+- the journal is replayed (read a line at a time) and compacted (rewritten with only what is
+  live, atomically: a temporary file, fsync, rename, folder fsync) when opened, and again once
+  it is past ``compact_bytes`` *and* more than half of it is dead, so each compaction is paid
+  for by as many bytes appended since the last one (never a rewrite per write);
+- **a disk too full to compact does not stop the worker**: the compaction is skipped (its
+  temporary copy removed, one warning) and the journal is used as it is; a stale temporary
+  copy left by a process killed mid-compaction is removed when the journal is opened;
 - **one worker per folder**: the journal is locked (``flock``); a second worker on the same
   STATE_DIR (say, a network volume shared by several pods) fails at start with a clear error
   instead of sending one worker's results from another.
@@ -43,6 +50,8 @@ from domain.job import Job, JobResult
 log = logging.getLogger(__name__)
 
 JOURNAL = "journal.jsonl"
+COMPACTION_CHUNK = 1024 * 1024
+"""A compaction writes its copy in pieces of about this size (memory stays flat)."""
 
 
 class _State:
@@ -101,28 +110,30 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def read_journal(root: Path) -> _State:
-    """Replay ``{root}/journal.jsonl`` (read-only; no lock). Torn or foreign lines are skipped."""
+    """Replay ``{root}/journal.jsonl`` a line at a time (read-only; no lock). Torn or foreign
+    lines are skipped."""
     state = _State()
     path = root / JOURNAL
     try:
-        data = path.read_bytes()
+        journal = path.open("rb")
     except FileNotFoundError:
         return state
-    lines = data.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    for number, line in enumerate(lines, start=1):
-        try:
-            record = json.loads(line)
-            if not isinstance(record, dict):
-                raise ValueError("not an object")
-            # a record must also be writable again (compaction) and sendable: no Infinity or
-            # NaN, no nesting deeper than the JSON writer goes
-            json.dumps(record, allow_nan=False)
-            state.apply(record)
-        except (ValueError, KeyError, TypeError, RecursionError) as exc:
-            log.warning("outbox journal: skipping unreadable record %d (%s)", number,
-                        type(exc).__name__, extra={"event": "outbox_torn_record"})
+    with journal:
+        for number, line in enumerate(journal, start=1):
+            line = line.rstrip(b"\n")
+            if not line:
+                continue  # the line break that starts a record after a torn one
+            try:
+                record = json.loads(line)
+                if not isinstance(record, dict):
+                    raise ValueError("not an object")
+                # a record must also be writable again (compaction) and sendable: no Infinity
+                # or NaN, no nesting deeper than the JSON writer goes
+                json.dumps(record, allow_nan=False)
+                state.apply(record)
+            except (ValueError, KeyError, TypeError, RecursionError) as exc:
+                log.warning("outbox journal: skipping unreadable record %d (%s)", number,
+                            type(exc).__name__, extra={"event": "outbox_torn_record"})
     return state
 
 
@@ -151,10 +162,19 @@ class FileOutbox:
                 f"invalid setting STATE_DIR: {root} is in use by another running worker; give "
                 "each worker its own STATE_DIR (not a folder shared between pods)"
             ) from None
+        with contextlib.suppress(FileNotFoundError):  # a compaction killed half-way
+            os.unlink(self._tmp_path)
         self._state = read_journal(root)
         self._fd = -1
         self._size = 0
-        self._compact()
+        self._compact_at = compact_bytes
+        self._torn = False  # the journal may end mid-record: start the next one on a new line
+        self.compactions = 0
+        with self._lock:
+            try:
+                self._compact_locked()
+            except OSError as exc:  # a full disk, say: deliver what is kept all the same
+                self._open_as_it_is(exc)
 
     # --- the Outbox port ----------------------------------------------------------------
     def put(self, result: JobResult) -> None:
@@ -174,6 +194,11 @@ class FileOutbox:
     def pending(self) -> list[JobResult]:
         with self._lock:
             return list(self._state.results.values())
+
+    def kept(self, job_id: str) -> bool:
+        """Whether a result of ``job_id`` is written down here (not yet removed)."""
+        with self._lock:
+            return job_id in self._state.results
 
     def started(self, job: Job) -> int:
         with self._lock:
@@ -203,6 +228,10 @@ class FileOutbox:
                 os.close(self._lock_fd)
 
     # --- the journal --------------------------------------------------------------------
+    @property
+    def _tmp_path(self) -> Path:
+        return self.root / f".{JOURNAL}.tmp"
+
     def _append(self, record: dict[str, Any], *, sync: bool) -> None:
         self._append_all([record], sync=sync)
 
@@ -214,13 +243,11 @@ class FileOutbox:
         never wait for the disk."""
         data = b"".join(_encode(record) for record in records)
         with self._lock:
-            _write_all(self._fd, data)
+            self._write_whole(data)
             for record in records:
                 self._state.apply(record)
-            self._size += len(data)
-            if self._size > self._compact_bytes:
-                self._compact_locked()  # the compacted journal is synced whole: done
-                return
+            if self._size > self._compact_at and self._compact_or_skip():
+                return  # the compacted journal is synced whole: done
             if not (sync and self._fsync):
                 return
             fd = os.dup(self._fd)
@@ -229,22 +256,64 @@ class FileOutbox:
         finally:
             os.close(fd)
 
-    def _compact(self) -> None:
-        with self._lock:
+    def _write_whole(self, data: bytes) -> None:
+        """Append ``data``, or raise ``OSError`` with the journal ending at a whole record: a
+        full disk takes the part of a write that fits, so a failed write is cut back off."""
+        if self._torn:
+            data = b"\n" + data
+        try:
+            _write_all(self._fd, data)
+        except OSError:
+            try:
+                os.ftruncate(self._fd, self._size)
+            except OSError:  # the torn part stays: the next record starts on a line of its own
+                self._torn = True
+            raise
+        self._size += len(data)
+        self._torn = False
+
+    def _compact_or_skip(self) -> bool:
+        """Compact now; on a disk too full for the copy, go on with the journal as it is (and
+        try again once it has grown as much again). Whether it compacted."""
+        try:
             self._compact_locked()
+        except OSError as exc:
+            self._compact_at = 2 * self._size
+            log.warning("outbox journal: compaction skipped (%s); the journal is used as it is",
+                        exc.strerror or exc, extra={"event": "outbox_compaction_skipped"})
+            return False
+        return True
 
     def _compact_locked(self) -> None:
+        """Rewrite the journal with only what is live; the temporary copy never outlives a
+        failure (or an exception raised by a signal handler) half-way."""
         path = self.root / JOURNAL
-        tmp = self.root / f".{JOURNAL}.tmp"
-        data = b"".join(_encode(record) for record in self._state.records())
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        tmp = self._tmp_path
+        size = 0
         try:
-            _write_all(fd, data)
-            if self._fsync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                chunk: list[bytes] = []
+                pending = 0
+                for record in self._state.records():
+                    line = _encode(record)
+                    chunk.append(line)
+                    pending += len(line)
+                    if pending >= COMPACTION_CHUNK:
+                        _write_all(fd, b"".join(chunk))
+                        size, chunk, pending = size + pending, [], 0
+                if chunk:
+                    _write_all(fd, b"".join(chunk))
+                    size += pending
+                if self._fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
         if self._fsync:
             dir_fd = os.open(self.root, os.O_RDONLY)
             try:
@@ -254,4 +323,23 @@ class FileOutbox:
         if self._fd >= 0:
             os.close(self._fd)
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
-        self._size = len(data)
+        self._size = size
+        self._torn = False
+        # the next compaction once the journal is past the threshold and half of it is dead:
+        # it rewrites ``size`` bytes after at least ``size`` more were appended (amortised)
+        self._compact_at = max(self._compact_bytes, 2 * size)
+        self.compactions += 1
+
+    def _open_as_it_is(self, exc: OSError) -> None:
+        """The start-up compaction failed (a full disk): append to the journal as it stands."""
+        log.warning("outbox journal: start-up compaction skipped (%s); the %d kept result(s) "
+                    "are delivered from the journal as it is", exc.strerror or exc,
+                    len(self._state.results), extra={"event": "outbox_compaction_skipped"})
+        path = self.root / JOURNAL
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._size = os.fstat(self._fd).st_size
+        self._compact_at = max(self._compact_bytes, 2 * self._size)
+        if self._size:
+            with path.open("rb") as journal:
+                journal.seek(self._size - 1)
+                self._torn = journal.read(1) != b"\n"

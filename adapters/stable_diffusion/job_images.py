@@ -9,7 +9,8 @@ From a validated :class:`~.schema.FamilyInput` and an
   not something to stretch silently);
 - the output size is the job's ``width`` x ``height`` when it gave them; otherwise the init
   image's own size, scaled down to fit the pixel limit (aspect kept) and rounded down to the
-  family's multiple (8, or 16 for Flux), at least 64 a side;
+  family's multiple (8, or 16 for Flux), at least 64 a side, and never past the pixel limit
+  (an extreme aspect, whose short side is raised to 64, has its long side shrunk to fit);
 - the images are resized to that size (Lanczos for the picture, bilinear for the mask), so the
   pipeline never resizes on its own.
 
@@ -109,7 +110,20 @@ def target_size(
     def side(length: int) -> int:
         return max(low, int(length * scale) // step * step)
 
-    return side(width), side(height)
+    out_w, out_h = side(width), side(height)
+    if out_w * out_h > limits.max_pixels:
+        # a side raised to the minimum (an extreme aspect, say 65536x16) made the image larger
+        # than the limit again: the long side is shrunk to fit (the total is checked after)
+        if out_w >= out_h:
+            out_w = max(low, limits.max_pixels // out_h // step * step)
+        else:
+            out_h = max(low, limits.max_pixels // out_w // step * step)
+    if out_w * out_h > limits.max_pixels:
+        raise InvalidInput(
+            f"{_PREFIX}init_image: {width}x{height} cannot be fitted into SD_MAX_PIXELS "
+            f"({limits.max_pixels}) at {low} pixels a side or more; give width and height"
+        )
+    return out_w, out_h
 
 
 def pipeline_arguments(params: FamilyInput, images: JobImages) -> dict[str, Any]:

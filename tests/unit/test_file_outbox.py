@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import adapters.outbox.journal as outbox_module
 from adapters.local.outbox import InMemoryOutbox
 from adapters.outbox.journal import JOURNAL, FileOutbox, peek
 from domain.errors import ConfigurationError
@@ -104,3 +108,57 @@ def test_a_second_worker_on_the_same_folder_is_refused_with_a_clear_error(tmp_pa
         FileOutbox(tmp_path)
     first.close()
     FileOutbox(tmp_path).close()  # free again once the first one is gone
+
+
+class CountingOs:
+    """``os`` counting the journal's rewrites (``replace``) and syncs."""
+
+    def __init__(self) -> None:
+        self.replaced = 0
+        self.synced = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(os, name)
+
+    def replace(self, src: Any, dst: Any) -> None:
+        self.replaced += 1
+        os.replace(src, dst)
+
+    def fsync(self, fd: int) -> None:
+        self.synced += 1
+        os.fsync(fd)
+
+
+def test_compaction_is_amortised_when_more_than_the_threshold_is_live(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counting = CountingOs()
+    monkeypatch.setattr(outbox_module, "os", counting)
+    box = FileOutbox(tmp_path, compact_bytes=64 * 1024, fsync=False)
+    for n in range(100):  # about 100 KB live: past the threshold for good
+        box.put(JobResult.success(f"live-{n}", {"text": "l" * 1000}))
+    for n in range(1000):  # then deliveries come in slowly, one by one
+        box.put(JobResult.success(f"job-{n}", {"n": n}))
+        box.remove(f"job-{n}")
+    # each compaction rewrites what is live (~100 KB) only after as much again was appended:
+    # about 60 KB of records was written after the live ones, so one more compaction at most
+    assert counting.replaced <= 3, f"{counting.replaced} rewrites of the journal"
+    assert len(reopen(box).pending()) == 100
+
+
+def test_reading_a_journal_costs_memory_for_what_is_live_not_for_its_length(
+    tmp_path: Path,
+) -> None:
+    box = FileOutbox(tmp_path, fsync=False, compact_bytes=1 << 40)  # never compacts
+    for n in range(400):  # 20 MB of records, all delivered: nothing is live
+        box.put(JobResult.success(f"job-{n}", {"text": "r" * 50_000}))
+        box.remove(f"job-{n}")
+    box.close()
+    assert (tmp_path / JOURNAL).stat().st_size > 20_000_000
+    tracemalloc.start()
+    try:
+        assert peek(tmp_path) == []
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2_000_000, f"reading the journal peaked at {peak / 1e6:.1f} MB"

@@ -105,6 +105,11 @@ def test_the_pixel_limit_is_checked() -> None:
         ("flux", (500, 300), (None, None), (496, 288)),  # multiples of 16
         ("sdxl", (4000, 3000), (None, None), (1176, 880)),  # scaled to fit the pixel limit
         ("sd", (4000, 3000), (512, 768), (512, 768)),  # a size given is a size kept
+        # extreme aspects: the short side is raised to 64, so the long one is shrunk to fit
+        ("sd", (65536, 16), (None, None), (16384, 64)),
+        ("sd", (16, 65536), (None, None), (64, 16384)),
+        ("flux", (16_000_000, 1), (None, None), (16384, 64)),
+        ("sdxl", (100_000, 40), (None, None), (16384, 64)),
     ],
 )
 def test_the_output_size_comes_from_the_job_or_else_the_image(
