@@ -71,7 +71,7 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         extras = " ".join(
-            f"{key}={value}"
+            f"{key}={_shown(value)}"
             for key, value in vars(record).items()
             if key not in _STANDARD and not key.startswith("_") and key != "event"
         )
@@ -84,6 +84,13 @@ class TextFormatter(logging.Formatter):
         elif record.exc_text:
             line += "\n" + record.exc_text
         return line
+
+
+def _shown(value: Any) -> str:
+    """A field as a text line shows it: a string with a line break or another control character
+    (an odd job id, say) is quoted and escaped, so one record stays one line."""
+    text = str(value)
+    return text if text.isprintable() else ascii(text)
 
 
 def summarize(value: Any, *, limit: int = 200) -> Any:

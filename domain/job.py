@@ -1,8 +1,8 @@
 """Jobs as the worker sees them, the results it sends back, and outputs to be stored.
 
 A :class:`Job` is built from the job API's JSON by :func:`job_from_wire`, which never raises:
-a job whose id can be read but whose shape is wrong comes back with ``problem`` set, so the
-worker can answer it with an error instead of dropping it.
+a job whose id can be read but whose shape (or id) is wrong comes back with ``problem`` set, so
+the worker can answer it with an error instead of dropping it.
 """
 
 from __future__ import annotations
@@ -14,6 +14,13 @@ from dataclasses import dataclass
 from typing import Any
 
 MAX_JOB_ID_LENGTH = 256
+"""Longest job id that is run. A longer one (up to ``MAX_ANSWERED_ID_LENGTH``), or one with
+control or other unprintable characters, is answered with an error instead, never run."""
+MAX_ANSWERED_ID_LENGTH = 1024
+"""Longest job id answered at all: its result URL must carry it (percent-encoded, up to 12 bytes
+a character). An id longer than this, empty, not a string or an integer, or not encodable as
+UTF-8 cannot be answered: it is dropped with a warning and the platform's own job timeout ends
+that job."""
 
 
 @dataclass(frozen=True)
@@ -155,13 +162,34 @@ def job_from_wire(payload: object, now: float) -> Job | None:
     if isinstance(raw_id, bool) or not isinstance(raw_id, str | int):
         return None
     job_id = str(raw_id)
-    if not job_id or len(job_id) > MAX_JOB_ID_LENGTH or not job_id.isprintable():
+    if not job_id or len(job_id) > MAX_ANSWERED_ID_LENGTH or not _utf8(job_id):
         return None
+    problem = id_problem(job_id)
+    if problem is not None:
+        return Job(job_id, {}, now, problem=problem)
     raw_input = payload.get("input")
     if not isinstance(raw_input, dict):
         kind = "missing" if raw_input is None else f"a JSON {_json_kind(raw_input)}"
         return Job(job_id, {}, now, problem=f"input must be a JSON object, got {kind}")
     return Job(job_id, raw_input, now)
+
+
+def id_problem(job_id: str) -> str | None:
+    """Why a job with this (answerable) id is answered with an error instead of run, or None."""
+    if len(job_id) > MAX_JOB_ID_LENGTH:
+        return (f"job id is {len(job_id)} characters long, over the {MAX_JOB_ID_LENGTH} this "
+                "worker runs; the job was not run")
+    if not job_id.isprintable():
+        return "job id holds control or unprintable characters; the job was not run"
+    return None
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: no URL can carry it
+        return False
+    return True
 
 
 def _json_kind(value: object) -> str:

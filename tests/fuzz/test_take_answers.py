@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from adapters.clock import ManualClock
 from adapters.runpod.job_api import RunPodJobApi
-from domain.job import MAX_JOB_ID_LENGTH, JobResult
+from domain.job import MAX_ANSWERED_ID_LENGTH, JobResult
 from fakeplatform import FakeJobApiServer
 from tests.support.fuzz_kit import (
     CASES,
@@ -30,6 +30,7 @@ from tests.support.fuzz_kit import (
     json_values,
     odd_text,
     readable_id,
+    runnable_id,
 )
 from tests.support.replay_server import Recorded, ReplayServer
 
@@ -147,10 +148,11 @@ def test_every_take_answer_gives_answerable_jobs_and_a_short_warning_for_each_dr
         for record in warnings:
             assert len(record.getMessage()) <= LONGEST_WARNING
         for job in jobs:
-            assert isinstance(job.id, str) and 0 < len(job.id) <= MAX_JOB_ID_LENGTH
-            assert job.id.isprintable()
+            assert isinstance(job.id, str) and 0 < len(job.id) <= MAX_ANSWERED_ID_LENGTH
             assert isinstance(job.input, dict)
             assert job.problem is None or (job.problem and job.input == {})
+            if not runnable_id(job.id):  # answered with an error, never run
+                assert job.problem is not None and job.problem.startswith("job id ")
         if items is None:
             assert jobs == []
             assert [getattr(r, "event", None) for r in warnings] == ["take_unreadable"]

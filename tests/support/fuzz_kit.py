@@ -22,7 +22,7 @@ from adapters.stable_diffusion.families import Family, family_spec
 from adapters.stable_diffusion.limits import UNSUPPORTED_FIELDS, SdLimits
 from adapters.stable_diffusion.schedulers import SCHEDULER_NAMES
 from adapters.stable_diffusion.schema import FamilyInput, field_names, parse_family_input
-from domain.job import MAX_JOB_ID_LENGTH, Artifact
+from domain.job import MAX_ANSWERED_ID_LENGTH, MAX_JOB_ID_LENGTH, Artifact
 from domain.ports import JobContext
 
 CASES: collections.Counter[str] = collections.Counter()
@@ -97,14 +97,24 @@ job_ids: st.SearchStrategy[Any] = st.one_of(
 
 def readable_id(payload: object) -> str | None:
     """The id the worker must answer under, or None when none can be read (the spec: a string
-    or an integer, not a boolean, 1 to 256 printable characters)."""
+    or an integer, not a boolean, 1 to 1024 characters a URL can carry, i.e. encodable as UTF-8;
+    over 256 characters or unprintable, the job is answered with an error, not run)."""
     if not isinstance(payload, dict):
         return None
     raw = payload.get("id")
     if isinstance(raw, bool) or not isinstance(raw, str | int):
         return None
     text = str(raw)
-    return text if 0 < len(text) <= MAX_JOB_ID_LENGTH and text.isprintable() else None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return text if 0 < len(text) <= MAX_ANSWERED_ID_LENGTH else None
+
+
+def runnable_id(job_id: str) -> bool:
+    """Whether a job with this (readable) id is run, rather than answered with an error."""
+    return len(job_id) <= MAX_JOB_ID_LENGTH and job_id.isprintable()
 
 
 # --- Stable Diffusion inputs ---------------------------------------------------------------

@@ -25,10 +25,26 @@ def test_a_numeric_id_is_read_as_a_string() -> None:
 @pytest.mark.parametrize(
     "payload",
     [None, [], "x", 3, {}, {"id": None}, {"id": True}, {"id": ""}, {"id": ["a"]},
-     {"id": "x" * 300}, {"id": "line\nbreak"}],
+     {"id": "x" * 1025}, {"id": "lone \ud800 surrogate"}],
 )
-def test_payloads_without_a_readable_id_are_rejected(payload: Any) -> None:
+def test_payloads_without_an_id_a_result_url_can_carry_are_rejected(payload: Any) -> None:
     assert job_from_wire(payload, now=0) is None
+
+
+@pytest.mark.parametrize(
+    ("job_id", "problem"),
+    [("x" * 300, "job id is 300 characters long, over the 256 this worker runs"),
+     ("x" * 1024, "job id is 1024 characters long"),
+     ("line\nbreak", "job id holds control or unprintable characters"),
+     ("nul\x00id", "job id holds control or unprintable characters")],
+)
+def test_an_id_that_is_too_long_or_unprintable_is_kept_to_answer_with_an_error(
+    job_id: str, problem: str
+) -> None:
+    job = job_from_wire({"id": job_id, "input": {"prompt": "x"}}, now=0)
+    assert job is not None and job.id == job_id
+    assert job.problem is not None and job.problem.startswith(problem)
+    assert job.input == {}
 
 
 @pytest.mark.parametrize(
