@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from app.bake import add_bake_arguments
+from app.signals import StopBeforeStart
 from domain.errors import ConfigurationError
 
 
@@ -86,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv or ["run"])
     command = args.command or "run"
+    if command == "run":
+        from app.signals import install_early
+
+        install_early()  # from here on, SIGTERM is handled (StopBeforeStart until built)
     try:
         if command == "doctor":
             from app.doctor import run_doctor
@@ -104,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigurationError as exc:
         print(f"podworker: {exc}", file=sys.stderr)
         return 2
+    except StopBeforeStart as stop:
+        _stopped_during_start_up(stop)
+        leave(0)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -135,6 +143,17 @@ def _run(args: argparse.Namespace) -> int:
         code = int(worker.run())
     leave(code)
     return code  # not reached
+
+
+def _stopped_during_start_up(stop: StopBeforeStart) -> None:
+    """One line saying so: a log line when logging is set up, else a plain one on stderr."""
+    if logging.getLogger().handlers:
+        logging.getLogger("podworker.cli").info(
+            "stopped during start-up (%s); nothing was taken", stop.signal_name,
+            extra={"event": "stop_requested", "reason": str(stop)})
+    else:
+        print(f"podworker: stopped during start-up ({stop.signal_name}); nothing was taken",
+              file=sys.stderr)
 
 
 def leave(code: int) -> NoReturn:
