@@ -15,7 +15,8 @@ How a job runs depends on the model's ``run``:
 
 Slots: ``concurrency`` (the ``CONCURRENCY`` setting), or what the model's own
 ``concurrency(current)`` answers, asked between takes (the SDK's ``concurrency_modifier``),
-kept between 1 and ``MAX_SLOTS``.
+kept between 1 and ``MAX_SLOTS``; the hook is asked off the controller's thread, with a deadline
+(``app.concurrency_hook``).
 
 What it promises: whatever ``load`` or ``run`` raises — ``Exception``, ``SystemExit``,
 ``KeyboardInterrupt``, ``GeneratorExit``, a bare ``BaseException``, an exception whose
@@ -36,6 +37,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+from app.concurrency_hook import ConcurrencyHook
 from app.messages import Inbox, ModelDone, ModelLoaded
 from domain.errors import DeviceLost, ExecutionTimeout, JobCancelled
 from domain.execution import RunningJob
@@ -77,7 +79,11 @@ class ModelRunner:
         self._threads = _Threads()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._slots = self._concurrency
-        self._modifier_failed = False
+        modifier = getattr(model, "concurrency", None)
+        self._hook = ConcurrencyHook(
+            modifier, self._set_slots, clock=clock, scrub=scrub,
+            current_slots=lambda: self._slots,
+        ) if callable(modifier) else None
 
     # --- called by the controller ----------------------------------------------------------
     def start(self) -> None:
@@ -94,18 +100,13 @@ class ModelRunner:
         return self._slots
 
     def refresh_slots(self, current: int) -> None:
-        """Ask the model's ``concurrency(current)``, when it has one (between takes)."""
-        modifier = getattr(self._model, "concurrency", None)
-        if not callable(modifier):
-            return
-        try:
-            self._slots = max(1, min(int(modifier(current)), MAX_SLOTS))
-        except Exception as exc:  # a broken modifier keeps the last answer
-            if not self._modifier_failed:
-                self._modifier_failed = True
-                log.error("the model's concurrency() failed: %s; keeping %d slot(s)",
-                          self._scrub(describe_error(exc)), self._slots,
-                          extra={"event": "concurrency_failed"})
+        """Ask the model's ``concurrency(current)``, when it has one (between takes), on a
+        thread of its own: a hook that hangs never holds the caller (``ConcurrencyHook``)."""
+        if self._hook is not None:
+            self._hook.ask(current)
+
+    def _set_slots(self, answer: int) -> None:
+        self._slots = max(1, min(answer, MAX_SLOTS))
 
     def submit(self, running: RunningJob) -> None:
         """Run ``running`` (the controller makes sure a slot is free)."""

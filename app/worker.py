@@ -71,6 +71,7 @@ class Worker:
         self._policy = config.lifecycle
         self.interrupt = interrupt or threading.Event()  # set by request_stop: waits end
         self._ledger, self._take_out = Ledger(), False
+        self._stop_asked: dict[str, float] = {}  # running jobs the platform stopped: since when
         self._pacer = TakePacer(config.min_poll_interval_s)
         self._stopping_since: float | None = None
         self.stop_reason: str | None = None
@@ -152,6 +153,8 @@ class Worker:
         return Observation(
             now=now, last_activity=self._last_activity, slots=self._slots(),
             running=tuple(job.started for job in self._ledger.running.values()),
+            stopped=tuple(at for job_id, at in self._stop_asked.items()
+                          if job_id in self._ledger.running),
             queued=self._ledger.queued,
             undelivered=self._ledger.undelivered, take_out=self._take_out,
             take_allowed_at=self._pacer.allowed_at, stopping_since=self._stopping_since,
@@ -177,6 +180,7 @@ class Worker:
             self._taken(message, now)
         elif isinstance(message, msg.ModelDone):
             job = message.running.job
+            self._stop_asked.pop(job.id, None)
             if self._ledger.finish(job.id, message.running):
                 self._last_finished = now
                 self.stages.storer.submit(Outcome(
@@ -188,7 +192,7 @@ class Worker:
             self._ledger.delivered(message.job_id)
             self._last_activity = now
         elif isinstance(message, msg.StopJob):
-            self._stop_job(message.job_id)
+            self._stop_job(message.job_id, now)
         elif isinstance(message, msg.StopWorker):
             self._begin_stop(message.reason, now)
 
@@ -213,10 +217,11 @@ class Worker:
                             "first copy's result answers it", job.id,
                             extra={"event": "duplicate_job", "job_id": job.id})
 
-    def _stop_job(self, job_id: str) -> None:
+    def _stop_job(self, job_id: str, now: float) -> None:
         running = self._ledger.running.get(job_id)
         if running is not None:
             log.info("job stop requested", extra={"event": "job_stop", "job_id": job_id})
+            self._stop_asked.setdefault(job_id, now)
             running.cancel(admission.CANCELLED_BY_PLATFORM)
             return
         job = self._ledger.cancel_queued(job_id)
@@ -226,7 +231,9 @@ class Worker:
         self._ledger.remember_stop(job_id)
 
     def _silence(self, job: Job) -> None:
-        """The platform stopped ``job`` before it ran: like the SDK, post nothing for it."""
+        """The platform stopped ``job`` (before it ran, or a model ignored the stop): like the
+        SDK, post nothing for it."""
+        self._stop_asked.pop(job.id, None)
         self._ledger.answered_without_model(job.id)
         self.stages.storer.submit(Outcome(job, stopped=True))
 
@@ -272,15 +279,26 @@ class Worker:
         self._begin_stop("idle TTL expired", now)
 
     def _abandon(self, now: float) -> None:
-        """A model ignored its deadline: report its job, stop, and exit non-zero when drained."""
-        limit = self._policy.execution_timeout + self._policy.overrun_grace
-        for running in [r for r in self._ledger.running.values() if now >= r.started + limit]:
-            error = str(ExecutionTimeout(round(running.timeout_s * 1000)))
-            log.error("job %s: %s, and the model did not stop; reporting it and exiting so the "
-                      "platform restarts the worker", running.job_id, error,
-                      extra={"event": "model_stuck", "job_id": running.job_id})
-            self._answer(running.job_id, running.job, error)
-        self._lose_model(ExitCode.MODEL_STUCK, "the model ignored its timeout", now)
+        """A model ignored its deadline or a job-stop: report its job (a stopped one gets no
+        result, as ever), stop, and exit non-zero when drained."""
+        grace = self._policy.overrun_grace
+        limit = self._policy.execution_timeout + grace
+        for running in list(self._ledger.running.values()):
+            asked = self._stop_asked.get(running.job_id)
+            if running.cancel_reason == admission.CANCELLED_BY_PLATFORM and (
+                    now >= running.started + limit or (asked is not None and now >= asked + grace)):
+                log.error("job %s was stopped by the platform and the model did not stop; no "
+                          "result is posted for it, and the worker exits so the platform "
+                          "restarts it", running.job_id,
+                          extra={"event": "model_stuck", "job_id": running.job_id})
+                self._silence(running.job)
+            elif now >= running.started + limit:
+                error = str(ExecutionTimeout(round(running.timeout_s * 1000)))
+                log.error("job %s: %s, and the model did not stop; reporting it and exiting so "
+                          "the platform restarts the worker", running.job_id, error,
+                          extra={"event": "model_stuck", "job_id": running.job_id})
+                self._answer(running.job_id, running.job, error)
+        self._lose_model(ExitCode.MODEL_STUCK, "the model ignored its timeout or a job-stop", now)
 
     def _lose_model(self, code: ExitCode, reason: str, now: float) -> None:
         """The model can run nothing more: answer what waits for it, drain, exit with ``code``."""

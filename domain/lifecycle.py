@@ -14,7 +14,9 @@ controller makes is one :class:`Action` of :func:`decide`, a plain function of a
 - **work timeout**: a job may run ``execution_timeout`` seconds; past that the model is asked to
   stop (``RunningJob.check_cancelled`` raises). A model that does not stop within
   ``overrun_grace`` more cannot be interrupted: the worker reports the job and exits on purpose
-  (``ABANDON``) so the platform restarts it.
+  (``ABANDON``) so the platform restarts it. A job the platform stopped (job-stop) that is still
+  running ``overrun_grace`` after the request is given up on the same way (an async model that
+  blocks its event loop, a sync one that never checks).
 - **stopping** (SIGTERM, SIGINT, SIGHUP, or retiring): take nothing new; jobs already taken are
   run; a take still out gets ``take_grace`` to answer; then results are delivered for at most
   ``shutdown_grace`` after the last job finished (``DRAIN``), and the worker exits.
@@ -38,7 +40,7 @@ class Action(enum.Enum):
     DRAIN = "drain"  # stopping, nothing runs: wait for results to be delivered
     RETIRE = "retire"  # idle too long: stop taking, then terminate the pod
     EXIT = "exit"  # stopping and everything delivered (or the grace is over): leave
-    ABANDON = "abandon"  # a model overran its timeout and ignores cancellation: exit non-zero
+    ABANDON = "abandon"  # a model overran its timeout (or a job-stop) and ignores it: exit non-zero
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,8 @@ class Observation:
     """What the controller sees at one instant (all times are monotonic seconds).
 
     ``running`` holds the start time of every job on the model; ``slots`` is how many jobs the
-    model may run at once. ``queued`` counts jobs taken and not started, ``undelivered`` results
+    model may run at once. ``stopped`` holds, for each running job the platform asked to stop,
+    when it asked. ``queued`` counts jobs taken and not started, ``undelivered`` results
     produced and not yet accepted by the job API. ``last_activity`` is when the worker last
     delivered a result (or started); ``last_finished`` when the model last finished a job.
     """
@@ -66,6 +69,7 @@ class Observation:
     last_activity: float
     slots: int = 1
     running: tuple[float, ...] = ()
+    stopped: tuple[float, ...] = ()
     queued: int = 0
     undelivered: int = 0
     take_out: bool = False
@@ -100,6 +104,11 @@ def decide(obs: Observation, policy: LifecyclePolicy) -> Decision:
         if obs.now >= overrun_at:
             return Decision(Action.ABANDON)
         deadlines.append(overrun_at)  # the model itself sees the timeout at its next check
+    for asked in obs.stopped:  # a job-stop the model has not acted on
+        give_up_at = asked + policy.overrun_grace
+        if obs.now >= give_up_at:
+            return Decision(Action.ABANDON)
+        deadlines.append(give_up_at)
     free = obs.slots - len(obs.running)
     if obs.queued and free > 0:
         return Decision(Action.START)

@@ -18,6 +18,8 @@ good one:
 
 ``type_error_inside`` is a factory that takes the settings and fails with a ``TypeError`` of its
 own: the worker must report that error, not call the factory again without arguments.
+``hung_concurrency`` echoes, but its ``concurrency()`` hook never returns; ``loop_blocker`` is an
+``async def run`` that blocks its event loop (``{"block_s": N}``, touching ``"marker"`` first).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 FACTORY_ERROR = "the weights' dtype float7 is not supported (raised inside the factory)"
@@ -106,3 +109,34 @@ def misbehaving(settings: Any) -> MisbehavingModel:
 
 def type_error_inside(settings: Any) -> MisbehavingModel:
     raise TypeError(FACTORY_ERROR)
+
+
+class HungConcurrency(MisbehavingModel):
+    """A model whose ``concurrency()`` hook never returns (waiting on something that is gone)."""
+
+    def concurrency(self, current: int) -> int:
+        self._forever.wait()
+        return 1
+
+
+class LoopBlocker:
+    """An ``async def run`` that blocks its event loop: ``time.sleep`` instead of ``await
+    asyncio.sleep`` for ``block_s`` seconds, so neither a job-stop nor the work timeout can
+    cancel its task until the sleep ends."""
+
+    def load(self) -> None:
+        """Nothing to load."""
+
+    async def run(self, job_input: dict[str, Any], ctx: Any) -> Any:
+        if "marker" in job_input:  # a file to touch once blocking, for a test to wait on
+            Path(job_input["marker"]).touch()
+        time.sleep(float(job_input.get("block_s", 0)))  # the bug this model stands for
+        return {"echo": job_input}
+
+
+def hung_concurrency(settings: Any) -> HungConcurrency:
+    return HungConcurrency(settings)
+
+
+def loop_blocker() -> LoopBlocker:
+    return LoopBlocker()

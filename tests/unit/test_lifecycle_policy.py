@@ -8,7 +8,14 @@ from freezegun import freeze_time
 from adapters.clock import SystemClock
 from app.config import lifecycle_from
 from app.settings import load_settings
-from domain.lifecycle import Action, LifecyclePolicy, Observation, decide, idle_ttl_expired
+from domain.lifecycle import (
+    Action,
+    Decision,
+    LifecyclePolicy,
+    Observation,
+    decide,
+    idle_ttl_expired,
+)
 
 DEFAULT = LifecyclePolicy(idle_ttl=60.0, execution_timeout=300.0)
 
@@ -88,6 +95,15 @@ def test_a_model_past_timeout_and_grace_is_abandoned_never_retired() -> None:
     assert decide(Observation(now=115, last_activity=0, running=(100.0,)), policy).action is (
         Action.ABANDON
     )
+
+
+def test_a_job_stop_ignored_for_the_grace_is_abandoned_like_an_overrun() -> None:
+    policy = LifecyclePolicy(execution_timeout=300.0, overrun_grace=10.0)
+    asked = Observation(now=105.0, last_activity=0.0, running=(100.0,), stopped=(101.0,))
+    waiting = decide(asked, policy)
+    assert waiting == Decision(Action.WAIT, 111.0)
+    past = Observation(now=111.0, last_activity=0.0, running=(100.0,), stopped=(101.0,))
+    assert decide(past, policy).action is Action.ABANDON
 
 
 def test_a_free_slot_starts_a_queued_job_before_anything_else_even_when_stopping() -> None:
