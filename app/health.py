@@ -7,22 +7,37 @@ imported here, only when HEALTH_PORT is set.
 ``/health`` answers 200 while the worker is ``ready`` or ``busy`` and 503 while it is
 ``starting``, ``draining`` or ``stopped``, with ``{"state", "jobs_in_flight",
 "undelivered_results", "seconds_since_last_job"}``.
+
+Whoever can reach the port can open connections to it, so each one is bounded: at most
+``MAX_CONNECTIONS`` are served at once (more are closed as soon as they are accepted), each
+answers one request and is cut ``CONNECTION_DEADLINE_S`` after it was accepted, however slowly
+its client sends (the shared watchdog of :mod:`adapters.http.deadlines` shuts its socket). An
+idle or trickling client costs a thread and a descriptor for seconds, never for ever, and never
+the descriptors the outbox needs. It has no authentication: it shows the state and counters only
+(no job ids, inputs or secrets); ``HEALTH_HOST=127.0.0.1`` keeps it to the pod itself.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
+from adapters.http.deadlines import WATCHDOG, Guard
 from app.metrics import BUCKETS, COUNTERS, STAGES
 
 if TYPE_CHECKING:
     from app.worker import Worker
 
 HEALTHY = {"ready", "busy"}
+MAX_CONNECTIONS = 16
+"""Connections served at once; a prober and a scraper need one or two."""
+CONNECTION_DEADLINE_S = 5.0
+"""Longest a connection is held, from accept to the end of its one answer."""
 
 
 class _MetricsCollector:
@@ -94,6 +109,19 @@ class HealthServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            timeout = CONNECTION_DEADLINE_S  # each read; the guard bounds the whole
+
+            def setup(self) -> None:
+                self._guard = Guard(time.monotonic() + CONNECTION_DEADLINE_S)
+                self._guard.conn = SimpleNamespace(sock=self.request)
+                WATCHDOG.arm(self._guard)
+                super().setup()
+
+            def finish(self) -> None:
+                try:
+                    super().finish()
+                finally:
+                    self._guard.done = True
 
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
@@ -109,14 +137,15 @@ class HealthServer:
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
+                self.send_header("Connection", "close")  # one request per connection
                 self.end_headers()
                 self.wfile.write(body)
+                self.close_connection = True
 
             def log_message(self, format: str, *args: Any) -> None:  # quiet
                 pass
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
+        self._server = _BoundedServer((host, port), Handler)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name="health",
                                         daemon=True)
@@ -128,6 +157,35 @@ class HealthServer:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+class _BoundedServer(ThreadingHTTPServer):
+    """A thread per connection, at most ``MAX_CONNECTIONS`` of them; more are closed at once."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)  # full: this one is dropped, the server goes on
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client cut at its deadline, or gone: nothing to report."""
 
 
 def start_health_server(worker: Worker, host: str, port: int) -> HealthServer:
