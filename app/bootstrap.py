@@ -138,6 +138,7 @@ def build_storage(settings: Settings, interrupt: threading.Event | None = None) 
         region=settings.BUCKET_REGION,
         public_urls=settings.BUCKET_PUBLIC_URLS,
         url_expiry_s=settings.BUCKET_URL_EXPIRY,
+        timeout_s=settings.BUCKET_TIMEOUT / 1000,
         interrupt=interrupt,
     )
     return storage

@@ -183,6 +183,10 @@ class Settings(ModelSettings):
     BUCKET_PUBLIC_URLS: bool = Field(
         False, description="Return plain object URLs instead of presigned ones."
     )
+    BUCKET_TIMEOUT: int = Field(
+        30_000, gt=0, description="Longest one S3 request may take, connect and whole answer, "
+        "however slowly S3 answers (ms; each MB uploaded adds a second)."
+    )
     BUCKET_URL_EXPIRY: int = Field(
         604_800, description="Presigned URL lifetime (s); 7 days at most (checked by the S3 "
         "storage, SigV4's limit)."

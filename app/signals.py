@@ -35,7 +35,7 @@ GRACEFUL = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 FORCED_EXIT = 130
 
 
-class StopBeforeStart(BaseException):  # noqa: N818 (a request, not an error)
+class StopBeforeStart(BaseException):
     """A stop signal arrived before the worker was built: start-up is abandoned, exit 0.
 
     A ``BaseException``, so that no ``except Exception`` in start-up code swallows it."""

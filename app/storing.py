@@ -6,14 +6,24 @@ model time. Its promises:
 - a job's outputs (``Artifact``s anywhere in the output) are stored through the ``Storage`` port
   and replaced by their references; an output that is not JSON, a result larger than the job
   API accepts, or a failed upload becomes that job's error result, saying what to do;
+- **uploads never hold another job's result**: outputs are stored on ``STORE_PARALLEL``
+  threads ("store-upload"), up to that many jobs at once, while the store thread goes on
+  writing down results that need no storage; a hung upload (it ends by the storage's own
+  deadline) holds only its own job. A job's chunks and result keep their order: what comes
+  after an item being stored waits for it;
 - **the result is written down (``ResultOutbox.put``, durable) as soon as it exists**, then the
   job's running mark is cleared, and only then is it handed to the post stage: results never
   wait in memory behind another result's post retries, so a crash can only ever re-post one;
+- a streamed chunk is checked like a final output (JSON, no NaN, at most ``max_result_bytes``
+  on the wire): a chunk that can never be posted is not posted, the job's later chunks are
+  dropped, and its result becomes an error naming the chunk, so the post queue never holds
+  what it cannot send;
 - a full or broken disk does not cost the result: it is logged and handed on anyway.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import logging
@@ -27,7 +37,13 @@ from app.metrics import Metrics
 from app.posting import Poster, Timings
 from domain.errors import PermanentError, TransientError
 from domain.job import Job, JobResult
-from domain.outputs import describe_error, ensure_json, find_artifacts, replace_artifacts
+from domain.outputs import (
+    describe_error,
+    encode_json,
+    ensure_json,
+    find_artifacts,
+    replace_artifacts,
+)
 from domain.ports import Clock, ResultOutbox, RunMarks, Storage
 
 log = logging.getLogger("podworker.store")
@@ -49,6 +65,8 @@ class Outcome:
 
 GROUP_COMMIT_MAX = 64
 """Most results written down with one disk sync."""
+STORE_PARALLEL = 4
+"""Jobs whose outputs are stored at once (each by the storage's own deadline)."""
 
 
 def _needs_storage(item: Outcome | Chunk) -> bool:
@@ -62,6 +80,17 @@ class Chunk:
 
     job: Job
     value: Any
+
+
+@dataclass(frozen=True)
+class _Stored:
+    """An item whose outputs were stored off the store thread: the result (``Outcome``) or the
+    chunk's value with references (``Chunk``; None when it could not be stored)."""
+
+    item: Outcome | Chunk
+    result: JobResult | None = None
+    value: Any = None
+    seconds: float = 0.0
 
 
 class Storer:
@@ -87,8 +116,14 @@ class Storer:
         self._metrics = metrics
         self._max_result_bytes = max_result_bytes
         self._scrub = scrub
-        self._queue: queue.SimpleQueue[Outcome | Chunk | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Outcome | Chunk | _Stored | None] = queue.SimpleQueue()
         self._stored: dict[str, int] = {}  # per streaming job: outputs stored so far
+        # the store thread's own: per job with an item being stored, what waits behind it
+        self._behind: dict[str, collections.deque[Outcome | Chunk]] = {}
+        self._broken_streams: dict[str, str] = {}  # job id -> why its stream was cut
+        self._uploads: queue.SimpleQueue[Outcome | Chunk] = queue.SimpleQueue()
+        self._upload_threads: list[threading.Thread] = []
+        self._parallel = STORE_PARALLEL
         self._thread = threading.Thread(target=self._run, name="store", daemon=True)
 
     def start(self) -> None:
@@ -108,14 +143,12 @@ class Storer:
 
     def _run(self) -> None:
         """Handle what is queued; results found together are written down together (one disk
-        sync for all), but never held back behind another job's uploads."""
+        sync for all), never held back behind any job's uploads (they run on other threads)."""
         while True:
-            item: Outcome | Chunk | None = self._queue.get()
+            item: Outcome | Chunk | _Stored | None = self._queue.get()
             batch: list[tuple[JobResult, Timings]] = []
             while item is not None:
-                if batch and _needs_storage(item):
-                    self._write_down(batch)
-                self._handle(item, batch)
+                self._dispatch(item, batch)
                 if len(batch) >= GROUP_COMMIT_MAX:
                     break
                 try:
@@ -126,31 +159,116 @@ class Storer:
             if item is None:
                 return
 
-    def _handle(self, item: Outcome | Chunk, batch: list[tuple[JobResult, Timings]]) -> None:
+    def _dispatch(self, item: Outcome | Chunk | _Stored,
+                  batch: list[tuple[JobResult, Timings]]) -> None:
+        """An item arrives (or comes back stored): handle it here, hand it to an upload
+        thread, or queue it behind its job's item being stored."""
+        if isinstance(item, _Stored):
+            self._handle(item.item, batch, item)
+            job_id = item.item.job.id
+            waiting = self._behind.pop(job_id)
+            while waiting:  # what came after it, in order, until the next that needs storage
+                following = waiting.popleft()
+                if self._starts_upload(following):
+                    self._behind[job_id] = waiting
+                    return
+                self._handle(following, batch)
+            return
+        if item.job.id in self._behind:
+            self._behind[item.job.id].append(item)
+        elif not self._starts_upload(item):
+            self._handle(item, batch)
+
+    def _starts_upload(self, item: Outcome | Chunk) -> bool:
+        """Hand ``item`` to an upload thread when it has outputs to store."""
+        if not _needs_storage(item) or item.job.id in self._broken_streams:
+            return False
+        self._behind[item.job.id] = collections.deque()
+        if len(self._upload_threads) < self._parallel:
+            thread = threading.Thread(target=self._upload, name="store-upload", daemon=True)
+            self._upload_threads.append(thread)
+            thread.start()
+        self._uploads.put(item)
+        return True
+
+    def _upload(self) -> None:
+        """An upload thread: store one item's outputs, hand it back to the store thread."""
+        while True:
+            item = self._uploads.get()
+            started = self._clock.now()
+            try:
+                if isinstance(item, Chunk):
+                    stored = _Stored(item, value=self._chunk_references(item))
+                else:
+                    stored = _Stored(item, result=self._store_outputs(item.job, item.output))
+            except Exception:  # a bug here must not strand the job: its result says so
+                log.exception("store stage: unexpected error", extra={"event": "store_bug"})
+                stored = _Stored(item, result=JobResult.failure(
+                    item.job.id, "internal error while storing the result"))
+            self._queue.put(dataclasses.replace(stored, seconds=self._clock.now() - started))
+
+    def _handle(self, item: Outcome | Chunk, batch: list[tuple[JobResult, Timings]],
+                stored: _Stored | None = None) -> None:
         try:
             if isinstance(item, Chunk):
-                self._chunk(item)
+                self._chunk(item, stored)
             else:
-                self._finish(item, batch)
+                self._finish(item, batch, stored)
         except Exception:  # a bug here must not end the thread and strand results
             log.exception("store stage: unexpected error", extra={"event": "store_bug"})
             if isinstance(item, Outcome):
                 batch.append((JobResult.failure(
                     item.job.id, "internal error while storing the result"), {}))
 
-    def _chunk(self, chunk: Chunk) -> None:
+    def _chunk_references(self, chunk: Chunk) -> Any:
+        """The chunk's value with its artifacts stored, or None when they could not be."""
         job_id = chunk.job.id
         try:
-            value = self._with_references(job_id, chunk.value)
+            return self._with_references(job_id, chunk.value)
         except (PermanentError, TransientError) as exc:
             log.error("a streamed chunk of job %s was not stored: %s", job_id,
                       self._scrub(describe_error(exc)), extra={"event": "chunk_not_stored"})
+            return None
+
+    def _chunk(self, chunk: Chunk, stored: _Stored | None = None) -> None:
+        job_id = chunk.job.id
+        if job_id in self._broken_streams:
+            return  # after a chunk that could not be sent, the stream is cut
+        if stored is not None:
+            if stored.value is None:
+                return
+            value = stored.value
+        else:
+            value = chunk.value
+        problem = self._unsendable(value)
+        if problem is not None:
+            self._chunk_refused(job_id, problem)
             return
         self._poster.stream(job_id, value)
 
-    def _finish(self, outcome: Outcome, batch: list[tuple[JobResult, Timings]]) -> None:
+    def _unsendable(self, value: Any) -> str | None:
+        """Why a chunk can never be posted (not JSON, NaN, over the size limit), or None."""
+        try:
+            text = encode_json(value)
+        except PermanentError as exc:
+            return describe_error(exc)
+        size = len(text.encode("utf-8", "surrogatepass")) + len('{"output":}')
+        if size > self._max_result_bytes:
+            return (f"it is {size} bytes, over the job API's limit of "
+                    f"{self._max_result_bytes} bytes")
+        return None
+
+    def _chunk_refused(self, job_id: str, problem: str) -> None:
+        reason = self._scrub(f"a streamed chunk could not be sent: {problem}")
+        log.error("job %s: %s; its stream ends here and the job fails", job_id, reason,
+                  extra={"event": "chunk_refused", "job_id": job_id})
+        self._broken_streams[job_id] = reason
+
+    def _finish(self, outcome: Outcome, batch: list[tuple[JobResult, Timings]],
+                stored: _Stored | None = None) -> None:
         job = outcome.job
         started = self._clock.now()
+        broken = self._broken_streams.pop(job.id, None)
         if outcome.stopped:
             self._stored.pop(job.id, None)
             with contextlib.suppress(OSError):  # at worst reported as interrupted at restart
@@ -161,8 +279,14 @@ class Storer:
             result = outcome.decided
         elif outcome.error is not None:
             result = JobResult.failure(job.id, self._scrub(outcome.error))
+        elif broken is not None:
+            result = JobResult.failure(job.id, broken)
         else:
-            result = self._store_outputs(job, outcome.output)
+            if stored is not None and stored.result is not None:
+                result = stored.result
+                started -= stored.seconds
+            else:
+                result = self._store_outputs(job, outcome.output)
             self._metrics.observe("model", outcome.model_seconds)
         if outcome.streamed:
             result = dataclasses.replace(result, streamed=True)

@@ -300,6 +300,29 @@ class Worker:
                 self._answer(running.job_id, running.job, error)
         self._lose_model(ExitCode.MODEL_STUCK, "the model ignored its timeout or a job-stop", now)
 
+    def _say_what_is_left(self) -> None:
+        """At exit, what happens to each result not delivered, truly: kept in the outbox, or
+        never written down (outputs still being stored, or the disk refused the write)."""
+        left = self._ledger.undelivered_ids()
+        if not left:
+            return
+        try:
+            kept = {result.job_id for result in self._outbox.pending()}
+        except OSError:
+            kept = set()
+        in_outbox = sum(1 for job_id in left if job_id in kept)
+        unwritten = len(left) - in_outbox
+        if in_outbox:
+            log.warning("shutdown grace over with %d result(s) undelivered; they stay in the "
+                        "outbox and are sent at the next start", in_outbox,
+                        extra={"event": "exit_with_outbox"})
+        if unwritten:
+            log.warning("shutdown grace over with %d finished job(s) whose result was not written "
+                        "down (outputs still being stored, or the disk refused the write); the "
+                        "next start answers each one it finds marked running as failed ('worker "
+                        "restarted while running this job')", unwritten,
+                        extra={"event": "exit_with_unwritten_results"})
+
     def _lose_model(self, code: ExitCode, reason: str, now: float) -> None:
         """The model can run nothing more: answer what waits for it, drain, exit with ``code``."""
         self._exit_code = code
@@ -308,11 +331,7 @@ class Worker:
         self._begin_stop(reason, now)
 
     def _exit(self) -> ExitCode:
-        left = self._ledger.undelivered
-        if left:
-            log.warning("shutdown grace over with %d result(s) undelivered; they stay in the "
-                        "outbox and are sent at the next start", left,
-                        extra={"event": "exit_with_outbox"})
+        self._say_what_is_left()
         if self._exit_code is not None:
             return self._exit_code
         if self._retiring:

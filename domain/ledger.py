@@ -48,8 +48,11 @@ class Ledger:
         return job_id in self._queued or job_id in self.running or job_id in self._undelivered
 
     def in_flight_ids(self) -> tuple[str, ...]:
-        """Every id held, each once: what a heartbeat reports."""
-        return (*self._queued, *self.running, *self._undelivered)
+        """Every id held, each once, running jobs first: what a heartbeat reports."""
+        return (*self.running, *self._queued, *self._undelivered)
+
+    def undelivered_ids(self) -> tuple[str, ...]:
+        return tuple(self._undelivered)
 
     # --- transitions ----------------------------------------------------------------------
     def take(self, job: Job) -> bool:

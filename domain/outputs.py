@@ -64,8 +64,13 @@ def ensure_json(output: Any) -> None:
     """Raise ``ModelError`` when ``output`` (artifacts replaced) cannot be sent as JSON as it is:
     a value JSON has no form for (NaN, an object), or a dict whose keys collide once JSON makes
     them strings (``{1: "a", "1": "b"}`` would silently lose a value)."""
+    encode_json(output)
+
+
+def encode_json(output: Any) -> str:
+    """``output`` as compact JSON text, or ``ModelError`` as :func:`ensure_json` says."""
     try:
-        json.dumps(output, allow_nan=False, default=_refuse)
+        text = json.dumps(output, allow_nan=False, default=_refuse, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
         raise ModelError(f"model output cannot be sent as JSON: {exc}") from None
     collision = _colliding_key(output)
@@ -74,6 +79,7 @@ def ensure_json(output: Any) -> None:
             f"model output cannot be sent as JSON: keys collide as JSON strings: {collision!r} "
             "(one value would be lost)"
         )
+    return text
 
 
 def _colliding_key(output: Any) -> str | None:

@@ -236,12 +236,14 @@ def _discard(response: Any) -> None:
 
 def describe(exc: BaseException) -> str:
     """What went wrong, in words that contain no URL (urllib3's own messages contain it)."""
+    # NewConnectionError subclasses ConnectTimeoutError in urllib3 2: a refused connection is
+    # told apart before a timeout
+    if isinstance(exc, urllib3.exceptions.NewConnectionError | ConnectionRefusedError):
+        return "connection failed"
     if isinstance(exc, urllib3.exceptions.ConnectTimeoutError):
         return "connect timed out"
     if isinstance(exc, urllib3.exceptions.SSLError | ssl.SSLError):
         return "TLS failed (certificate not verified?)"
-    if isinstance(exc, urllib3.exceptions.NewConnectionError | ConnectionRefusedError):
-        return "connection failed"
     if isinstance(exc, urllib3.exceptions.ReadTimeoutError | TimeoutError):
         return "read timed out"
     if isinstance(exc, urllib3.exceptions.ProtocolError):

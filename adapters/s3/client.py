@@ -14,10 +14,12 @@ from domain.errors import ConfigurationError
 
 #: Connecting to a healthy endpoint takes milliseconds; 5 s is a dead or unreachable host.
 CONNECT_TIMEOUT_S = 5.0
-#: Longest wait for the server's answer once a request is sent. An image of a few MB is sent in
-#: well under a second on a pod's network; 30 s leaves room for a slow server without letting a
-#: hung one hold a job for long (the retry policy bounds the total to about 30 s more).
-READ_TIMEOUT_S = 30.0
+#: Longest one S3 call may take, connect and whole answer (``BUCKET_TIMEOUT``'s default; each MB
+#: sent adds a second). An image of a few MB is sent in well under a second on a pod's network;
+#: 30 s leaves room for a slow server without letting a hung one hold a job for long (the retry
+#: policy bounds the total to about 30 s more). Enforced by :mod:`adapters.s3.transport`.
+CALL_TIMEOUT_S = 30.0
+READ_TIMEOUT_S = CALL_TIMEOUT_S  # botocore's own (per read); requests go through the transport
 
 #: botocore's DEBUG output carries credentials; these loggers are kept at WARNING or above.
 _SDK_LOGGERS = ("botocore", "boto3", "s3transfer")

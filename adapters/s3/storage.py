@@ -19,8 +19,12 @@ What it promises:
   bucket a month named ``MM-YY`` (``11-26`` for November 2026) from ``today()`` (UTC by default;
   injectable). The month is read once per ``store``/``store_all`` call, so one job's images
   share a bucket. Each month's bucket must exist before its first upload: nothing is created.
+- **Deadlines and caps**: every S3 call (an upload, ``check``) ends within ``timeout_s`` (plus a
+  second per MB sent), connect included, however slowly the endpoint answers, and reads at most
+  1 MB of answer (:mod:`adapters.s3.transport`: botocore signs, podworker's HTTP client sends).
 - **Retries**: only the shared ``domain.waiting.STORAGE_UPLOAD`` schedule retries (botocore's
-  own retries are off, so attempts do not multiply and every wait goes through ``sleep``).
+  own retries are off, so attempts do not multiply and every wait goes through ``sleep``); one
+  output is tried for at most 30 s, plus the call under way.
   Connection errors, timeouts, 5xx and throttling are ``StorageUnavailable`` (transient) inside
   the policy; when it gives up, ``UploadFailed`` names the bucket, the endpoint, the attempts
   and the last reason. A missing bucket or refused credentials are ``UploadFailed`` at once.
@@ -51,8 +55,9 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from adapters.retrying import retrying
-from adapters.s3.client import make_client
+from adapters.s3.client import CALL_TIMEOUT_S, CONNECT_TIMEOUT_S, make_client
 from adapters.s3.errors import botocore_error, client_error
+from adapters.s3.transport import S3Transport
 from domain import waiting
 from domain.errors import (
     ConfigurationError,
@@ -103,9 +108,10 @@ class S3Storage:
 
     ``access_key_id`` and ``secret_access_key`` are given together, or both left ``None`` to
     use boto3's own credential chain (an instance role, say). ``endpoint_url=None`` means AWS.
-    ``sleep`` is the retry policy's wait (pass an interruptible one, such as a stop event's
-    ``wait``; tests pass a recorder); ``interrupt`` set (the worker stopping) ends a retry's
-    wait at once and gives up retrying. ``today`` picks the month under ``bucket_naming="monthly"``.
+    ``timeout_s`` bounds each S3 call (``BUCKET_TIMEOUT``). ``sleep`` is the retry policy's
+    wait (pass an interruptible one, such as a stop event's ``wait``; tests pass a recorder);
+    ``interrupt`` set (the worker stopping) ends a retry's wait at once and gives up retrying.
+    ``today`` picks the month under ``bucket_naming="monthly"``.
     Raises ``ConfigurationError`` for inconsistent arguments; touches no network.
     """
 
@@ -123,6 +129,7 @@ class S3Storage:
         sleep: Sleep | None = None,
         interrupt: threading.Event | None = None,
         max_parallel: int = 4,
+        timeout_s: float = CALL_TIMEOUT_S,
         today: Today = _utc_today,
     ) -> None:
         if bucket_naming not in BUCKET_NAMINGS:
@@ -150,6 +157,9 @@ class S3Storage:
             )
         if max_parallel < 1:
             raise ConfigurationError(f"max_parallel must be at least 1, got {max_parallel}")
+        if timeout_s <= 0:
+            raise ConfigurationError(f"invalid setting BUCKET_TIMEOUT: must be positive, got "
+                                     f"{timeout_s * 1000:g} ms")
 
         self._bucket = bucket
         self._naming = bucket_naming
@@ -161,6 +171,9 @@ class S3Storage:
         self._client = make_client(
             endpoint_url, access_key_id, secret_access_key, region, max_parallel
         )
+        self._transport = S3Transport(timeout_s=timeout_s, connect_timeout_s=CONNECT_TIMEOUT_S,
+                                      max_connections=max(10, max_parallel))
+        self._transport.attach(self._client)
         self.endpoint = _display_endpoint(str(self._client.meta.endpoint_url))
         self._pool = ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="s3-upload")
 
@@ -213,6 +226,7 @@ class S3Storage:
         """Wait for running uploads, then release the thread pool and connections."""
         self._pool.shutdown(wait=True)
         self._client.close()
+        self._transport.close()
 
     def __repr__(self) -> str:
         bucket = self._bucket if self._naming == "fixed" else "MM-YY (monthly)"

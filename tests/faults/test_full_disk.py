@@ -8,6 +8,7 @@ must never merge with the torn one. A disk that is full when the worker starts m
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -47,10 +48,8 @@ def test_running_marks_torn_by_a_full_disk_never_merge_with_the_next_record(
     box = FileOutbox(root)
     filler = fill(small_disk, leave=4096)
     for n in range(50):  # a few go through, one partly, the rest not at all
-        try:
+        with contextlib.suppress(OSError):
             box.started(Job(f"job-{n}-" + "y" * 500, {}, 0))
-        except OSError:
-            pass
     filler.unlink()
     box.put(JobResult.success("after", 1))
     box.close()

@@ -29,7 +29,7 @@ def test_keys_that_collide_once_made_strings_are_refused_naming_the_key(
 
 @pytest.mark.parametrize(
     "output",
-    [{1: "a", 2: "b"}, {"a": 1, "b": {"c": [1, 2]}}, {True: 1, 1: 2}, [{1: "x"}, {"1": "y"}]],
+    [{1: "a", 2: "b"}, {"a": 1, "b": {"c": [1, 2]}}, {True: 1, 2: 2}, [{1: "x"}, {"1": "y"}]],
 )
 def test_keys_that_stay_distinct_as_strings_are_accepted(output: Any) -> None:
     ensure_json(output)
