@@ -30,7 +30,7 @@ from app.messages import Inbox
 from app.metrics import Metrics
 from app.model_runner import ModelRunner
 from app.plugins import OneByOneStorage, load_factory
-from app.posting import Poster
+from app.posting import MAX_LANES, Poster
 from app.settings import Settings, StorageKind
 from app.stages import Board, Stages
 from app.storing import Storer
@@ -212,7 +212,7 @@ def assemble(
     """Wire the stages around the controller (tests call this with fakes directly)."""
     inbox = Inbox()
     poster = Poster(job_api=job_api, outbox=outbox, clock=clock, metrics=metrics, inbox=inbox,
-                    scrub=scrub)
+                    scrub=scrub, lanes=min(MAX_LANES, config.slots))
     storer = Storer(storage=storage, outbox=outbox, marks=outbox, poster=poster, clock=clock,
                     metrics=metrics, max_result_bytes=config.max_result_bytes, scrub=scrub)
     board = Board()

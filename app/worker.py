@@ -8,12 +8,16 @@ Threads, what each owns, and how they talk (queues and events, never shared fiel
       ├─ intake        one take at a time (a long-poll)               ──Taken──────────► inbox
       ├─ model         model.load(), then jobs (model-2 ... for more  ──ModelLoaded/Done─► inbox
       │  │             slots; model-loop: async tasks)                ──chunks──► store
-      │  └─ model-device  Stable Diffusion: load, warm-up and every pipeline call (batched):
-      │                the only thread that touches the GPU; the job threads check inputs
-      │                and load images side by side, then wait for their rows
-      ├─ store         outputs → Storage; result → outbox (durable)   ──result──► post
+      │  ├─ model-device  Stable Diffusion: load, warm-up and every pipeline call (batched):
+      │  │             the only thread that touches the GPU; the job threads check inputs
+      │  │             and load images side by side, then wait for their rows
+      │  └─ model-concurrency  the model's own concurrency() hook, asked with a deadline
+      ├─ store         result → outbox (durable), checked chunks      ──result──► post
+      │  ├─ store-upload  outputs → Storage, up to 4 jobs at once (a hung upload holds
+      │  │             only its job; results that store nothing never wait for it)
       │  └─ s3-upload  S3 storage: one job's outputs uploaded in parallel (up to 4 threads)
       ├─ post          chunks, results → job API, retried; progress   ──Delivered──────► inbox
+      │                (one "post" thread per model slot, up to 8; a job keeps its thread)
       ├─ heartbeat     ping(in-flight ids) every PING_INTERVAL        (reads the Snapshot)
       ├─ job-stops     the platform's job-stop long-poll              ──StopJob────────► inbox
       ├─ http-deadlines  cuts HTTP requests at their overall deadline (adapters.http.client)

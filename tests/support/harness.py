@@ -93,11 +93,12 @@ def make_harness(
     stream_aggregate: bool = False,
     pod: RecordingPodControl | None = None,
     min_poll_interval_s: float = 0.0,
+    api: InMemoryJobApi | None = None,
 ) -> Harness:
     """A worker on in-memory fakes (the job API long-polls ``poll_timeout``), built as bootstrap
     builds it."""
     clock = clock or SystemClock()
-    api = InMemoryJobApi(clock, poll_timeout=poll_timeout)
+    api = api or InMemoryJobApi(clock, poll_timeout=poll_timeout)
     pod = pod or RecordingPodControl()
     model = model or EchoModel()
     outbox = outbox if outbox is not None else InMemoryOutbox()

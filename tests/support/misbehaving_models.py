@@ -19,7 +19,8 @@ good one:
 ``type_error_inside`` is a factory that takes the settings and fails with a ``TypeError`` of its
 own: the worker must report that error, not call the factory again without arguments.
 ``hung_concurrency`` echoes, but its ``concurrency()`` hook never returns; ``loop_blocker`` is an
-``async def run`` that blocks its event loop (``{"block_s": N}``, touching ``"marker"`` first).
+``async def run`` that blocks its event loop (``{"block_s": N}``, touching ``"marker"`` first);
+``poisoned_stream`` streams a chunk that can never be posted (``PoisonedStream``).
 """
 
 from __future__ import annotations
@@ -140,3 +141,30 @@ def hung_concurrency(settings: Any) -> HungConcurrency:
 
 def loop_blocker() -> LoopBlocker:
     return LoopBlocker()
+
+
+class PoisonedStream:
+    """A generator ``run`` yielding ``{"ok": 1}``, then the chunk its input names (``"poison"``:
+    ``"object"`` (not JSON), ``"nan"``, ``"big"`` (``size`` bytes of text), ``"colliding"`` (keys
+    that collide as JSON strings)), then ``{"after": 1}``; with no ``"poison"``, only the two
+    good chunks."""
+
+    def load(self) -> None:
+        """Nothing to load."""
+
+    def run(self, job_input: dict[str, Any], ctx: Any) -> Any:
+        yield {"ok": 1}
+        kind = job_input.get("poison")
+        if kind == "object":
+            yield {"value": object()}
+        elif kind == "nan":
+            yield {"value": float("nan")}
+        elif kind == "big":
+            yield {"text": "b" * int(job_input.get("size", 1000))}
+        elif kind == "colliding":
+            yield {1: "one", "1": "uno"}
+        yield {"after": 1}
+
+
+def poisoned_stream() -> PoisonedStream:
+    return PoisonedStream()

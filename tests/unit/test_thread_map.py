@@ -18,7 +18,8 @@ def drawn_threads() -> set[str]:
 
 def test_the_map_draws_every_stage() -> None:
     assert {"intake", "model", "store", "post", "heartbeat", "job-stops", "http-deadlines",
-            "health", "model-device", "s3-upload"} <= drawn_threads()
+            "health", "model-device", "s3-upload", "store-upload",
+            "model-concurrency"} <= drawn_threads()
 
 
 def test_every_thread_a_running_worker_starts_is_on_the_map(tmp_path: Path) -> None:

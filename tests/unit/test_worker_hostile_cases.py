@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from adapters.clock import SystemClock
+from adapters.local.job_api import InMemoryJobApi
 from app.stages import ExitCode
 from domain.job import JobResult
 from domain.lifecycle import LifecyclePolicy
@@ -118,3 +120,43 @@ def test_a_model_that_returns_after_the_worker_gave_up_on_it_gets_exactly_one_re
     assert h.join() is ExitCode.MODEL_STUCK
     assert [r.job_id for r in h.api.posted] == ["stuck"]
     assert h.api.results["stuck"].error == "execution timeout after 50 ms"
+
+
+class Streamer:
+    """Streams the chunks its input lists, then returns nothing."""
+
+    def load(self) -> None:
+        pass
+
+    def run(self, job_input: dict[str, Any], ctx: JobContext) -> Any:
+        yield from job_input.get("chunks", [])
+
+
+class UnpostableApi(InMemoryJobApi):
+    """A job API adapter that can never send some values (as an adapter bug would)."""
+
+    def post_stream(self, job_id: str, chunk: Any) -> None:
+        if chunk == {"unpostable": True}:
+            raise TypeError("this value cannot be sent")
+        super().post_stream(job_id, chunk)
+
+    def post_result(self, result: JobResult) -> None:
+        if result.output == {"unpostable": True}:
+            raise ValueError("this result cannot be sent")
+        super().post_result(result)
+
+
+def test_an_item_the_adapter_can_never_send_fails_its_job_and_never_blocks_the_others(
+    tmp_path: Path,
+) -> None:
+    api = UnpostableApi(SystemClock(), poll_timeout=0.3)
+    h = make_harness(tmp_path, model=Streamer(), api=api).start()
+    h.api.submit({"chunks": [{"n": 1}, {"unpostable": True}, {"n": 2}]}, job_id="bad-chunk")
+    h.api.submit({"chunks": [{"n": 3}]}, job_id="fine")
+    assert h.api.wait_for_results(2, timeout=20)
+    error = h.api.results["bad-chunk"].error
+    assert error is not None and error.startswith("a streamed chunk could not be posted: "), error
+    assert "TypeError: this value cannot be sent" in error
+    assert h.api.results["fine"].ok
+    assert [c for j, c in h.api.streamed if j == "fine"] == [{"n": 3}]
+    assert h.stop() is ExitCode.OK
