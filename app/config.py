@@ -46,6 +46,7 @@ def lifecycle_from(settings: Settings) -> LifecyclePolicy:
         execution_timeout=settings.EXECUTION_TIMEOUT / 1000,
         overrun_grace=settings.OVERRUN_GRACE / 1000,
         shutdown_grace=settings.SHUTDOWN_GRACE / 1000,
+        max_held=settings.MAX_UNDELIVERED,
     )
 
 

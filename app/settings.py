@@ -149,6 +149,11 @@ class Settings(ModelSettings):
         description="Read timeout of a take or job-stop long-poll; longer than the server's "
         "long-poll (ms).",
     )
+    MAX_UNDELIVERED: int = Field(
+        256, ge=1, description="Most jobs held at once, from take to a result the job API "
+        "accepted (raised to CONCURRENCY when lower): results awaiting delivery never exceed "
+        "it, and a job API slow to accept results slows taking instead of piling them up."
+    )
     MAX_RESULT_BYTES: int = Field(
         10_000_000,
         gt=0,

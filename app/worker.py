@@ -46,7 +46,7 @@ from domain.errors import ExecutionTimeout
 from domain.execution import RunningJob
 from domain.job import Job, JobResult
 from domain.ledger import Ledger
-from domain.lifecycle import Action, Observation, decide
+from domain.lifecycle import Action, Observation, decide, room_to_take
 from domain.ports import Clock, PodControl, ResultOutbox, RunMarks
 
 log = logging.getLogger("podworker.worker")
@@ -252,9 +252,9 @@ class Worker:
     # --- actions ------------------------------------------------------------------------
     def _take(self, now: float) -> None:
         held = bool(self._ledger.running or self._ledger.undelivered)
-        free = self._slots() - len(self._ledger.running) - self._ledger.queued
+        room = room_to_take(self._observe(now), self._policy)  # free slots, within the bound
         self._take_out = True
-        self.stages.intake.request(job_in_progress=held, max_jobs=max(1, free))
+        self.stages.intake.request(job_in_progress=held, max_jobs=max(1, room))
 
     def _start_next(self, now: float) -> None:
         job = self._ledger.next_queued()

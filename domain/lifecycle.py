@@ -6,7 +6,10 @@ controller makes is one :class:`Action` of :func:`decide`, a plain function of a
 :class:`Observation`, so the rules are tested without threads, sockets or sleeps:
 
 - **taking**: ask the job API for work only when a model slot is free, nothing taken is
-  waiting to start, no take is already out, and any backoff after a failed take has passed.
+  waiting to start, no take is already out, any backoff after a failed take has passed, and the
+  worker holds fewer than ``max_held`` jobs (queued, running, or with a result not yet
+  accepted by the job API; never fewer than the slots): a job API slow to accept results slows
+  taking instead of letting results pile up (:func:`room_to_take`).
 - **idle TTL**: after ``idle_ttl`` seconds with nothing in flight (nothing queued, running,
   undelivered, no take out), the worker *retires*: it stops taking, then terminates its pod.
   The clock restarts whenever a result is delivered. ``idle_ttl=None`` (worker zero) never
@@ -52,6 +55,7 @@ class LifecyclePolicy:
     overrun_grace: float = 10.0
     shutdown_grace: float = 30.0
     take_grace: float = 2.0
+    max_held: int | None = None  # most jobs held from take to delivered result; None: no bound
 
 
 @dataclass(frozen=True)
@@ -116,7 +120,7 @@ def decide(obs: Observation, policy: LifecyclePolicy) -> Decision:
         return _stopping(obs, policy, deadlines)
     if obs.idle and idle_ttl_expired(obs.last_activity, obs.now, policy.idle_ttl):
         return Decision(Action.RETIRE)
-    if free > obs.queued and not obs.take_out:
+    if free > obs.queued and not obs.take_out and room_to_take(obs, policy) > 0:
         if obs.now >= obs.take_allowed_at:
             return Decision(Action.TAKE)
         deadlines.append(obs.take_allowed_at)
@@ -139,6 +143,17 @@ def _stopping(obs: Observation, policy: LifecyclePolicy, deadlines: list[float])
     if obs.now >= drain_until:
         return Decision(Action.EXIT)
     return Decision(Action.DRAIN, drain_until)
+
+
+def room_to_take(obs: Observation, policy: LifecyclePolicy) -> int:
+    """How many more jobs the worker may hold: ``max_held`` (never below the slots) minus the
+    jobs queued, running and awaiting delivery. Every result awaiting delivery was one of them,
+    so results waiting for the job API never exceed the bound either."""
+    free = obs.slots - len(obs.running) - obs.queued
+    if policy.max_held is None:
+        return free
+    held = len(obs.running) + obs.queued + obs.undelivered
+    return min(free, max(policy.max_held, obs.slots) - held)
 
 
 def idle_ttl_expired(last_activity: float, now: float, ttl: float | None) -> bool:

@@ -21,7 +21,8 @@ What it promises:
   ``isStream=false``) and answers like ``post_result``; a streamed job's final result goes to
   job-done with ``isStream=true``.
 - ``post_progress`` and ``ping`` are best effort: they never raise and log at most one debug
-  line; a ping is tried twice (``domain.waiting.BEST_EFFORT``).
+  line; a ping is tried twice (``domain.waiting.BEST_EFFORT``) and names at most
+  ``PING_IDS_CHARS`` characters of job ids, the first ones given (running jobs come first).
 - ``jobs_to_stop`` long-polls the take URL with ``/job-take/`` replaced by ``/job-stop/``. When
   the take URL has no ``/job-take/`` it returns ``[]`` (logged once); ``stop_polling`` says
   whether it is on, so the worker may skip that thread altogether.
@@ -40,7 +41,7 @@ from typing import Any
 from adapters import retrying
 from adapters.http.client import AnswerTooLarge, HttpClient, HttpFailure, Response
 from adapters.http.parts import excerpt, fill, host_of, parse_retry_after, with_query
-from adapters.runpod.wire import auth_hint, batch_url_from, dumped, stop_url_from
+from adapters.runpod.wire import auth_hint, batch_url_from, dumped, ping_job_ids, stop_url_from
 from domain import waiting
 from domain.errors import (
     ApiUnavailable,
@@ -163,8 +164,9 @@ class RunPodJobApi:
         if self._ping_template is None:
             return
         url = fill(self._ping_template, pod_id=self.worker_id)
-        if job_ids:
-            url = with_query(url, job_id=",".join(job_ids))
+        listed = ping_job_ids(job_ids)
+        if listed:
+            url = with_query(url, job_id=listed)
         try:
             for attempt in retrying.retrying(waiting.BEST_EFFORT, sleep=self._sleep):
                 with attempt:

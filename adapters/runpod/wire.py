@@ -7,6 +7,13 @@ job-stop long-poll live beside it (``/job-take-batch/``, ``/job-stop/``).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
+from urllib.parse import quote
+
+PING_IDS_CHARS = 2000
+"""Most characters of job ids (URL-quoted, with their commas) a ping's query carries: the
+running jobs come first, and a long backlog of undelivered results no longer makes every ping
+a URL that servers refuse (414)."""
 
 
 def dumped(item: object) -> str:
@@ -35,3 +42,17 @@ def batch_url_from(take_url: str) -> str | None:
 
 def auth_hint(status: int) -> str:
     return " (check AI_API_KEY / RUNPOD_AI_API_KEY)" if status in (401, 403) else ""
+
+
+def ping_job_ids(job_ids: Iterable[str]) -> str:
+    """The ``job_id`` value of a ping: ids in the order given, as many as fit
+    ``PING_IDS_CHARS`` once quoted."""
+    kept: list[str] = []
+    used = 0
+    for job_id in job_ids:
+        cost = len(quote(job_id, safe="")) + (1 if kept else 0)
+        if used + cost > PING_IDS_CHARS:
+            break
+        kept.append(job_id)
+        used += cost
+    return ",".join(kept)

@@ -15,6 +15,7 @@ from domain.lifecycle import (
     Observation,
     decide,
     idle_ttl_expired,
+    room_to_take,
 )
 
 DEFAULT = LifecyclePolicy(idle_ttl=60.0, execution_timeout=300.0)
@@ -104,6 +105,18 @@ def test_a_job_stop_ignored_for_the_grace_is_abandoned_like_an_overrun() -> None
     assert waiting == Decision(Action.WAIT, 111.0)
     past = Observation(now=111.0, last_activity=0.0, running=(100.0,), stopped=(101.0,))
     assert decide(past, policy).action is Action.ABANDON
+
+
+def test_results_awaiting_delivery_count_against_taking_up_to_the_held_bound() -> None:
+    policy = LifecyclePolicy(idle_ttl=None, max_held=10)
+    slow_api = Observation(now=1.0, last_activity=0.0, slots=4, running=(0.5,), undelivered=7)
+    assert room_to_take(slow_api, policy) == 2  # 10 held at most: 1 running + 7 waiting
+    assert decide(slow_api, policy).action is Action.TAKE
+    at_bound = Observation(now=1.0, last_activity=0.0, slots=4, running=(0.5,), undelivered=9)
+    assert room_to_take(at_bound, policy) == 0
+    assert decide(at_bound, policy).action is Action.WAIT
+    many_slots = Observation(now=1.0, last_activity=0.0, slots=32, undelivered=9)
+    assert room_to_take(many_slots, policy) == 23  # never fewer than the slots
 
 
 def test_a_free_slot_starts_a_queued_job_before_anything_else_even_when_stopping() -> None:
