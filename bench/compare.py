@@ -29,6 +29,9 @@ What it does, in order:
      150 ms on its own thread, as an SDK handler does;
    - start-up (``Popen`` to the first take) and idle memory (RSS and USS of the worker and all
      its children, after one job and 2 s idle), and SIGTERM to exit;
+   - a job API slow to accept results (``bench/backlog.py``): 20,000 no-op jobs at
+     ``CONCURRENCY=32`` while job-done answers in 20 ms, podworker only; the most jobs held
+     (against ``MAX_UNDELIVERED``) and the worker's memory, sampled throughout;
    - Stable Diffusion dynamic batching (``bench/sd_batching.py``, in this process): 8 small
      jobs at once on the tiny pipeline (64x64, 4 steps, CPU), ``SD_BATCH_MAX=8`` vs 1;
 
@@ -55,7 +58,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script, sys.path[0] is bench/
     sys.path.insert(0, str(REPO))
 
-from bench import runpod_venv, sd_batching  # noqa: E402
+from bench import backlog, runpod_venv, sd_batching  # noqa: E402
 from bench.harness import API_KEY, LONG_POLL_S, BenchServer, check_one_packet  # noqa: E402
 from bench.report import IO_CONCURRENCY, machine, machine_busy, render, summarise  # noqa: E402
 from bench.scenarios import (  # noqa: E402
@@ -87,10 +90,11 @@ class Sizes:
     repeats: int = 3
     sdk_concurrencies: tuple[int, ...] = (512,)
     batching_jobs: int = 8  # SD dynamic batching: jobs at once, on the tiny pipeline
+    backlog: int = 20_000  # no-op jobs at concurrency 32 against a job-done taking 20 ms
 
 
 QUICK = Sizes(floor=300, noop=150, sdk_noop_cap_s=6.0, io=64, sdk_io_cap_s=10.0, stream_jobs=3,
-              stream_chunks=100, sleepy=10, repeats=1, sdk_concurrencies=())
+              stream_chunks=100, sleepy=10, repeats=1, sdk_concurrencies=(), backlog=2_000)
 
 
 def ensure_runpod_venv() -> tuple[Path, str, str]:
@@ -166,6 +170,9 @@ def run_all(server: BenchServer, workers: Workers, z: Sizes, sdk_cs: list[int],
         startups["runpod"].append(
             startup_and_memory(server, workers.runpod(f"rp-start{k}"), f"rp-start{k}"))
     f["startup"] = startups
+    step(f"job-done answering in 20 ms: {z.backlog} no-op jobs at concurrency 32, podworker "
+         "(held results and memory sampled throughout)")
+    f["backlog_podworker"] = backlog.run_backlog(server, workers, z.backlog)
     step(f"Stable Diffusion dynamic batching: {z.batching_jobs} small jobs at once on the tiny "
          f"pipeline, SD_BATCH_MAX={z.batching_jobs} vs 1, {z.repeats} runs each, in turns")
     with tempfile.TemporaryDirectory(prefix="podworker-batching-") as folder:

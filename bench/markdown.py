@@ -72,6 +72,14 @@ def markdown(f: dict[str, Any]) -> str:
                  f"{fmt(ratio(rss['podworker'], s['idle_rss_mb_total']['runpod']), 'x')} | "
                  f"{verdict('idle_rss_mb_one_process')} |")
     lines.append(row("SIGTERM to exit when idle, s (the fake's long-poll is 1 s)", s["stop_s"]))
+    bl = s.get("backlog")
+    if bl:
+        mb = bl["rss_mb"]
+        lines.append(f"| job-done answering in {bl['done_delay_ms']} ms, {bl['jobs']:,} no-op jobs, "
+                     f"concurrency {bl['concurrency']}, jobs/s | **{fmt(bl['jobs_per_s'])}** "
+                     f"(most held {bl['most_held']}, bound {bl['held_bound']}; RSS "
+                     f"{fmt(mb['at_10_percent'])} -> {fmt(mb['at_end'])} MB) | | | "
+                     f"{verdict('backlog_held_within_bound')} |")
     once = s["delivered_once"]
     lines.append(f"| every job delivered exactly once, all runs | {once['podworker']} | "
                  f"{once['runpod']} | | {verdict('delivered_once')} |")

@@ -128,6 +128,7 @@ def summarise(f: dict[str, Any], noop_cs: list[int], sdk_cs: list[int]) -> dict[
         "stop_s": {"podworker": start_median(pw, "stop_s"),
                    "runpod": start_median(rp, "stop_s")},
         "delivered_once": {who: delivered_once(f, who) for who in ("podworker", "runpod")},
+        "backlog": f.get("backlog_podworker"),
     }
     s["targets"] = targets(s, noop_cs)
     return s
@@ -176,6 +177,11 @@ def targets(s: dict[str, Any], noop_cs: list[int]) -> dict[str, dict[str, Any]]:
     check("idle_rss_mb_one_process", "<= 50", rss, None if rss is None else rss <= 50)
     once = s["delivered_once"]["podworker"]
     check("delivered_once", "every job delivered exactly once", once, once)
+    backlog = s.get("backlog")
+    if backlog:
+        held = backlog["held_within_bound"] and backlog["rss_flat"]
+        check("backlog_held_within_bound", f"held <= {backlog['held_bound']}, RSS flat",
+              backlog["most_held"], held)
     return out
 
 
@@ -258,6 +264,14 @@ def render(f: dict[str, Any], s: dict[str, Any], noop_cs: list[int], sdk_cs: lis
                      f"pipeline, {b['device']}, jobs/s", f"{fmt(b['batched']['jobs_per_s'])} "
                      f"batched, {fmt(b['one_by_one']['jobs_per_s'])} one by one", "",
                      "", fmt(b["speedup"], "x from SD_BATCH_MAX"), ""])
+    bl = s.get("backlog")
+    if bl:
+        rss = bl["rss_mb"]
+        rows.append([f"job-done answering in {bl['done_delay_ms']} ms: {bl['jobs']:,} no-op jobs, "
+                     f"concurrency {bl['concurrency']}, jobs/s", fmt(bl["jobs_per_s"]), "", "",
+                     f"most held {bl['most_held']} (bound {bl['held_bound']}); RSS "
+                     f"{fmt(rss['at_10_percent'])} -> {fmt(rss['at_end'])} MB (most "
+                     f"{fmt(rss['most'])})", mark("backlog_held_within_bound")])
     once = s["delivered_once"]
     rows.append(["every job delivered exactly once (all runs)", str(once["podworker"]),
                  str(once["runpod"]), "", "", mark("delivered_once")])
