@@ -75,8 +75,8 @@ def markdown(f: dict[str, Any]) -> str:
     bl = s.get("backlog")
     if bl:
         mb = bl["rss_mb"]
-        lines.append(f"| job-done answering in {bl['done_delay_ms']} ms, {bl['jobs']:,} no-op jobs, "
-                     f"concurrency {bl['concurrency']}, jobs/s | **{fmt(bl['jobs_per_s'])}** "
+        lines.append(f"| job-done answering in {bl['done_delay_ms']} ms, {bl['jobs']:,} no-op "
+                     f"jobs, concurrency {bl['concurrency']}, jobs/s | **{fmt(bl['jobs_per_s'])}** "
                      f"(most held {bl['most_held']}, bound {bl['held_bound']}; RSS "
                      f"{fmt(mb['at_10_percent'])} -> {fmt(mb['at_end'])} MB) | | | "
                      f"{verdict('backlog_held_within_bound')} |")
