@@ -59,7 +59,8 @@ def test_a_trickling_s3_holds_only_the_job_that_uploads_and_its_upload_ends_at_t
     assert rig.wait_result(plain) == {"output": {"n": "stores nothing"}}
     error = rig.wait_result(uploading, timeout=60)["error"]
     assert "after 5 attempts: S3 did not answer within 1 s" in error, error
-    assert rig.api.jobs[plain].done_at < rig.api.jobs[uploading].done_at
+    plain_at, uploading_at = rig.api.jobs[plain].done_at, rig.api.jobs[uploading].done_at
+    assert plain_at is not None and uploading_at is not None and plain_at < uploading_at
     assert worker.terminate() == 0
     rig.assert_delivered_once()
 

@@ -61,7 +61,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     @property
     def s3(self) -> HostileS3:
-        return cast(Any, self.server).s3
+        server: HostileS3 = cast(Any, self.server).s3
+        return server
 
     def do_HEAD(self) -> None:
         self.s3.record("HEAD", self.path)

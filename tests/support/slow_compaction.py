@@ -24,7 +24,7 @@ def slow_down(marker: Path) -> None:
             real(fd, data[start:start + 4096])
             pause.wait(0.1)  # the pace of a slow disk (a stand-in, not a wait for an event)
 
-    journal._write_all = slow_write_all  # type: ignore[assignment]
+    journal._write_all = slow_write_all
 
 
 if __name__ == "__main__":
