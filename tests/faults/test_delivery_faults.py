@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-from tests.support.fault_kit import Rig, s3_settings
+from tests.support.fault_kit import Rig, poll_until, s3_settings
 from tests.support.s3_server import (
     FAKE_ACCESS_KEY_ID,
     FAKE_SECRET_ACCESS_KEY,
@@ -44,8 +44,11 @@ def test_a_result_refused_longer_than_every_retry_waits_in_the_outbox_and_is_del
     second = rig.submit({**TWO_IMAGES, "n": 2})
 
     # the post stage defers a refused result on its own schedule; the result stays put, and
-    # the next job's result joins it in the outbox rather than waiting in memory
-    worker.wait_for("result_deferred", timeout=60, job_id=first)
+    # the next job's result joins it in the outbox rather than waiting in memory (the two
+    # jobs' uploads run side by side, so either result may be refused first)
+    worker.wait_for("result_deferred", timeout=60)
+    poll_until(lambda: first in {r.job_id for r in rig.kept_results()}, 30,
+               "the first result in the outbox")
     kept = {result.job_id: result for result in rig.kept_results()}
     assert first in kept and set(kept) <= {first, second}
     assert first not in rig.api.results
