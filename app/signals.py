@@ -71,8 +71,9 @@ class StopSignals:
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
         if signum == signal.SIGQUIT or (signum == signal.SIGINT and self._received):
-            os.write(2, f"{name}: stopping now; undelivered results stay in the outbox and are "
-                        "sent at the next start\n".encode())
+            again = " again" if self._received else ""
+            os.write(2, f"{name}{again}: stopping now; undelivered results stay in the outbox "
+                        "and are sent at the next start\n".encode())
             os._exit(FORCED_EXIT)
         first = not self._received
         self._received.append(name)
