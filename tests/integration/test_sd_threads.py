@@ -46,7 +46,7 @@ def test_the_model_is_loaded_on_the_thread_that_runs_its_jobs(tmp_path: Path) ->
     assert model.job_threads == [model.load_thread] * 3
 
 
-def test_png_encoding_runs_on_the_store_thread_never_on_the_model_thread(
+def test_png_encoding_runs_in_the_store_stage_never_on_the_model_thread(
     tmp_path: Path, tiny_sd_model: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     encoded_on: list[str] = []
@@ -65,7 +65,7 @@ def test_png_encoding_runs_on_the_store_thread_never_on_the_model_thread(
 
     output = h.api.results["j"].output
     assert [Path(item["image"]).read_bytes()[:4] for item in output] == [b"\x89PNG"] * 2
-    assert encoded_on == ["store", "store"]
+    assert encoded_on == ["store-upload", "store-upload"]  # the store stage's upload thread
 
 
 def test_png_compression_level_is_the_models_setting(tiny_sd_model: Any) -> None:
