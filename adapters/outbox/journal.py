@@ -36,67 +36,23 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import json
 import logging
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from adapters.outbox.records import JOURNAL, JournalState, encode, peek, read_journal
 from domain.errors import ConfigurationError
 from domain.job import Job, JobResult
 
+__all__ = ["JOURNAL", "FileOutbox", "JournalState", "peek", "read_journal"]
+
 log = logging.getLogger(__name__)
 
-JOURNAL = "journal.jsonl"
 COMPACTION_CHUNK = 1024 * 1024
 """A compaction writes its copy in pieces of about this size (memory stays flat)."""
-
-
-class _State:
-    """What the journal says is live: kept results (in order), start counts, running jobs."""
-
-    def __init__(self) -> None:
-        self.results: dict[str, JobResult] = {}
-        self.starts: dict[str, int] = {}
-        self.running: dict[str, None] = {}  # ordered set
-
-    def apply(self, record: dict[str, Any]) -> None:
-        if "put" in record:
-            result = JobResult.from_json(record["put"])
-            self.results.pop(result.job_id, None)
-            self.results[result.job_id] = result
-        elif "remove" in record:
-            self.results.pop(str(record["remove"]), None)
-        elif "start" in record:
-            job_id = str(record["start"])
-            self.starts[job_id] = int(record.get("starts", 1))
-            self.running[job_id] = None
-        elif "finish" in record:
-            job_id = str(record["finish"])
-            self.running.pop(job_id, None)
-            self.starts.pop(job_id, None)
-        elif "abandon" in record:
-            self.running.pop(str(record["abandon"]), None)
-
-    def records(self) -> Iterator[dict[str, Any]]:
-        """The shortest journal that rebuilds this state."""
-        for job_id, starts in self.starts.items():
-            yield {"start": job_id, "starts": starts}
-            if job_id not in self.running:
-                yield {"abandon": job_id}
-        for result in self.results.values():
-            yield {"put": result.to_json()}
-
-
-def _encode(record: dict[str, Any]) -> bytes:
-    try:
-        return (json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
-    except UnicodeEncodeError:
-        # A lone surrogate (JSON input may hold "\ud800"): UTF-8 cannot carry it, a \u escape
-        # can, and it reads back as the same string.
-        return (json.dumps(record, separators=(",", ":")) + "\n").encode()
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -107,39 +63,6 @@ def _write_all(fd: int, data: bytes) -> None:
         if written <= 0:
             raise OSError(errno.ENOSPC, "no byte written")
         view = view[written:]
-
-
-def read_journal(root: Path) -> _State:
-    """Replay ``{root}/journal.jsonl`` a line at a time (read-only; no lock). Torn or foreign
-    lines are skipped."""
-    state = _State()
-    path = root / JOURNAL
-    try:
-        journal = path.open("rb")
-    except FileNotFoundError:
-        return state
-    with journal:
-        for number, line in enumerate(journal, start=1):
-            line = line.rstrip(b"\n")
-            if not line:
-                continue  # the line break that starts a record after a torn one
-            try:
-                record = json.loads(line)
-                if not isinstance(record, dict):
-                    raise ValueError("not an object")
-                # a record must also be writable again (compaction) and sendable: no Infinity
-                # or NaN, no nesting deeper than the JSON writer goes
-                json.dumps(record, allow_nan=False)
-                state.apply(record)
-            except (ValueError, KeyError, TypeError, RecursionError) as exc:
-                log.warning("outbox journal: skipping unreadable record %d (%s)", number,
-                            type(exc).__name__, extra={"event": "outbox_torn_record"})
-    return state
-
-
-def peek(root: Path) -> list[JobResult]:
-    """The results kept under ``root``, read without taking the lock (for tools and tests)."""
-    return list(read_journal(root).results.values())
 
 
 class FileOutbox:
@@ -241,7 +164,7 @@ class FileOutbox:
         The ``fdatasync`` runs outside the lock (on a duplicate of the descriptor, which a
         compaction meanwhile cannot close under it), so marks and removals from other threads
         never wait for the disk."""
-        data = b"".join(_encode(record) for record in records)
+        data = b"".join(encode(record) for record in records)
         with self._lock:
             self._write_whole(data)
             for record in records:
@@ -296,7 +219,7 @@ class FileOutbox:
                 chunk: list[bytes] = []
                 pending = 0
                 for record in self._state.records():
-                    line = _encode(record)
+                    line = encode(record)
                     chunk.append(line)
                     pending += len(line)
                     if pending >= COMPACTION_CHUNK:
