@@ -118,11 +118,6 @@ class FileOutbox:
         with self._lock:
             return list(self._state.results.values())
 
-    def kept(self, job_id: str) -> bool:
-        """Whether a result of ``job_id`` is written down here (not yet removed)."""
-        with self._lock:
-            return job_id in self._state.results
-
     def started(self, job: Job) -> int:
         with self._lock:
             before = self._state.starts.get(job.id, 0)
