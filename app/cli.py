@@ -126,7 +126,15 @@ def _run(args: argparse.Namespace) -> int:
     if settings.local_mode:
         code = run_local(settings, getattr(args, "test_input", None))
     else:
-        worker = build_worker(settings)
+        from app.startup import HardDeadline
+
+        deadline = HardDeadline(settings.STARTUP_TIMEOUT / 1000).arm()
+        try:
+            worker = build_worker(settings)
+        except BaseException:
+            deadline.disarm()
+            raise
+        deadline.disarm_when(worker.startup.done)
         install_stop_handlers(worker.request_stop)
         if settings.HEALTH_PORT:
             from app.health import start_health_server

@@ -34,6 +34,7 @@ class RunningJob:
         self._clock = clock
         self._on_progress = on_progress
         self.cancel_reason: str | None = None
+        self.fresh_worker_asked = False
         self._cancel_hooks: list[Callable[[], object]] = []
 
     @property
@@ -67,6 +68,11 @@ class RunningJob:
         if self._on_progress is not None:
             self._on_progress(self.job.id, update)
 
+    def ask_for_fresh_worker(self) -> None:
+        """Replace this worker once the job's result is delivered (RunPod's ``refresh_worker``):
+        the controller reads the flag when the job ends, then drains and exits (code 7)."""
+        self.fresh_worker_asked = True
+
 
 class DetachedContext:
     """A job context outside the worker (the bake's check image, benchmarks, tests): never
@@ -80,3 +86,6 @@ class DetachedContext:
 
     def progress(self, update: Any) -> None:
         return None
+
+    def ask_for_fresh_worker(self) -> None:
+        return None  # no worker to replace
