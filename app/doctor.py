@@ -105,7 +105,7 @@ def check_gpu(settings: Settings) -> Check:
 def check_model(settings: Settings) -> Check:
     """Build and load the model as the worker does, timing each start-up phase."""
     from adapters.clock import SystemClock
-    from app.bootstrap import build_model
+    from app.bootstrap import build_model, redactor_for
     from app.startup import StartupPhases, accepts_report
 
     phases = StartupPhases(SystemClock())
@@ -118,8 +118,9 @@ def check_model(settings: Settings) -> Check:
     except ConfigurationError as exc:
         return Check("model", FAIL, str(exc), "fix MODEL / MODEL_PATH")
     except Exception as exc:
-        where = phases.current()[0]
-        return Check("model", FAIL, f"{settings.MODEL} did not load (phase {where}): {exc}",
+        where, scrub = phases.current()[0], redactor_for(settings)  # a model's error may
+        return Check("model", FAIL,  # carry a key: scrubbed like every other text
+                     scrub(f"{settings.MODEL} did not load (phase {where}): {exc}"),
                      "check MODEL_PATH holds the weights (baked into the image)")
     seconds = phases.finish()
     slow = settings.STARTUP_TIMEOUT and seconds * 1000 > settings.STARTUP_TIMEOUT / 2
