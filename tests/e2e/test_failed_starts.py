@@ -24,6 +24,7 @@ from tests.support.worker_process import JOB_API_KEY, WorkerProcess, worker_env
 
 MODELS = "tests.support.startup_models"
 DEADLINE_S = 3.0
+TIMED_OUT = "the start-up did not finish within STARTUP_TIMEOUT (3 s)"
 GRACE_S = 20.0  # process start-up and a take and a post, on a loaded 2-core machine
 
 
@@ -35,7 +36,8 @@ def api() -> Iterator[FakeJobApiServer]:
 
 def start(api: FakeJobApiServer, tmp_path: Path, factory: str, **extra: str) -> WorkerProcess:
     env = worker_env(api, tmp_path / "state", MODEL=f"{MODELS}:{factory}",
-                     STARTUP_TIMEOUT=str(int(DEADLINE_S * 1000)), **extra)
+                     STARTUP_TIMEOUT=str(int(DEADLINE_S * 1000)))
+    env.update(extra)
     return WorkerProcess(env, tmp_path)
 
 
@@ -54,8 +56,8 @@ def the_one_failed_job(api: FakeJobApiServer, jobs: list[str]) -> str:
 @pytest.mark.parametrize(
     ("factory", "phase", "error", "code"),
     [
-        ("hangs_in_python", "weights", "the start-up did not finish within STARTUP_TIMEOUT (3 s)", 8),
-        ("hangs_in_c", "device", "the start-up did not finish within STARTUP_TIMEOUT (3 s)", 8),
+        ("hangs_in_python", "weights", TIMED_OUT, 8),
+        ("hangs_in_c", "device", TIMED_OUT, 8),
         ("load_raises", "weights", "OSError: weights not found at /models/sd", 4),
         ("warmup_raises", "warmup", "RuntimeError: warm-up failed", 4),
     ],

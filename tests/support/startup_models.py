@@ -109,7 +109,8 @@ class PhasedModel:
     def release(self, phase: str) -> None:
         self._go[phase].set()
 
-    def load(self, startup: StartupReport) -> None:
+    def load(self, startup: StartupReport | None = None) -> None:
+        assert startup is not None, "the worker passes the report"
         for phase in self.phases:
             startup.phase(phase)
             self.entered[phase].set()

@@ -7,7 +7,10 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
+
+from pydantic import SecretStr
 
 from adapters.host.start_history import FileStartHistory
 from adapters.local.start_history import InMemoryStartHistory
@@ -19,13 +22,9 @@ from tests.support.startup_models import FailingStart, PhasedModel
 KEY = "job-api-key-7c1e93b0aa"
 
 
-class Settings:
+def settings() -> SimpleNamespace:
     """What ``FailingStart`` reads of the settings."""
-
-    class AI_API_KEY:  # noqa: N801 - the setting's name
-        @staticmethod
-        def get_secret_value() -> str:
-            return KEY
+    return SimpleNamespace(AI_API_KEY=SecretStr(KEY))
 
 
 def policy(startup_timeout: float | None = 900.0) -> LifecyclePolicy:
@@ -57,7 +56,7 @@ def test_a_load_that_raises_fails_one_job_with_its_phase_error_and_log_then_exit
     tmp_path: Path,
 ) -> None:
     history = InMemoryStartHistory()
-    h = make_harness(tmp_path, model=FailingStart(Settings(), "weights", "oserror"),
+    h = make_harness(tmp_path, model=FailingStart(settings(), "weights", "oserror"),
                      secrets=(KEY,), history=history, policy=policy())
     submit_three(h)
     h.start()
@@ -68,7 +67,7 @@ def test_a_load_that_raises_fails_one_job_with_its_phase_error_and_log_then_exit
 
 
 def test_a_warm_up_that_raises_is_reported_in_the_warmup_phase(tmp_path: Path) -> None:
-    h = make_harness(tmp_path, model=FailingStart(Settings(), "warmup", "raise"),
+    h = make_harness(tmp_path, model=FailingStart(settings(), "warmup", "raise"),
                      secrets=(KEY,), policy=policy())
     submit_three(h)
     h.start()
@@ -79,7 +78,7 @@ def test_a_warm_up_that_raises_is_reported_in_the_warmup_phase(tmp_path: Path) -
 def test_a_load_that_hangs_is_ended_at_the_deadline_and_one_job_is_told_so(
     tmp_path: Path,
 ) -> None:
-    h = make_harness(tmp_path, model=FailingStart(Settings(), "weights", "hang"),
+    h = make_harness(tmp_path, model=FailingStart(settings(), "weights", "hang"),
                      secrets=(KEY,), policy=policy(startup_timeout=1.0))
     submit_three(h)
     started = time.monotonic()
@@ -95,7 +94,7 @@ def test_a_load_that_hangs_is_ended_at_the_deadline_and_one_job_is_told_so(
 def test_a_failed_start_with_no_job_waiting_fails_nothing_and_exits_after_one_take(
     tmp_path: Path,
 ) -> None:
-    h = make_harness(tmp_path, model=FailingStart(Settings(), "weights", "oserror"),
+    h = make_harness(tmp_path, model=FailingStart(settings(), "weights", "oserror"),
                      policy=policy())
     h.start()
     assert h.join(30) is ExitCode.MODEL_LOAD
@@ -106,7 +105,7 @@ def test_a_failed_start_with_no_job_waiting_fails_nothing_and_exits_after_one_ta
 def test_while_the_failed_start_delivers_its_job_health_says_startup_failed(
     tmp_path: Path,
 ) -> None:
-    h = make_harness(tmp_path, model=FailingStart(Settings(), "weights", "oserror"),
+    h = make_harness(tmp_path, model=FailingStart(settings(), "weights", "oserror"),
                      policy=policy())
     h.api.fail_posts = 3  # the job's result waits for a few retries
     submit_three(h)
@@ -122,7 +121,7 @@ def test_a_failed_start_is_recorded_and_the_next_start_reports_the_crash_loop(
 ) -> None:
     history = FileStartHistory(tmp_path / "state")
     for _ in range(2):
-        h = make_harness(tmp_path, model=FailingStart(Settings(), "weights", "oserror"),
+        h = make_harness(tmp_path, model=FailingStart(settings(), "weights", "oserror"),
                          history=history, policy=policy())
         h.start()
         assert h.join(30) is ExitCode.MODEL_LOAD
