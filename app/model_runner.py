@@ -13,6 +13,10 @@ How a job runs depends on the model's ``run``:
   output is the list of chunks when ``aggregate`` is on (the SDK's ``return_aggregate_stream``),
   else empty.
 
+Loading: a ``load(self, startup)`` that takes an argument is given the start-up's
+:class:`~app.startup.StartupPhases` to report its phases on (``domain.ports.StartupReport``);
+the controller, not this stage, enforces ``STARTUP_TIMEOUT``.
+
 Slots: ``concurrency`` (the ``CONCURRENCY`` setting), or what the model's own
 ``concurrency(current)`` answers, asked between takes (the SDK's ``concurrency_modifier``),
 kept between 1 and ``MAX_SLOTS``.
