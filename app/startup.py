@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from domain.ports import Clock
+from domain.ports import Clock, StartHistory
 
 log = logging.getLogger("podworker.startup")
 
@@ -247,3 +247,27 @@ class HardDeadline:
             self.disarm()
 
         threading.Thread(target=wait_then_disarm, name="startup-deadline", daemon=True).start()
+
+
+def start_failed(
+    startup: StartupPhases, history: StartHistory, *, error: str, timed_out: bool
+) -> StartFailure:
+    """End ``startup`` as failed with ``error`` (scrubbed): logged, and recorded in ``history``
+    so the next start knows."""
+    phase = startup.current()[0] or GENERIC_PHASE
+    seconds = startup.finish()
+    history.record_failure(phase, error)
+    log.error("the start failed in phase %s after %.1f s: %s; one job is told why, then the "
+              "worker exits", phase, seconds, error,
+              extra={"event": "startup_failed", "phase": phase, "seconds": round(seconds, 3)})
+    return StartFailure(phase, seconds, error, timed_out)
+
+
+def earlier_failures(history: StartHistory) -> int:
+    """How many starts failed in a row before this one; logged as a crash loop when any did."""
+    earlier = history.failed_in_a_row()
+    if earlier.count:
+        log.warning("the last %d start(s) of this worker failed in a row; the last in phase %s: "
+                    "%s", earlier.count, earlier.phase, earlier.error,
+                    extra={"event": "crash_loop", "failed_starts": earlier.count})
+    return earlier.count

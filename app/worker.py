@@ -44,7 +44,7 @@ from app.metrics import Metrics
 from app.recovery import recover
 from app.recycling import Recycler
 from app.stages import Board, ExitCode, Snapshot, Stages, WorkerState, terminate_pod
-from app.startup import GENERIC_PHASE, LogTail, StartFailure, failure_text
+from app.startup import LogTail, StartFailure, earlier_failures, failure_text, start_failed
 from app.storing import Outcome
 from app.take_pacing import TakePacer
 from domain import admission
@@ -115,7 +115,7 @@ class Worker:
         s = self.stages
         tail = LogTail(self._scrub).attach()  # the start-up's log, for a failed start's job
         try:
-            self._note_earlier_failures()
+            self.failed_starts_before = earlier_failures(self._history)
             recovered = recover(self._outbox, self._marks)
             self._ledger.recovered(result.job_id for result in recovered)
             s.poster.resend(recovered)
@@ -134,14 +134,6 @@ class Worker:
             s.stop()
 
     # --- start-up -------------------------------------------------------------------------
-    def _note_earlier_failures(self) -> None:
-        earlier = self._history.failed_in_a_row()
-        self.failed_starts_before = earlier.count
-        if earlier.count:
-            log.warning("the last %d start(s) of this worker failed in a row; the last in phase "
-                        "%s: %s", earlier.count, earlier.phase, earlier.error,
-                        extra={"event": "crash_loop", "failed_starts": earlier.count})
-
     def _await_model(self) -> bool:
         """Wait for the model until ``STARTUP_TIMEOUT``: True once loaded; False when stopped,
         or when the start failed (``start_failure`` says why)."""
@@ -150,15 +142,18 @@ class Worker:
         while True:
             now = self.clock.now()
             if startup_expired(began, now, timeout):
-                self._start_failed(f"the start-up did not finish within STARTUP_TIMEOUT "
-                                   f"({timeout:g} s)", timed_out=True)
+                self.start_failure = start_failed(
+                    self.startup, self._history, timed_out=True,
+                    error=f"the start-up did not finish within STARTUP_TIMEOUT ({timeout:g} s)")
                 return False
-            message = self._inbox.get(timeout=startup_wait(began, now, timeout))
+            wait = startup_wait(began, now, timeout)
+            message = self._inbox.get(None if wait is None else min(wait, self.config.max_wait_s))
             if isinstance(message, msg.ModelLoaded):  # the model stage logged it
                 self.model_load_error = message.error
                 self._last_activity = self._last_finished = self.clock.now()
                 if message.error is not None:
-                    self._start_failed(message.error, timed_out=False)
+                    self.start_failure = start_failed(self.startup, self._history,
+                                                      error=message.error, timed_out=False)
                     return False
                 seconds = self.startup.finish()
                 self._history.record_success()
@@ -172,15 +167,6 @@ class Worker:
                 return False
             if message is not None:
                 self._apply(message, self.clock.now())
-
-    def _start_failed(self, error: str, *, timed_out: bool) -> None:
-        phase = self.startup.current()[0] or GENERIC_PHASE
-        seconds = self.startup.finish()
-        self.start_failure = StartFailure(phase, seconds, error, timed_out)
-        self._history.record_failure(phase, error)
-        log.error("the start failed in phase %s after %.1f s: %s; one job is told why, then the "
-                  "worker exits", phase, seconds, error,
-                  extra={"event": "startup_failed", "phase": phase, "seconds": round(seconds, 3)})
 
     def _fail_start(self, failure: StartFailure, tail: list[str]) -> ExitCode:
         """Take one job, fail it with ``failure``, deliver, exit: the user sees why in the job's
