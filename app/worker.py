@@ -19,6 +19,7 @@ Threads, what each owns, and how they talk (queues and events, never shared fiel
       ├─ http-deadlines  cuts HTTP requests at their overall deadline (adapters.http.client)
       └─ health        /health and /metrics, when HEALTH_PORT is set  (reads the Snapshot)
     signals            a short-lived "stop-request" thread            ──StopWorker─────► inbox
+    startup-deadline   app.cli: disarms the C-level start-up watchdog once the start ended
 
 Each pass reads the clock once. The controller never sleeps: it waits on its inbox until the
 policy's ``wake_at`` (a take backoff, a job's overrun, the idle TTL, the drain deadline).
