@@ -24,6 +24,7 @@ pytest_plugins: list[str] = [
     "tests.support.dockerfile_kit",
     "tests.support.image_fetch_kit",
     "tests.support.redis_server",
+    "tests.support.redis_queue_kit",
 ]
 
 

@@ -117,7 +117,7 @@ class RedisJobApi:
     def take(self, *, job_in_progress: bool, max_jobs: int = 1) -> list[Job]:
         count = max(1, max_jobs)
         self._prepare()
-        give_up_at = self._clock.now() + self._lease_ms / 1000 + self._block_s
+        give_up_at = self._clock.now() + 2 * self._lease_ms / 1000 + self._block_s
         while True:
             taken = self._take(count, ())
             if taken.entries or taken.poisoned or taken.dropped:
