@@ -129,6 +129,25 @@ class RedisServer:
             process.kill()
             process.wait(STOP_DEADLINE_S)
 
+    def aof_tail(self) -> tuple[Path, int]:
+        """The append-only file Redis appends to now, and its size (Redis 7 keeps its AOF as a
+        base file and "incr" files in ``appendonlydir``)."""
+        incr = sorted((self.dir / "appendonlydir").glob("*.incr.aof"),
+                      key=lambda p: int(p.name.split(".")[-3]))
+        if not incr:
+            raise RuntimeError("no append-only file: start the server with appendonly=True")
+        return incr[-1], incr[-1].stat().st_size
+
+    def lose_aof_tail(self, since: tuple[Path, int]) -> int:
+        """After ``kill()``: cut the append-only file back to ``since`` (from ``aof_tail``), as
+        a machine crash loses what the last fsync did not cover. Returns the bytes cut."""
+        assert not self.running, "cut the file of a stopped server only"
+        path, size = since
+        cut = path.stat().st_size - size
+        with path.open("r+b") as handle:
+            handle.truncate(size)
+        return cut
+
     def client(self) -> redis.Redis:
         """A plain client (bytes in and out); closed with the server."""
         client = redis.Redis.from_url(self.url, password=self.password, socket_timeout=10)
