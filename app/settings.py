@@ -162,6 +162,7 @@ class Settings(ModelSettings):
     # --- job queue on Redis Streams (a team's own cluster, instead of RunPod) --------------
     JOB_QUEUE: str | None = Field(
         None,
+        repr=False,  # a Redis URL may hold a password
         description="A Redis URL (redis://HOST:6379/0, rediss:// for TLS): take jobs from the "
         "Redis Streams queue there instead of RunPod's webhooks; unset: RunPod.",
     )
