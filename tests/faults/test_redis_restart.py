@@ -21,6 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -42,8 +43,8 @@ class ResultsReader:
     def __init__(self, server: RedisServer, queue: str) -> None:
         self.seen: list[tuple[str, float]] = []
         self._key = layout.Layout(queue).results
-        self._client = redis.Redis.from_url(server.url, socket_timeout=2,
-                                            socket_connect_timeout=1)
+        self._client: Any = redis.Redis.from_url(server.url, socket_timeout=2,
+                                                 socket_connect_timeout=1)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()

@@ -80,7 +80,7 @@ def test_a_worker_on_a_redis_queue_answers_every_job_once_with_progress_and_stre
     redis_server: RedisServer, redis_queue: str, queue_client: JobQueue, tmp_path: Path,
     start_worker: Any,
 ) -> None:
-    jobs = [(f"plain-{i}", {"i": i}) for i in range(20)]
+    jobs: list[tuple[str, dict[str, Any]]] = [(f"plain-{i}", {"i": i}) for i in range(20)]
     jobs += [("progress", {"_echo": {"progress": 3}}), ("streamed", {"_echo": {"stream": 4}}),
              ("fails", {"_echo": {"fail": "model said no"}})]
     queue_client.submit_many(jobs)

@@ -25,6 +25,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -148,8 +149,9 @@ class RedisServer:
             handle.truncate(size)
         return cut
 
-    def client(self) -> redis.Redis:
-        """A plain client (bytes in and out); closed with the server."""
+    def client(self) -> Any:
+        """A plain client (bytes in and out; typed Any: redis-py types each answer as
+        sync-or-async); closed with the server."""
         client = redis.Redis.from_url(self.url, password=self.password, socket_timeout=10)
         self._clients.append(client)
         return client
