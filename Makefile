@@ -52,8 +52,8 @@ test-quick: $(STAMP)
 test-image: $(STAMP)
 	$(PY) -m pytest -m image tests/image
 
-# pyproject.toml's runtime set (core, s3, sd, redis) for the image's Linux and Python 3.11, with hashes,
-# without torch: the image installs torch from PyTorch's index (its CUDA build), and what only
+# pyproject.toml's runtime set (core, s3, sd, redis) for the image's Linux and Python 3.11, with
+# hashes, without torch: the image installs torch from PyTorch's index (its CUDA build), and what only
 # torch needs comes with it. Pins already in the lock are kept; LOCK_FLAGS=--upgrade moves all.
 LOCK_FLAGS ?=
 lock: $(STAMP)
