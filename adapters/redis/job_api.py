@@ -18,7 +18,10 @@ and scripts of :mod:`streamqueue` (the client's side of the same queue). What it
   keeps its first result (a duplicate is counted in ``<name>:stats``, logged, and accepted).
 - ``ping`` (the heartbeat) renews the lease of every entry held for the jobs in flight
   (``XCLAIM ... JUSTID``: the delivery count is not raised); an entry another worker took over
-  is logged once (``lease_lost``) and let go.
+  is logged once (``lease_lost``) and let go. Every ``maintain_every_s`` it also trims the jobs
+  stream below the oldest entry still pending (what every worker is done with) and removes the
+  consumers that hold nothing and were not seen for ``forget_consumers_after_s`` (workers long
+  gone).
 - ``post_stream`` and ``post_progress`` append to the job's own streams; progress is best
   effort and never raises.
 - ``jobs_to_stop`` long-polls the cancels stream and returns the ids of the jobs this worker
@@ -80,6 +83,7 @@ class RedisJobApi:
         max_input_bytes: int = 10_000_000,
         takeover_every_s: float | None = None,
         maintain_every_s: float | None = None,
+        forget_consumers_after_s: float | None = None,
         scrub: Scrubber | None = None,
     ) -> None:
         self.keys = layout.Layout(queue)
@@ -97,6 +101,9 @@ class RedisJobApi:
             5.0, lease_s / 4)
         self._maintain_every = maintain_every_s if maintain_every_s is not None else max(
             30.0, lease_s)
+        self._forget_after_ms = round(1000 * (forget_consumers_after_s
+                                              if forget_consumers_after_s is not None
+                                              else max(4 * lease_s, 600.0)))
         self._scrub = scrub or Scrubber([])
         self._take_script = self._redis.register_script(scripts.TAKE)
         self._renew_script = self._redis.register_script(scripts.RENEW)
@@ -175,8 +182,8 @@ class RedisJobApi:
             if self._clock.now() >= self._maintain_at:
                 self._maintain_at = self._clock.now() + self._maintain_every
                 self._call(lambda: self._maintain_script(
-                    keys=[self.keys.jobs],
-                    args=[self.keys.group, max(4 * self._lease_ms, 600_000)]), "tidy the queue")
+                    keys=[self.keys.jobs], args=[self.keys.group, self._forget_after_ms]),
+                    "tidy the queue")
         except PodworkerError as exc:
             log.debug("lease renewal not done: %s", exc)
 

@@ -242,6 +242,34 @@ def test_a_job_that_outlived_max_attempts_workers_is_failed_without_running_agai
     assert any(getattr(r, "event", None) == "poison_job" for r in caplog.records)
 
 
+def test_the_heartbeat_trims_what_every_worker_is_done_with_and_forgets_workers_long_gone(
+    queue_apis: QueueApis, queue_client: JobQueue, redis_server: RedisServer, redis_queue: str
+) -> None:
+    keys = layout.Layout(redis_queue)
+    client = redis_server.client()
+    queue_client.submit_many([(f"j{i}", {"i": i}) for i in range(300)])
+    gone = queue_apis("gone")
+    assert take_until(gone, 1, max_jobs=1) == ["j0"]
+    gone.post_result(JobResult.success("j0", {}))  # it holds nothing now, and goes away
+    api = queue_apis("tidy", maintain_every_s=0.0, forget_consumers_after_s=0.05)
+    taken = take_until(api, 299, max_jobs=100)
+    assert taken[-1] == "j299"
+    for job_id in taken[:-1]:
+        api.post_result(JobResult.success(job_id, {}))  # j299 stays pending: it must stay
+
+    def forgotten() -> bool:
+        api.ping(["j299"])  # the heartbeat tidies the queue (here at every beat)
+        names = {c["name"] for c in client.xinfo_consumers(keys.jobs, keys.group)}
+        return b"gone" not in names
+
+    wait_until(forgotten, what="the long-gone consumer forgotten")
+    assert client.xlen(keys.jobs) < 300  # trimmed below the pending entry
+    assert client.xrange(keys.jobs, "-", "+")[-1][1][b"id"] == b"j299"
+    assert {c["name"] for c in client.xinfo_consumers(keys.jobs, keys.group)} == {b"tidy"}
+    api.post_result(JobResult.success("j299", {}))
+    assert queue_client.status("j299").status == layout.COMPLETED
+
+
 def test_entries_the_worker_cannot_use_are_answered_or_dropped_never_run_as_they_are(
     queue_apis: QueueApis, redis_server: RedisServer, redis_queue: str,
     queue_client: JobQueue,

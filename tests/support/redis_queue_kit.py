@@ -39,14 +39,17 @@ class QueueApis:
     def __call__(self, worker_id: str = "w1", *, lease_s: float = 30.0, max_attempts: int = 3,
                  password: str | None = None, url: str | None = None, block_s: float = BLOCK_S,
                  takeover_every_s: float | None = 0.0, result_ttl_s: int = 3600,
-                 max_input_bytes: int = 1_000_000) -> RedisJobApi:
+                 max_input_bytes: int = 1_000_000, maintain_every_s: float | None = None,
+                 forget_consumers_after_s: float | None = None) -> RedisJobApi:
         connections = connect(url or self.server.url,
                               password=password if password is not None else self.server.password,
                               timeout_s=5.0, block_s=block_s)
         api = RedisJobApi(connections=connections, queue=self.queue, worker_id=worker_id,
                           clock=SystemClock(), lease_s=lease_s, max_attempts=max_attempts,
                           result_ttl_s=result_ttl_s, max_input_bytes=max_input_bytes,
-                          takeover_every_s=takeover_every_s)
+                          takeover_every_s=takeover_every_s,
+                          maintain_every_s=maintain_every_s,
+                          forget_consumers_after_s=forget_consumers_after_s)
         self._made.append(api)
         return api
 
