@@ -6,6 +6,10 @@ and deletes nothing; the doctor and the ``queue`` command line speak to the same
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,7 +31,8 @@ from streamqueue import layout
 from streamqueue.client import JobQueue
 from tests.support.harness import wait_until
 from tests.support.redis_queue_kit import QueueApis
-from tests.support.redis_server import RedisServer
+from tests.support.redis_server import RedisServer, RedisServerFactory
+from tests.support.worker_process import ROOT
 
 
 def queue_settings(server: RedisServer, queue: str, state: Path, **extra: Any) -> Settings:
@@ -195,3 +200,23 @@ def test_the_queue_command_line_submits_follows_and_cancels(
     assert queue("submit", "[1]")[0] == 2
     monkeypatch.setenv("JOB_QUEUE", "redis://127.0.0.1:1/0")
     assert queue("status", "a")[0] == 3
+
+
+def test_the_readmes_api_server_example_runs_against_a_worker(
+    redis_server_factory: RedisServerFactory, tmp_path: Path, start_worker: Any
+) -> None:
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"```python\n(# api_server\.py.*?)```", readme, re.S)
+    assert block is not None, "the README's API server example is gone"
+    (tmp_path / "api_server.py").write_text(block.group(1))
+    server = redis_server_factory()  # its own Redis: the example uses the default queue name
+    start_worker(queue_settings(server, layout.DEFAULT_QUEUE, tmp_path / "state"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JOB_", "REDIS_"))}
+    env.update({"PYTHONPATH": str(ROOT), "JOB_QUEUE": server.url})
+    done = subprocess.run([sys.executable, "api_server.py"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] in (layout.IN_QUEUE, layout.IN_PROGRESS, layout.COMPLETED)
+    assert "'output': {'prompt': 'a lighthouse'}" in lines[1]
+    assert "'status': 'COMPLETED'" in lines[1]
