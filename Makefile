@@ -39,12 +39,12 @@ run: $(STAMP)
 # Tests run on TEST_JOBS pytest-xdist workers (most tests wait on subprocesses and sockets, so
 # more workers than cores still helps); TEST_JOBS=0 runs them one at a time in this process.
 TEST_JOBS ?= 4
-test: $(STAMP)
+test: $(STAMP) redis-server
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q -n $(TEST_JOBS)
 
 # The edit loop: unit and contract tests (no servers but loopback fakes), in about a minute.
-test-quick: $(STAMP)
+test-quick: $(STAMP) redis-server
 	$(PY) -m pytest -q -n 2 tests/unit tests/contract
 
 # Needs a Docker engine (dockerd) and debootstrap; .ci/run installs and starts them. The first run
@@ -66,16 +66,16 @@ lock: $(STAMP)
 test-unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit
 
-test-contract: $(STAMP)
+test-contract: $(STAMP) redis-server
 	$(PY) -m pytest -q tests/contract
 
-test-integration: $(STAMP)
+test-integration: $(STAMP) redis-server
 	$(PY) -m pytest -q tests/integration
 
-test-e2e: $(STAMP)
+test-e2e: $(STAMP) redis-server
 	$(PY) -m pytest -q tests/e2e
 
-test-faults: $(STAMP)
+test-faults: $(STAMP) redis-server
 	$(PY) -m pytest -q tests/faults
 
 # make bench BENCH_ARGS=--quick: the smoke check; make bench-ab OTHER=/tmp/old-checkout: A/B

@@ -7,5 +7,6 @@ podworker's worker, so this package installs on its own with ``redis``.
     layout.py    key names, fields, statuses, the id rule (both sides)
     scripts.py   every change of a job's state, as Lua run atomically by Redis (both sides)
     client.py    JobQueue: submit, status, wait, stream, progress, cancel, health
+    records.py   what it answers (JobState, Chunk, Submitted) and its errors
     cli.py       ``python -m app queue ...`` / ``python -m streamqueue ...``
 """

@@ -31,7 +31,6 @@ import json
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -39,80 +38,24 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from streamqueue import layout, scripts
+from streamqueue.records import (
+    Chunk,
+    JobState,
+    QueueError,
+    QueueUnavailable,
+    Submitted,
+    UnknownJob,
+    WaitTimeout,
+    chunk_of,
+    state_of,
+    text,
+)
+
+__all__ = ["Chunk", "JobQueue", "JobState", "QueueError", "QueueUnavailable", "Submitted",
+           "UnknownJob", "WaitTimeout"]
 
 WAKE_S = 1.0
 """The longest a waiting call blocks before it reads the job records again."""
-
-
-class QueueError(Exception):
-    """Base of this client's errors."""
-
-
-class QueueUnavailable(QueueError):
-    """Redis could not be reached, timed out, or refused the command for now."""
-
-
-class UnknownJob(QueueError, KeyError):
-    """No job with this id is known (never submitted, or its record has expired)."""
-
-    def __str__(self) -> str:
-        return f"no job {self.args[0]!r} in this queue (never submitted, or expired)"
-
-
-class WaitTimeout(QueueError, TimeoutError):
-    """The job did not reach a final status within the time given."""
-
-
-@dataclass(frozen=True)
-class JobState:
-    """What the queue knows of one job. Times are Redis's clock, in ms since the epoch."""
-
-    id: str
-    status: str
-    output: Any = None
-    error: str | None = None
-    attempt: int = 0
-    worker: str | None = None
-    submitted_ms: int | None = None
-    started_ms: int | None = None
-    finished_ms: int | None = None
-
-    @property
-    def final(self) -> bool:
-        return self.status in layout.FINAL
-
-    def to_json(self) -> dict[str, Any]:
-        """The job as RunPod's ``/status`` answers it (``delayTime``, ``executionTime`` in ms)."""
-        body: dict[str, Any] = {"id": self.id, "status": self.status}
-        if self.status == layout.COMPLETED:
-            body["output"] = self.output
-        if self.error is not None:
-            body["error"] = self.error
-        if self.submitted_ms is not None and self.started_ms is not None:
-            body["delayTime"] = max(0, self.started_ms - self.submitted_ms)
-        if self.started_ms is not None and self.finished_ms is not None:
-            body["executionTime"] = max(0, self.finished_ms - self.started_ms)
-        if self.worker is not None:
-            body["workerId"] = self.worker
-        if self.attempt:
-            body["attempt"] = self.attempt
-        return body
-
-
-@dataclass(frozen=True)
-class Chunk:
-    """One streamed piece of a job's output; ``attempt`` says which run sent it (a run taken
-    over after its worker died streams again from its first chunk)."""
-
-    output: Any
-    attempt: int
-
-
-@dataclass(frozen=True)
-class Submitted:
-    id: str
-    added: bool  # False: the id was already known, nothing changed
-    status: str  # the job's status after the call
 
 
 class JobQueue:
@@ -169,7 +112,7 @@ class JobQueue:
                 self._submit(keys=[self.layout.jobs, self.layout.job(job_id)],
                              args=[job_id, body], client=pipe)
             answers = pipe.execute()
-        return [Submitted(job_id, bool(added), _text(status) if not added else layout.IN_QUEUE)
+        return [Submitted(job_id, bool(added), text(status) if not added else layout.IN_QUEUE)
                 for (job_id, _), (added, status) in zip(bodies, answers, strict=True)]
 
     def _job_body(self, job_id: str | None, job_input: Mapping[str, Any]) -> tuple[str, str]:
@@ -202,7 +145,7 @@ class JobQueue:
         """The job's state now; raises ``UnknownJob``."""
         with _translated("read a job"):
             record = self._redis.hgetall(self.layout.job(job_id))
-        return _state(job_id, record)
+        return state_of(job_id, record)
 
     def progress(self, job_id: str) -> Any:
         """The job's latest progress update, or None."""
@@ -240,7 +183,7 @@ class JobQueue:
             announced: set[str] = set()
             for _stream, entries in answer or []:
                 cursor = entries[-1][0]
-                announced.update(_text(fields.get(b"id", b"")) for _id, fields in entries)
+                announced.update(text(fields.get(b"id", b"")) for _id, fields in entries)
             if not answer or time.monotonic() - checked_all_at >= WAKE_S:
                 check, checked_all_at = waiting, time.monotonic()  # whatever was announced
             else:
@@ -258,7 +201,7 @@ class JobQueue:
             for _stream, entries in answer or []:
                 for entry_id, fields in entries:
                     cursor = entry_id
-                    yield _text(entry_id), _text(fields[b"id"]), _text(fields[b"status"])
+                    yield text(entry_id), text(fields[b"id"]), text(fields[b"status"])
 
     def stream(self, job_id: str, timeout_s: float | None = None) -> Iterator[Chunk]:
         """The job's streamed output, chunk by chunk, until it is final."""
@@ -272,14 +215,14 @@ class JobQueue:
             if answer:
                 for entry_id, fields in answer[0][1]:
                     cursor = entry_id
-                    yield _chunk(fields)
+                    yield chunk_of(fields)
                 continue
             if self.status(job_id).final:  # chunks come before the final status: drain
                 with _translated("read a stream"):
                     rest = self._redis.xrange(key, b"(" + cursor, b"+")
                 for entry_id, fields in rest:
                     cursor = entry_id
-                    yield _chunk(fields)
+                    yield chunk_of(fields)
                 return
             if deadline is not None and time.monotonic() >= deadline:
                 raise WaitTimeout(f"job {job_id!r} not final within {timeout_s:g} s")
@@ -295,7 +238,7 @@ class JobQueue:
                 args=[job_id, self._ttl, layout.RESULTS_KEPT, layout.CANCELS_KEPT])
         if not changed and not status:
             raise UnknownJob(job_id)
-        return layout.CANCELLED if changed else _text(status)
+        return layout.CANCELLED if changed else text(status)
 
     # --- the queue as a whole -----------------------------------------------------------
     def health(self) -> dict[str, Any]:
@@ -309,7 +252,7 @@ class JobQueue:
                 groups = []
             stats = self._redis.hgetall(self.layout.stats)
         group: dict[str, Any] = next(
-            (g for g in groups if _text(g.get("name", b"")) == self.layout.group), {})
+            (g for g in groups if text(g.get("name", b"")) == self.layout.group), {})
         return {
             "queue": self.layout.name,
             "stream": self.layout.jobs,
@@ -318,7 +261,7 @@ class JobQueue:
             "lag": group.get("lag"),
             "pending": int(group.get("pending", 0)),
             "consumers": int(group.get("consumers", 0)),
-            "stats": {_text(k): int(v) for k, v in stats.items()},
+            "stats": {text(k): int(v) for k, v in stats.items()},
         }
 
     # --- helpers ------------------------------------------------------------------------
@@ -333,7 +276,7 @@ class JobQueue:
             for job_id in job_ids:
                 pipe.hgetall(self.layout.job(job_id))
             records = pipe.execute()
-        return [_state(job_id, record) for job_id, record in zip(job_ids, records, strict=True)]
+        return [state_of(job_id, record) for job_id, record in zip(job_ids, records, strict=True)]
 
 
 def ensure_group(client: redis.Redis, keys: layout.Layout) -> None:
@@ -361,42 +304,3 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _text(value: Any) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
-def _int(value: Any) -> int | None:
-    try:
-        return int(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
-
-
-def _chunk(fields: Mapping[bytes, bytes]) -> Chunk:
-    return Chunk(json.loads(fields[b"c"]), _int(fields.get(b"a")) or 1)
-
-
-def _state(job_id: str, record: Mapping[bytes, bytes]) -> JobState:
-    if not record:
-        raise UnknownJob(job_id)
-    fields = {_text(k): v for k, v in record.items()}
-    result: dict[str, Any] = {}
-    if "result" in fields:
-        try:
-            loaded = json.loads(fields["result"])
-            result = loaded if isinstance(loaded, dict) else {}
-        except ValueError:
-            result = {"error": "the stored result is not JSON"}
-    error = result.get("error")
-    worker = fields.get("worker")
-    return JobState(
-        id=job_id,
-        status=_text(fields.get("status", b"UNKNOWN")),
-        output=result.get("output"),
-        error=None if error is None else str(error),
-        attempt=_int(fields.get("attempt")) or 0,
-        worker=None if worker is None else _text(worker),
-        submitted_ms=_int(fields.get("submitted")),
-        started_ms=_int(fields.get("started")),
-        finished_ms=_int(fields.get("finished")),
-    )
