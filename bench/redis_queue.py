@@ -1,8 +1,9 @@
 """No-op jobs through a Redis queue (``JOB_QUEUE``), beside the same worker on RunPod's protocol.
 
-    .venv/bin/python -m bench.redis_queue              # Redis at concurrency 1 and 64, then the
-                                                       # RunPod fake's no-op at the same (~1 min)
-    .venv/bin/python -m bench.redis_queue --jobs 300 --no-runpod
+    .venv/bin/python -m bench.redis_queue     # concurrency 1 and 64: through Redis (appendfsync
+                                              # always, and everysec) and through the RunPod
+                                              # fake, in turns, 3 rounds (a few minutes)
+    .venv/bin/python -m bench.redis_queue --jobs 300 --repeats 1 --fsync everysec
 
 ``make bench`` (``bench/compare.py``) runs ``measure`` after its own no-op runs and prints the
 figures beside the RunPod path's. What one run does: start a ``redis-server`` of its own on a
@@ -140,49 +141,63 @@ def measure(count: int, repeats: int = 1, fsync: str = "always",
     return figures
 
 
-def runpod_path(count: int, concurrencies: tuple[int, ...]) -> dict[str, Any]:
-    """The same no-op runs against the RunPod fake (``fakeplatform``), for the side-by-side."""
+def side_by_side(count: int, repeats: int, fsyncs: tuple[str, ...]) -> dict[str, Any]:
+    """Rounds in turns on the same machine: at each concurrency, one run through each Redis
+    (one per fsync policy), then one through the RunPod fake (``fakeplatform``): a change of
+    load lands on all of them. Medians per column."""
     from bench.harness import API_KEY, LONG_POLL_S, BenchServer
     from bench.scenarios import run_jobs as runpod_jobs
     from bench.workers import Workers
 
-    figures: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="podworker-bench-") as name, \
-            BenchServer(host="127.0.0.1", port=0, long_poll_s=LONG_POLL_S,
-                        api_key=API_KEY) as server:
-        workers = Workers(server, Path(name), Path(sys.executable))
-        for c in concurrencies:
-            tag = f"pw-noop-c{c}"
-            run = runpod_jobs(server, workers.podworker(tag, concurrency=c), tag, count, 120)
-            figures[f"c{c}"] = {"jobs_per_s": run["jobs_per_s"],
-                                "delivered_once": run["delivered_once"]}
-    return figures
+    runs: dict[str, list[dict[str, Any]]] = {}
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="podworker-bench-")))
+        urls = {}
+        for fsync in fsyncs:
+            (tmp / fsync).mkdir()
+            urls[fsync] = stack.enter_context(redis_server(tmp / fsync, fsync))
+        server = stack.enter_context(BenchServer(host="127.0.0.1", port=0,
+                                                 long_poll_s=LONG_POLL_S, api_key=API_KEY))
+        workers = Workers(server, tmp, Path(sys.executable))
+        for k in range(repeats):
+            for c in CONCURRENCIES:
+                for fsync, url in urls.items():
+                    runs.setdefault(f"redis_{fsync}_c{c}", []).append(
+                        run_jobs(url, tmp, count, c))
+                tag = f"pw-noop-c{c}-{k}"
+                runs.setdefault(f"runpod_c{c}", []).append(
+                    runpod_jobs(server, workers.podworker(tag, concurrency=c), tag, count, 120))
+    return {key: {"jobs_per_s": sorted(r["jobs_per_s"] or 0.0 for r in rs)[len(rs) // 2],
+                  "all_jobs_per_s": [r["jobs_per_s"] for r in rs],
+                  "delivered_once": all(r["delivered_once"] for r in rs)}
+            for key, rs in runs.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="no-op jobs/s through a Redis queue")
+    parser = argparse.ArgumentParser(description="no-op jobs/s through a Redis queue, beside "
+                                     "the RunPod fake's")
     parser.add_argument("--jobs", type=int, default=1000)
-    parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--fsync", choices=("always", "everysec", "off"), default="always")
-    parser.add_argument("--no-runpod", action="store_true",
-                        help="skip the RunPod fake's figures at the same concurrencies")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--fsync", default="always,everysec",
+                        help="Redis's appendfsync policies to run, comma-separated "
+                        "(always, everysec, off)")
     args = parser.parse_args(argv)
-    redis = measure(args.jobs, args.repeats, args.fsync)
-    rows = {f"c{c}": {"redis": redis[f"c{c}"]["jobs_per_s"]} for c in CONCURRENCIES}
-    if not args.no_runpod:
-        runpod = runpod_path(args.jobs, CONCURRENCIES)
-        for key, row in rows.items():
-            row["runpod_fake"] = runpod[key]["jobs_per_s"]
-            row["redis_vs_runpod"] = (round(row["redis"] / row["runpod_fake"], 2)
-                                      if row["redis"] and row["runpod_fake"] else None)
-    for key, row in rows.items():
-        print(f"no-op, concurrency {key[1:]}, jobs/s: through Redis {row['redis']}"
-              + (f", through the RunPod fake {row['runpod_fake']} (Redis/RunPod "
-                 f"{row['redis_vs_runpod']}x)" if "runpod_fake" in row else ""))
-    once = all(redis[f"c{c}"]["delivered_once"] for c in CONCURRENCIES)
-    print(f"every job delivered once through Redis: {once}; Redis {redis['redis_version']}, "
-          f"appendfsync {args.fsync}")
-    print(json.dumps({"redis": redis, "side_by_side": rows}, separators=(",", ":")))
+    fsyncs = tuple(f.strip() for f in args.fsync.split(",") if f.strip())
+    load_before = os.getloadavg()[0]
+    figures = side_by_side(args.jobs, args.repeats, fsyncs)
+    print(f"{args.jobs} no-op jobs, one worker, median of {args.repeats} rounds in turns "
+          f"(load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after):")
+    for c in CONCURRENCIES:
+        path = figures[f"runpod_c{c}"]["jobs_per_s"]
+        cells = [f"RunPod fake {path}"]
+        for fsync in fsyncs:
+            v = figures[f"redis_{fsync}_c{c}"]["jobs_per_s"]
+            cells.append(f"Redis {fsync} {v} ({v / path:.2f}x)" if v and path else
+                         f"Redis {fsync} {v}")
+        print(f"  concurrency {c}, jobs/s: " + ", ".join(cells))
+    once = all(v["delivered_once"] for v in figures.values())
+    print(f"every job delivered once: {once}")
+    print(json.dumps(figures, separators=(",", ":")))
     return 0 if once else 1
 
 
