@@ -67,15 +67,16 @@ return {1, status}
 
 TAKE = _lua("""
 -- KEYS: jobs stream, stats, results stream.
--- ARGV: 1 group, 2 consumer, 3 count, 4 lease (ms), 5 takeover cursor ('': no takeover this
---   time), 6 most attempts, 7 key prefix, 8 largest entry read (bytes), 9 result TTL (s),
---   10 results kept, 11 orphan age (ms; 0: do not look), 12 the poison error (%d: runs),
---   13.. entry ids already delivered to this consumer (then nothing is read here).
--- Returns {cursor, taken, dropped, poisoned, orphan_wait_ms}; each taken is
---   {entry id, job id, job JSON or '' when too large, attempt, size}.
+-- ARGV: 1 group, 2 consumer, 3 count, 4 lease (ms), 5 '1': take over lapsed leases this time,
+--   6 most attempts, 7 key prefix, 8 largest entry read (bytes), 9 result TTL (s), 10 results
+--   kept, 11 orphan age (ms; 0: do not look), 12 the poison error (%d: runs), 13.. entry ids
+--   already delivered to this consumer (then nothing is read here).
+-- Takeover claims (XCLAIM) the entries of other consumers idle for a lease, never this
+-- consumer's own (a worker late with its heartbeat must not take its own jobs "over" and push
+-- them towards the poison cap). Returns {taken, dropped, poisoned, orphan_wait_ms}; each taken
+-- is {entry id, job id, job JSON or '' when too large, attempt, size}.
 local group, me, count = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local lease, most = tonumber(ARGV[4]), tonumber(ARGV[6])
-local cursor = ARGV[5]
 local found = {}
 if #ARGV >= 13 then
   for i = 13, #ARGV do
@@ -83,12 +84,19 @@ if #ARGV >= 13 then
     if e[1] then table.insert(found, {e[1], 1}) end
   end
 else
-  if cursor ~= '' then
-    local r = redis.call('XAUTOCLAIM', KEYS[1], group, me, lease, cursor, 'COUNT', count)
-    cursor = r[1]
-    for _, e in ipairs(r[2]) do
-      local p = redis.call('XPENDING', KEYS[1], group, e[1], e[1], 1)
-      table.insert(found, {e, p[1] and p[1][4] or 1})
+  if ARGV[5] == '1' then
+    local ids, runs = {}, {}
+    for _, row in ipairs(redis.call('XPENDING', KEYS[1], group, 'IDLE', lease, '-', '+',
+                                    count + 64)) do
+      if row[2] ~= me and #ids < count then
+        table.insert(ids, row[1])
+        runs[row[1]] = row[4] + 1
+      end
+    end
+    if #ids > 0 then
+      for _, e in ipairs(redis.call('XCLAIM', KEYS[1], group, me, lease, unpack(ids))) do
+        if e and e[1] then table.insert(found, {e, runs[e[1]]}) end
+      end
     end
   end
   if #found < count then
@@ -149,7 +157,7 @@ if #taken == 0 and tonumber(ARGV[11]) > 0 then
     end
   end
 end
-return {cursor, taken, dropped, poisoned, orphan_wait}
+return {taken, dropped, poisoned, orphan_wait}
 """)
 
 RENEW = _lua("""

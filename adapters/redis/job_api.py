@@ -5,7 +5,8 @@ and scripts of :mod:`streamqueue` (the client's side of the same queue). What it
 
 - ``take`` reads up to ``max_jobs`` entries through the consumer group ``workers``
   (``XREADGROUP``, blocking at most the connections' ``block_s``), first taking over entries
-  whose worker let their lease lapse (``XAUTOCLAIM`` after ``lease_s``, at most every
+  whose worker let their lease lapse (``XPENDING ... IDLE`` then ``XCLAIM``, the same as
+  ``XAUTOCLAIM`` but never this worker's own entries, after ``lease_s``, at most every
   ``takeover_every_s``). A job taken more than ``max_attempts`` times is failed there, not run
   (the poison cap: a job that killed that many workers). A job already final (cancelled while
   queued) is acknowledged and skipped. While the group holds entries whose worker stopped
@@ -60,7 +61,6 @@ POISON_ERROR = ("job not run again: it was taken %d times and no worker answered
 
 @dataclass(frozen=True)
 class _Taken:
-    cursor: bytes
     entries: list[list[Any]]
     dropped: list[bytes]
     poisoned: list[list[Any]]
@@ -111,7 +111,6 @@ class RedisJobApi:
         self._maintain_script = self._redis.register_script(scripts.MAINTAIN)
         self._poison_error = POISON_ERROR.replace("{cap}", str(max_attempts))
         self._ready = False
-        self._cursor = b"0-0"
         self._takeover_at = 0.0
         self._maintain_at = clock.now() + self._maintain_every
         self._cancel_cursor: bytes | None = None
@@ -227,19 +226,17 @@ class RedisJobApi:
 
     def _take(self, count: int, delivered: Sequence[bytes]) -> _Taken:
         now = self._clock.now()
-        cursor = b""
+        takeover = ""
         if not delivered and now >= self._takeover_at:
-            cursor, self._takeover_at = self._cursor, now + self._takeover_every
+            takeover, self._takeover_at = "1", now + self._takeover_every
         args: list[Any] = [
-            self.keys.group, self.worker_id, count, self._lease_ms, cursor, self._max_attempts,
+            self.keys.group, self.worker_id, count, self._lease_ms, takeover, self._max_attempts,
             self.keys.prefix, self._cap, self._ttl, layout.RESULTS_KEPT,
             self._lease_ms // 2, self._poison_error, *delivered]
         with self.leases.lock:  # recorded before any cancel read meanwhile is looked at
             reply = self._call(lambda: self._take_script(
                 keys=[self.keys.jobs, self.keys.stats, self.keys.results], args=args), "take")
-            taken = _Taken(bytes(reply[0]), reply[1], reply[2], reply[3], int(reply[4]))
-            if cursor:
-                self._cursor = taken.cursor
+            taken = _Taken(reply[0], reply[1], reply[2], int(reply[3]))
             for entry_id, job_id, _body, attempt, _size in taken.entries:
                 self.leases.hold(_text(job_id), bytes(entry_id), int(attempt))
         return taken

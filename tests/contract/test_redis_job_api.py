@@ -221,6 +221,26 @@ def test_a_job_whose_worker_stopped_renewing_is_taken_over_after_the_lease_and_a
     assert queue_client.health()["stats"] == {"duplicate_results": 1}
 
 
+def test_a_worker_late_with_its_heartbeat_never_takes_its_own_job_over(
+    queue_apis: QueueApis, queue_client: JobQueue
+) -> None:
+    queue_client.submit({"x": 1}, "mine")
+    late = queue_apis("late", lease_s=0.2)
+    take_until(late, 1)
+    wait_until(lambda: late.take(job_in_progress=False) == []  # each take blocks 0.1 s
+               and queue_client.status("mine").started_ms is not None
+               and _idle_ms(queue_client) > 400, what="two leases without a renewal")
+    state = queue_client.status("mine")
+    assert (state.worker, state.attempt) == ("late", 1)  # not "taken over" by itself
+    late.post_result(JobResult.success("mine", {"ok": True}))
+    assert queue_client.status("mine").output == {"ok": True}
+
+
+def _idle_ms(queue: JobQueue) -> int:
+    rows = queue._redis.xpending_range(queue.layout.jobs, queue.layout.group, "-", "+", 1)
+    return int(rows[0]["time_since_delivered"]) if rows else 0
+
+
 def test_a_job_that_outlived_max_attempts_workers_is_failed_without_running_again(
     queue_apis: QueueApis, queue_client: JobQueue, redis_server: RedisServer, redis_queue: str,
     caplog: pytest.LogCaptureFixture,

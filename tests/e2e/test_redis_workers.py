@@ -44,6 +44,7 @@ def start_workers(count: int, server: RedisServer, queue: str, tmp_path: Path,
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(360)  # several worker processes on a loaded 2-core machine
 @pytest.mark.parametrize("count", [2, 4])
 def test_workers_on_one_stream_deliver_2000_jobs_each_once_to_the_client(
     count: int, redis_server: RedisServer, redis_queue: str, queue_client: JobQueue,
@@ -75,6 +76,7 @@ def test_workers_on_one_stream_deliver_2000_jobs_each_once_to_the_client(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(360)  # several worker processes on a loaded 2-core machine
 def test_a_worker_killed_mid_job_has_its_job_taken_over_after_the_lease_and_delivered_once(
     redis_server: RedisServer, redis_queue: str, queue_client: JobQueue, tmp_path: Path,
     workers: list[WorkerProcess],

@@ -113,6 +113,7 @@ def run_with_a_crash(server: RedisServer, queue: str, tmp_path: Path, cleanup: l
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(360)  # several worker processes on a loaded 2-core machine
 def test_redis_killed_mid_run_with_aof_always_loses_nothing_acknowledged_and_workers_go_on(
     redis_server_factory: RedisServerFactory, redis_queue: str, tmp_path: Path,
     cleanup: list[object],
@@ -139,6 +140,7 @@ def test_redis_killed_mid_run_with_aof_always_loses_nothing_acknowledged_and_wor
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(360)  # several worker processes on a loaded 2-core machine
 def test_a_machine_crash_losing_the_unsynced_aof_tail_costs_only_that_window_and_it_is_counted(
     redis_server_factory: RedisServerFactory, redis_queue: str, tmp_path: Path,
     cleanup: list[object],
