@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from streamqueue import layout
 from streamqueue.client import JobQueue
 from tests.support.leak_check import pieces
@@ -25,6 +27,7 @@ def assert_no_piece(where: str, text: str) -> None:
         assert not found, f"pieces of a Redis password in {where}: {found}"
 
 
+@pytest.mark.timeout(360)  # two workers and the doctor (which imports torch), loaded machine
 def test_no_piece_of_the_redis_password_leaves_the_worker_right_or_wrong(
     redis_server_factory: RedisServerFactory, redis_queue: str, tmp_path: Path
 ) -> None:
