@@ -83,8 +83,8 @@ RUN --mount=type=cache,target=/root/.cache/pip \
         pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}"; \
     fi
 
-# The project's dependencies (core, s3, sd) from requirements.lock: every package pinned, with
-# its hashes, so that a build months later installs the same files or fails. --no-deps: the lock
+# The project's dependencies (core, s3, sd, redis) from requirements.lock: every package pinned,
+# with its hashes, so that a build months later installs the same files or fails. --no-deps: the lock
 # is the whole set, and it leaves out torch (and what only torch needs), so the torch installed
 # above stays; `pip check` proves the two agree. `make lock` updates the lock from pyproject.toml.
 COPY requirements.lock ./
@@ -155,8 +155,9 @@ WORKDIR /app
 COPY domain ./domain
 COPY adapters ./adapters
 COPY app ./app
+COPY streamqueue ./streamqueue
 COPY test_inputs.json ./
-RUN python -m compileall -q domain adapters app
+RUN python -m compileall -q domain adapters app streamqueue
 
 # PYTORCH_CUDA_ALLOC_CONF: expandable segments let the CUDA caching allocator grow blocks in
 # place instead of leaving fragments when image sizes vary from job to job (fewer out-of-memory

@@ -11,15 +11,26 @@ STAMP     := $(VENV)/.installed
 # torch==2.13.0 is a CPU build on the project's machines; a pod image brings its CUDA build.
 TORCH     ?= torch==2.13.0
 
-.PHONY: run test test-quick test-image lock test-unit test-contract test-integration test-e2e test-faults lint bench bench-ab bench-gpu gpu-check gpu-wheels setup
+.PHONY: run test test-quick test-image lock test-unit test-contract test-integration test-e2e test-faults lint bench bench-ab bench-gpu gpu-check gpu-wheels setup redis-server
 
-setup: $(STAMP)
+setup: $(STAMP) redis-server
+
+# The Redis queue's tests start a real redis-server on free ports: Debian's package, installed
+# here when it is missing (as root, as CI runs; otherwise one line says what to run).
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      redis-server >/dev/null; \
+	  else \
+	    echo "make: redis-server is missing; run: sudo apt-get install redis-server" >&2; \
+	  fi; }
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH)"
-	$(PY) -m pip install --quiet -e ".[s3,sd,dev]"
+	$(PY) -m pip install --quiet -e ".[s3,sd,redis,dev]"
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -28,12 +39,12 @@ run: $(STAMP)
 # Tests run on TEST_JOBS pytest-xdist workers (most tests wait on subprocesses and sockets, so
 # more workers than cores still helps); TEST_JOBS=0 runs them one at a time in this process.
 TEST_JOBS ?= 4
-test: $(STAMP)
+test: $(STAMP) redis-server
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q -n $(TEST_JOBS)
 
 # The edit loop: unit and contract tests (no servers but loopback fakes), in about a minute.
-test-quick: $(STAMP)
+test-quick: $(STAMP) redis-server
 	$(PY) -m pytest -q -n 2 tests/unit tests/contract
 
 # Needs a Docker engine (dockerd) and debootstrap; .ci/run installs and starts them. The first run
@@ -41,13 +52,13 @@ test-quick: $(STAMP)
 test-image: $(STAMP)
 	$(PY) -m pytest -m image tests/image
 
-# pyproject.toml's runtime set (core, s3, sd) for the image's Linux and Python 3.11, with hashes,
-# without torch: the image installs torch from PyTorch's index (its CUDA build), and what only
+# pyproject.toml's runtime set (core, s3, sd, redis) for the image's Linux and Python 3.11, with
+# hashes, without torch: the image installs torch from PyTorch's index (its CUDA build), and what only
 # torch needs comes with it. Pins already in the lock are kept; LOCK_FLAGS=--upgrade moves all.
 LOCK_FLAGS ?=
 lock: $(STAMP)
 	printf 'torch\n' > $(VENV)/lock-excludes.txt
-	$(VENV)/bin/uv pip compile pyproject.toml --extra s3 --extra sd --generate-hashes \
+	$(VENV)/bin/uv pip compile pyproject.toml --extra s3 --extra sd --extra redis --generate-hashes \
 		--python-version 3.11 --python-platform x86_64-manylinux_2_28 \
 		--excludes $(VENV)/lock-excludes.txt --system-certs \
 		--custom-compile-command "make lock" --output-file requirements.lock $(LOCK_FLAGS)
@@ -55,16 +66,16 @@ lock: $(STAMP)
 test-unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit
 
-test-contract: $(STAMP)
+test-contract: $(STAMP) redis-server
 	$(PY) -m pytest -q tests/contract
 
-test-integration: $(STAMP)
+test-integration: $(STAMP) redis-server
 	$(PY) -m pytest -q tests/integration
 
-test-e2e: $(STAMP)
+test-e2e: $(STAMP) redis-server
 	$(PY) -m pytest -q tests/e2e
 
-test-faults: $(STAMP)
+test-faults: $(STAMP) redis-server
 	$(PY) -m pytest -q tests/faults
 
 # make bench BENCH_ARGS=--quick: the smoke check; make bench-ab OTHER=/tmp/old-checkout: A/B

@@ -40,6 +40,13 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     sub.add_parser(
+        "queue",
+        help="submit, follow and cancel jobs on the Redis queue JOB_QUEUE names; "
+        "'queue --help' lists its commands",
+        add_help=False,
+    )
+
+    sub.add_parser(
         "doctor",
         help="check the configuration, job API, bucket, GPU, weights, disk and memory",
         description="Check that this pod is ready to work: settings, job API and bucket "
@@ -79,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     # lines of their own, which would break the worker's one-JSON-object-a-line logs
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    if argv[:1] == ["queue"]:  # its own commands, with the queue named by the settings
+        return _queue(argv[1:])
     if argv[:1] == ["fake-api"]:  # its own options, parsed by the fake server
         from fakeplatform.cli import main as fake_api_main
 
@@ -104,6 +113,20 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigurationError as exc:
         print(f"podworker: {exc}", file=sys.stderr)
         return 2
+
+
+def _queue(argv: list[str]) -> int:
+    from app.settings import load_settings
+    from streamqueue.cli import main as queue_main
+
+    try:
+        settings = load_settings()
+    except ConfigurationError as exc:
+        print(f"podworker: {exc}", file=sys.stderr)
+        return 2
+    return queue_main(argv, url=settings.JOB_QUEUE, password=settings.queue_password,
+                      name=settings.JOB_QUEUE_NAME, result_ttl_s=settings.JOB_RESULT_TTL,
+                      max_input_bytes=settings.MAX_INPUT_BYTES)
 
 
 def _run(args: argparse.Namespace) -> int:

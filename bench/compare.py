@@ -17,6 +17,9 @@ What it does, in order:
    - no-op at concurrency 1, 8 and 64: podworker ``MODEL=echo`` with ``CONCURRENCY``, the SDK's
      handler returning its input with ``concurrency_modifier`` at the same values, and the SDK
      at higher concurrencies (512) for its best figure;
+   - no-op through a Redis queue (``JOB_QUEUE``, ``bench/redis_queue.py``) at concurrency 1
+     and 64, with the manifest's ``appendfsync always`` and Redis's default ``everysec``,
+     beside podworker's own no-op figures on the RunPod fake;
    - the 1 s I/O-bound model at concurrency 32, async and sync: podworker
      ``MODEL=bench.models:io_async`` / ``io_sync`` with ``CONCURRENCY=32``, the SDK's ``async
      def`` / ``def`` handler with a ``concurrency_modifier`` returning 32; 128 jobs;
@@ -55,7 +58,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script, sys.path[0] is bench/
     sys.path.insert(0, str(REPO))
 
-from bench import runpod_venv, sd_batching  # noqa: E402
+from bench import redis_queue, runpod_venv, sd_batching  # noqa: E402
 from bench.harness import API_KEY, LONG_POLL_S, BenchServer, check_one_packet  # noqa: E402
 from bench.report import IO_CONCURRENCY, machine, machine_busy, render, summarise  # noqa: E402
 from bench.scenarios import (  # noqa: E402
@@ -128,6 +131,14 @@ def run_all(server: BenchServer, workers: Workers, z: Sizes, sdk_cs: list[int],
         f[f"noop_podworker_c{c}"] = repeated([run_jobs(
             server, workers.podworker(f"pw-noop-c{c}-{k}", concurrency=c), f"pw-noop-c{c}-{k}",
             z.noop, 120) for k in n])
+    for fsync in ("always", "everysec"):
+        step(f"no-op through Redis (appendfsync {fsync}), concurrency "
+             f"{' and '.join(map(str, redis_queue.CONCURRENCIES))}, {z.noop} jobs, "
+             f"{z.repeats} runs each")
+        try:
+            f[f"redis_noop_{fsync}"] = redis_queue.measure(z.noop, z.repeats, fsync)
+        except (OSError, RuntimeError) as exc:  # no redis-server here: say so, go on
+            print(f"WARNING: the Redis runs were skipped: {exc}", flush=True)
     for c in sdk_cs:
         step(f"no-op, {z.noop} jobs: runpod SDK at concurrency {c} (capped at "
              f"{z.sdk_noop_cap_s:g} s)")
@@ -222,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
                 and v.get("delivered_once") is False]
     for problem in problems:
         print("WARNING:", problem)
-    mine = [p for p in problems if "podworker" in p or p.startswith("floor")]
+    mine = [p for p in problems if "podworker" in p or p.startswith(("floor", "redis"))]
     line = json.dumps(f, separators=(",", ":"))
     (RESULTS / "latest.json").write_text(json.dumps(f, indent=2) + "\n")
     print(line)

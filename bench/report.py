@@ -11,7 +11,10 @@ with each target met or MISSED. The targets (issue 7, then issue 15):
 - no-op at concurrency 64: >= 1.5 x the SDK's best no-op figure at any concurrency;
 - streaming: every chunk in order, once, before its job's final result;
 - start-up to first take <= 0.5 s; idle RSS of the worker's process <= 50 MB;
-- every job of every podworker run delivered exactly once.
+- every job of every podworker run delivered exactly once;
+- no-op through a Redis queue (issue 27), one worker: within 2x of the same worker's figure on
+  the RunPod fake, at concurrency 1 and 64 (with Redis's default ``appendfsync everysec``; the
+  manifest's ``always`` is shown beside it: it waits for the disk at every write).
 """
 
 from __future__ import annotations
@@ -129,8 +132,25 @@ def summarise(f: dict[str, Any], noop_cs: list[int], sdk_cs: list[int]) -> dict[
                    "runpod": start_median(rp, "stop_s")},
         "delivered_once": {who: delivered_once(f, who) for who in ("podworker", "runpod")},
     }
+    s["noop_redis_jobs_per_s"] = redis_summary(f)
     s["targets"] = targets(s, noop_cs)
     return s
+
+
+def redis_summary(f: dict[str, Any]) -> dict[str, Any] | None:
+    """No-op jobs/s through Redis at each concurrency, per fsync policy, beside the RunPod
+    fake's figure (None when the Redis runs were skipped)."""
+    if "redis_noop_everysec" not in f:
+        return None
+    out: dict[str, Any] = {}
+    for key in ("c1", "c64"):
+        out[key] = {fsync: f[f"redis_noop_{fsync}"][key]["jobs_per_s"]
+                    for fsync in ("always", "everysec") if f"redis_noop_{fsync}" in f}
+        out[key]["runpod_path"] = f[f"noop_podworker_{key}"]["jobs_per_s"]
+    out["delivered_once"] = all(f[f"redis_noop_{fsync}"][key]["delivered_once"]
+                                for fsync in ("always", "everysec") if f"redis_noop_{fsync}" in f
+                                for key in ("c1", "c64"))
+    return out
 
 
 def delivered_once(f: dict[str, Any], who: str) -> bool:
@@ -176,6 +196,12 @@ def targets(s: dict[str, Any], noop_cs: list[int]) -> dict[str, dict[str, Any]]:
     check("idle_rss_mb_one_process", "<= 50", rss, None if rss is None else rss <= 50)
     once = s["delivered_once"]["podworker"]
     check("delivered_once", "every job delivered exactly once", once, once)
+    redis = s.get("noop_redis_jobs_per_s")
+    for key in ("c1", "c64"):
+        v = redis[key] if redis else {}
+        fast, path = v.get("everysec"), v.get("runpod_path")
+        check(f"redis_noop_{key}_within_2x", "within 2x of the RunPod path's", fast,
+              None if not (fast and path) else fast >= path / 2)
     return out
 
 
@@ -258,6 +284,14 @@ def render(f: dict[str, Any], s: dict[str, Any], noop_cs: list[int], sdk_cs: lis
                      f"pipeline, {b['device']}, jobs/s", f"{fmt(b['batched']['jobs_per_s'])} "
                      f"batched, {fmt(b['one_by_one']['jobs_per_s'])} one by one", "",
                      "", fmt(b["speedup"], "x from SD_BATCH_MAX"), ""])
+    redis = s.get("noop_redis_jobs_per_s")
+    for key in ("c1", "c64") if redis else ():
+        v = redis[key]
+        rows.append([f"no-op through Redis (JOB_QUEUE), concurrency {key[1:]}, jobs/s",
+                     f"{fmt(v.get('everysec'))} (everysec), {fmt(v.get('always'))} (always)",
+                     "", "", f"{fmt(ratio(v.get('everysec'), v['runpod_path']), 'x')} of the "
+                     f"RunPod path's {fmt(v['runpod_path'])}",
+                     mark(f"redis_noop_{key}_within_2x")])
     once = s["delivered_once"]
     rows.append(["every job delivered exactly once (all runs)", str(once["podworker"]),
                  str(once["runpod"]), "", "", mark("delivered_once")])
