@@ -9,10 +9,17 @@ PY        := $(VENV)/bin/python
 STAMP     := $(VENV)/.installed
 # torch==2.13.0 is a CPU build on the project's machines; a pod image brings its CUDA build.
 TORCH     ?= torch==2.13.0
+# RunPod's SDK, pinned (the release REFERENCE.md and contracts/ describe), in a venv of its own
+# with podworker installed beside it, as in a handler's image: the contract and differential
+# tests run the SDK's worker and `python -m app handler` from it, and so does the benchmark.
+RUNPOD_SDK   ?= runpod==1.12.0
+RUNPOD_VENV  ?= .venv-runpod
+RUNPOD_STAMP := $(RUNPOD_VENV)/.installed
+SETUP        := $(STAMP) $(RUNPOD_STAMP)
 
 .PHONY: run test test-image lock test-unit test-contract test-integration test-e2e test-faults lint bench bench-ab bench-gpu gpu-check gpu-wheels setup
 
-setup: $(STAMP)
+setup: $(SETUP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,10 +28,17 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[s3,sd,dev]"
 	touch $(STAMP)
 
+# Made again when pyproject.toml or this file (the pin) changes; no test installs anything.
+$(RUNPOD_STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(RUNPOD_VENV)
+	$(RUNPOD_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(RUNPOD_VENV)/bin/python -m pip install --quiet "$(RUNPOD_SDK)" -e ".[s3]"
+	touch $(RUNPOD_STAMP)
+
 run: $(STAMP)
 	$(PY) -m app run
 
-test: $(STAMP)
+test: $(SETUP)
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
@@ -47,23 +61,23 @@ lock: $(STAMP)
 test-unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit
 
-test-contract: $(STAMP)
+test-contract: $(SETUP)
 	$(PY) -m pytest -q tests/contract
 
 test-integration: $(STAMP)
 	$(PY) -m pytest -q tests/integration
 
-test-e2e: $(STAMP)
+test-e2e: $(SETUP)
 	$(PY) -m pytest -q tests/e2e
 
-test-faults: $(STAMP)
+test-faults: $(SETUP)
 	$(PY) -m pytest -q tests/faults
 
 # make bench BENCH_ARGS=--quick: the smoke check; make bench-ab OTHER=/tmp/old-checkout: A/B
-bench: $(STAMP)
+bench: $(SETUP)
 	$(PY) bench/compare.py $(BENCH_ARGS)
 
-bench-ab: $(STAMP)
+bench-ab: $(SETUP)
 	$(PY) bench/ab.py --other $(OTHER)
 
 bench-gpu: $(STAMP)

@@ -5,7 +5,7 @@
 
 What it does, in order:
 
-1. creates (or reuses) ``bench/.venv-runpod`` and installs the latest ``runpod`` from PyPI there;
+1. finds RunPod's SDK (pinned) in ``.venv-runpod``, which ``make setup`` made;
 2. starts the fake job API (``fakeplatform``) in this process on 127.0.0.1 with a 1 s long-poll,
    and checks that each answer comes in one packet (else delayed ACKs add about 40 ms per answer
    and every figure below is wrong);
@@ -94,10 +94,10 @@ QUICK = Sizes(floor=300, noop=150, sdk_noop_cap_s=6.0, io=64, sdk_io_cap_s=10.0,
 
 
 def ensure_runpod_venv() -> tuple[Path, str, str]:
-    """``bench/.venv-runpod`` with the latest ``runpod`` from PyPI; (python, runpod version,
-    python version)."""
+    """``.venv-runpod`` (``make setup``): RunPod's SDK, pinned, with podworker beside it;
+    (python, runpod version, python version)."""
     try:
-        venv = runpod_venv.ensure_runpod_venv("runpod", say=lambda s: print(s, flush=True))
+        venv = runpod_venv.runpod_venv()
     except runpod_venv.RunpodVenvError as exc:
         raise SystemExit(f"bench: {exc}") from None
     print(f"runpod {venv.runpod_version} (Python {venv.python_version})", flush=True)

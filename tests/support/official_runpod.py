@@ -1,7 +1,7 @@
 """RunPod's own code (PyPI ``runpod``, pinned) against the fake platform, for contract tests.
 
-The SDK lives in ``bench/.venv-runpod`` (built by ``bench/runpod_venv.py``); its worker and its
-client run there in subprocesses, from small scripts written here. ``RecordingPlatform`` is the
+The SDK lives in ``.venv-runpod`` (made by ``make setup``; ``bench/runpod_venv.py``); its
+worker and its client run there in subprocesses, from small scripts written here. ``RecordingPlatform`` is the
 fake platform noting every exchange (request and answer), from which ``contracts/`` files are
 written.
 """
@@ -20,12 +20,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from bench.runpod_venv import RunpodVenvError, ensure_runpod_venv
+from bench.runpod_venv import RunpodVenvError, runpod_venv
 from fakeplatform import FakeJobApiServer, Reply
 from tests.support.harness import wait_until
 from tests.support.replay_server import Captured
 
-RUNPOD_REQUIREMENT = "runpod==1.12.0"
 SDK_API_KEY = "contract-job-api-key"
 
 SDK_WORKER = '''\
@@ -108,13 +107,14 @@ for step in json.loads(sys.argv[1]):
 
 
 def runpod_python() -> Path:
-    """The SDK venv's python; in CI a failed install fails the test, elsewhere it skips."""
+    """``.venv-runpod``'s python (``make setup`` made it): RunPod's SDK with podworker beside
+    it. Nothing is installed here; without it the test fails in CI and skips elsewhere."""
     try:
-        return ensure_runpod_venv(RUNPOD_REQUIREMENT, upgrade=False, say=lambda _: None).python
+        return runpod_venv().python
     except (RunpodVenvError, OSError, subprocess.SubprocessError) as exc:
         if os.environ.get("CI") == "true":
-            pytest.fail(f"RunPod's SDK is needed in CI and could not be installed: {exc}")
-        pytest.skip(f"RunPod's SDK ({RUNPOD_REQUIREMENT}) could not be installed: {exc}")
+            pytest.fail(f"RunPod's SDK is needed in CI: {exc}")
+        pytest.skip(str(exc))
 
 
 @dataclass(frozen=True)
