@@ -15,7 +15,7 @@ from domain.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from app.settings import Settings
-    from domain.ports import Model
+    from domain.ports import Model, Storage
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -155,13 +155,15 @@ def configure_for(settings: Settings, *, local: bool) -> None:
     )
 
 
-def serve(settings: Settings, *, model: Model | None = None) -> int:
-    """The worker on the job API (``model``, or the one the settings name), until it stops."""
+def serve(settings: Settings, *, model: Model | None = None,
+          storage: Storage | None = None) -> int:
+    """The worker on the job API (``model`` and ``storage``, or those the settings name),
+    until it stops."""
     from app.bootstrap import build_worker
     from app.signals import install_stop_handlers
 
     configure_for(settings, local=False)
-    worker = build_worker(settings, model=model)
+    worker = build_worker(settings, model=model, storage=storage)
     install_stop_handlers(worker.request_stop)
     if settings.HEALTH_PORT:
         from app.health import start_health_server

@@ -43,6 +43,7 @@ def handler_main(argv: list[str]) -> int:
 
 
 def _run(path: Path, handler_argv: list[str], env_file: str) -> int:
+    from adapters.local.storage import DataUrlStorage
     from adapters.runpod_handler.model import HandlerModel
     from adapters.runpod_handler.sdk import import_sdk, split_sdk_flags
     from app.cli import leave, serve
@@ -56,8 +57,8 @@ def _run(path: Path, handler_argv: list[str], env_file: str) -> int:
     import_sdk()  # absent: one clear start-up error (exit code 2), before anything starts
     model = HandlerModel(path, handler_argv, concurrency=settings.CONCURRENCY)
     local = settings.local_mode or sdk_flags["test_input"] is not None
-    if not local:
-        return serve(settings, model=model)
+    if not local:  # a handler's outputs hold no Artifact: podworker's storage is never used
+        return serve(settings, model=model, storage=DataUrlStorage())  # (its uploads: rp_upload)
     from app.cli import configure_for
 
     configure_for(settings, local=True)

@@ -186,7 +186,7 @@ class ModelRunner:
             close = getattr(chunks, "close", None)
             if callable(close):
                 close()
-        return kept if aggregate else None
+        return kept if aggregate else []  # the SDK sends an empty list too
 
     # --- an ``async def run`` ---------------------------------------------------------------
     async def _run_async(self, running: RunningJob) -> None:
@@ -234,7 +234,7 @@ class ModelRunner:
             if callable(aclose):
                 with contextlib.suppress(BaseException):
                     await aclose()
-        return kept if aggregate else None
+        return kept if aggregate else []  # the SDK sends an empty list too
 
     # --- outcomes ----------------------------------------------------------------------------
     def _done(self, running: RunningJob, result: dict[str, Any], error: str | None,

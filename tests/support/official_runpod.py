@@ -172,9 +172,9 @@ class SdkWorker:
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp),
             "LANG": "C.UTF-8",
             "RUNPOD_WEBHOOK_GET_JOB": take,
-            "RUNPOD_WEBHOOK_POST_OUTPUT": _same_query(platform.result_url, take),
-            "RUNPOD_WEBHOOK_POST_STREAM": _same_query(platform.stream_url, take),
-            "RUNPOD_WEBHOOK_PING": _same_query(platform.ping_url, take),
+            "RUNPOD_WEBHOOK_POST_OUTPUT": same_query(platform.result_url, take),
+            "RUNPOD_WEBHOOK_POST_STREAM": same_query(platform.stream_url, take),
+            "RUNPOD_WEBHOOK_PING": same_query(platform.ping_url, take),
             "RUNPOD_AI_API_KEY": SDK_API_KEY, "RUNPOD_POD_ID": pod_id,
             "RUNPOD_PING_INTERVAL": "1000",
             "RUNPOD_SKIP_AUTO_SYSTEM_CHECKS": "true", "RUNPOD_SKIP_GPU_CHECK": "true",
@@ -203,7 +203,7 @@ class SdkWorker:
         self._log.close()
 
 
-def _same_query(template: str, take: str) -> str:
+def same_query(template: str, take: str) -> str:
     """``template`` under the take template's base (endpoint id, query), as RunPod sets them."""
     take_split, split = urlsplit(take), urlsplit(template)
     parts = take_split.path.split("/")  # ['', 'v2', '<endpoint>', 'job-take', '$ID']
