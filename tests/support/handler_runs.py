@@ -9,6 +9,7 @@ platform. ``client_view`` is what a client of the endpoint sees of a job.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -102,10 +103,8 @@ class HandlerRun:
         return self.proc.returncode
 
     def _signal_group(self, sig: signal.Signals) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 def client_view(platform: FakeJobApiServer, job_id: str) -> dict[str, Any]:

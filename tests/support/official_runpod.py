@@ -1,9 +1,9 @@
 """RunPod's own code (PyPI ``runpod``, pinned) against the fake platform, for contract tests.
 
 The SDK lives in ``.venv-runpod`` (made by ``make setup``; ``bench/runpod_venv.py``); its
-worker and its client run there in subprocesses, from small scripts written here. ``RecordingPlatform`` is the
-fake platform noting every exchange (request and answer), from which ``contracts/`` files are
-written.
+worker and its client run there in subprocesses, from small scripts written here.
+``RecordingPlatform`` is the fake platform noting every exchange (request and answer), from
+which ``contracts/`` files are written.
 """
 
 from __future__ import annotations
