@@ -10,8 +10,11 @@ How a job runs depends on the model's ``run``:
   timeout and a platform job-stop cancel the task;
 - a ``run`` that is a generator (or async generator) **streams**: each value it yields is handed
   to ``on_chunk`` at once (stored and posted in order, before the final result); the final
-  output is the list of chunks when ``aggregate`` is on (the SDK's ``return_aggregate_stream``),
-  else empty.
+  output is the list of chunks when ``aggregate`` is on or the model's ``aggregate_stream`` is
+  True (the SDK's ``return_aggregate_stream``), else an empty list (as the SDK sends).
+
+Which of these a model's ``run`` is, is read at construction and again once ``load()`` returned
+(a RunPod handler file is known only after its import).
 
 Slots: ``concurrency`` (the ``CONCURRENCY`` setting), or what the model's own
 ``concurrency(current)`` answers, asked between takes (the SDK's ``concurrency_modifier``),

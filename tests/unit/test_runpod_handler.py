@@ -217,7 +217,8 @@ def test_an_exception_fails_the_job_briefly_and_logs_the_traceback(
     h.stop()
     assert h.api.results["k"] == JobResult("k", error="KeyError: 'missing_field'")
     raised = [r for r in caplog.records if getattr(r, "event", None) == "handler_raised"]
-    assert len(raised) == 1 and raised[0].exc_info is not None
+    assert len(raised) == 1 and raised[0].job_id == "k"  # type: ignore[attr-defined]
+    assert "Traceback (most recent call last)" in caplog.text
     assert 'raise KeyError("missing_field")' in caplog.text
 
 
