@@ -1,6 +1,7 @@
 # podworker: every command creates or reuses the virtual environment in .venv first.
 #   make run    the local run: test_inputs.json through the real worker, no GPU, no cloud
-#   make test   the whole test suite (unit, contract, integration, end to end)
+#   make test   the whole test suite (unit, contract, integration, end to end), in parallel
+#   make test-quick   unit and contract tests only: the edit loop
 #   make test-image   builds the pod image (CPU torch, tiny weights) and tests the real container
 #   make lock   updates requirements.lock (the image's pinned, hashed dependencies)
 VENV      ?= .venv
@@ -17,7 +18,7 @@ RUNPOD_VENV  ?= .venv-runpod
 RUNPOD_STAMP := $(RUNPOD_VENV)/.installed
 SETUP        := $(STAMP) $(RUNPOD_STAMP)
 
-.PHONY: run test test-image lock test-unit test-contract test-integration test-e2e test-faults lint bench bench-ab bench-gpu gpu-check gpu-wheels setup
+.PHONY: run test test-quick test-image lock test-unit test-contract test-integration test-e2e test-faults lint bench bench-ab bench-gpu gpu-check gpu-wheels setup
 
 setup: $(SETUP)
 
@@ -38,9 +39,16 @@ $(RUNPOD_STAMP): pyproject.toml Makefile
 run: $(STAMP)
 	$(PY) -m app run
 
+# Tests run on TEST_JOBS pytest-xdist workers (most tests wait on subprocesses and sockets, so
+# more workers than cores still helps); TEST_JOBS=0 runs them one at a time in this process.
+TEST_JOBS ?= 4
 test: $(SETUP)
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_JOBS)
+
+# The edit loop: unit and contract tests (no servers but loopback fakes), in about a minute.
+test-quick: $(SETUP)
+	$(PY) -m pytest -q -n 2 tests/unit tests/contract
 
 # Needs a Docker engine (dockerd) and debootstrap; .ci/run installs and starts them. The first run
 # makes a Debian base image and builds the image (minutes); later runs reuse Docker's cache.

@@ -26,20 +26,18 @@ from tenacity import (
 )
 
 from domain.errors import TransientError
-from domain.waiting import RETRY_AFTER_CAP, Schedule
+from domain.waiting import Schedule
 
 Sleep = Callable[[float], object]
 
 
 def _wait(schedule: Schedule) -> Callable[[RetryCallState], float]:
     def wait(state: RetryCallState) -> float:
-        delay = schedule.delay(state.attempt_number)
         outcome = state.outcome
         exc = outcome.exception() if outcome is not None else None
         retry_after = getattr(exc, "retry_after", None)
-        if isinstance(retry_after, int | float) and retry_after > 0:
-            delay = max(delay, min(float(retry_after), RETRY_AFTER_CAP))
-        return delay
+        asked = float(retry_after) if isinstance(retry_after, int | float) else None
+        return schedule.delay(state.attempt_number, retry_after=asked)
 
     return wait
 

@@ -113,7 +113,8 @@ def storage_kind(settings: Settings) -> StorageKind | None:
     return kind
 
 
-def build_storage(settings: Settings) -> Storage:
+def build_storage(settings: Settings, interrupt: threading.Event | None = None) -> Storage:
+    """The storage STORAGE names; ``interrupt`` (the worker's stop) ends S3's retry waits."""
     kind = storage_kind(settings)
     if kind is None:
         return OneByOneStorage(load_factory(settings.STORAGE, "STORAGE", settings, ("store",)))
@@ -125,11 +126,6 @@ def build_storage(settings: Settings) -> Storage:
 
     if not settings.BUCKET_ENDPOINT_URL:
         raise ConfigurationError("invalid setting BUCKET_ENDPOINT_URL: required with STORAGE=s3")
-    if settings.BUCKET_NAMING == "fixed" and not settings.BUCKET_NAME:
-        raise ConfigurationError(
-            "invalid setting BUCKET_NAME: required with BUCKET_NAMING=fixed "
-            "(or set BUCKET_NAMING=monthly for the seed's one-bucket-a-month names)"
-        )
     monthly = settings.BUCKET_NAMING == "monthly"
     if monthly and settings.BUCKET_NAME:
         log.warning("BUCKET_NAMING=monthly: BUCKET_NAME is ignored", extra={"event": "config"})
@@ -142,6 +138,7 @@ def build_storage(settings: Settings) -> Storage:
         region=settings.BUCKET_REGION,
         public_urls=settings.BUCKET_PUBLIC_URLS,
         url_expiry_s=settings.BUCKET_URL_EXPIRY,
+        interrupt=interrupt,
     )
     return storage
 
@@ -186,7 +183,7 @@ def build_worker(
         config=config or config_from(settings),
         job_api=job_api,
         stop_source=stop_source,
-        storage=storage or build_storage(settings),
+        storage=storage or build_storage(settings, interrupt),
         pod_control=pod_control or build_pod_control(settings, pod_id, interrupt),
         model=model or build_model(settings),
         outbox=outbox if outbox is not None else open_outbox(settings),

@@ -17,7 +17,7 @@ from typing import Any
 from app.settings import Settings
 from domain.errors import ConfigurationError
 from domain.job import Artifact
-from domain.outputs import describe_error
+from domain.outputs import describe_error, store_one_by_one
 
 
 def load_factory(spec: str, setting: str, settings: Settings, methods: tuple[str, ...]) -> Any:
@@ -73,5 +73,5 @@ class OneByOneStorage:
     def store_all(
         self, job_id: str, artifacts: Sequence[Artifact], first_index: int = 0
     ) -> list[str]:
-        return [str(self._store.store(job_id, first_index + i, a))
-                for i, a in enumerate(artifacts)]
+        return store_one_by_one(lambda job, index, artifact: str(
+            self._store.store(job, index, artifact)), job_id, artifacts, first_index)

@@ -60,7 +60,7 @@ class Poster:
         metrics: Metrics,
         inbox: Inbox,
         scrub: Callable[[str], str],
-        schedule: waiting.Schedule = waiting.RESULT_POST,
+        schedule: waiting.Schedule | None = None,
     ) -> None:
         self._api = job_api
         self._outbox = outbox
@@ -68,7 +68,7 @@ class Poster:
         self._metrics = metrics
         self._inbox = inbox
         self._scrub = scrub
-        self._backoff = waiting.Backoff(schedule)
+        self._backoff = waiting.Backoff(schedule or waiting.RESULT_POST)
         self._queue: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._progress: dict[str, Any] = {}
         self._progress_lock = threading.Lock()

@@ -184,7 +184,8 @@ class Settings(ModelSettings):
         False, description="Return plain object URLs instead of presigned ones."
     )
     BUCKET_URL_EXPIRY: int = Field(
-        604_800, gt=0, le=604_800, description="Presigned URL lifetime (s); 7 days at most."
+        604_800, description="Presigned URL lifetime (s); 7 days at most (checked by the S3 "
+        "storage, SigV4's limit)."
     )
 
     # --- operations ---------------------------------------------------------------------

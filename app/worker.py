@@ -7,9 +7,12 @@ Threads, what each owns, and how they talk (queues and events, never shared fiel
       │                Observation, asks domain.lifecycle.decide, acts; publishes a Snapshot
       ├─ intake        one take at a time (a long-poll)               ──Taken──────────► inbox
       ├─ model         model.load(), then jobs (model-2 ... for more  ──ModelLoaded/Done─► inbox
-      │                slots; model-loop: async tasks; model-device:  ──chunks──► store
-      │                Stable Diffusion's pipeline calls and batches)
+      │  │             slots; model-loop: async tasks)                ──chunks──► store
+      │  └─ model-device  Stable Diffusion: load, warm-up and every pipeline call (batched):
+      │                the only thread that touches the GPU; the job threads check inputs
+      │                and load images side by side, then wait for their rows
       ├─ store         outputs → Storage; result → outbox (durable)   ──result──► post
+      │  └─ s3-upload  S3 storage: one job's outputs uploaded in parallel (up to 4 threads)
       ├─ post          chunks, results → job API, retried; progress   ──Delivered──────► inbox
       ├─ heartbeat     ping(in-flight ids) every PING_INTERVAL        (reads the Snapshot)
       ├─ job-stops     the platform's job-stop long-poll              ──StopJob────────► inbox

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from domain.errors import ModelError, PermanentError, TransientError, UploadFailed
@@ -31,6 +31,17 @@ def _walk(value: Any) -> Iterator[Artifact]:
     elif isinstance(value, list | tuple):
         for item in value:
             yield from _walk(item)
+
+
+def store_one_by_one(
+    store: Callable[[str, int, Artifact], str],
+    job_id: str,
+    artifacts: Sequence[Artifact],
+    first_index: int = 0,
+) -> list[str]:
+    """The ``Storage`` port's ``store_all`` for a storage that stores one output at a time:
+    output ``i`` at index ``first_index + i``, in order, the first failure raised."""
+    return [store(job_id, first_index + i, artifact) for i, artifact in enumerate(artifacts)]
 
 
 def replace_artifacts(output: Any, references: list[str]) -> Any:

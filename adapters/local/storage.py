@@ -18,7 +18,7 @@ from pathlib import Path
 
 from domain.errors import UploadFailed
 from domain.job import Artifact, safe_name
-from domain.outputs import output_file_name
+from domain.outputs import output_file_name, store_one_by_one
 
 
 class LocalFolderStorage:
@@ -31,8 +31,7 @@ class LocalFolderStorage:
     def store_all(
         self, job_id: str, artifacts: Sequence[Artifact], first_index: int = 0
     ) -> list[str]:
-        return [self.store(job_id, first_index + i, artifact) for i, artifact in
-                enumerate(artifacts)]
+        return store_one_by_one(self.store, job_id, artifacts, first_index)
 
     def store(self, job_id: str, index: int, artifact: Artifact) -> str:
         name = output_file_name(index, artifact)
@@ -61,8 +60,7 @@ class DataUrlStorage:
     def store_all(
         self, job_id: str, artifacts: Sequence[Artifact], first_index: int = 0
     ) -> list[str]:
-        return [self.store(job_id, first_index + i, artifact) for i, artifact in
-                enumerate(artifacts)]
+        return store_one_by_one(self.store, job_id, artifacts, first_index)
 
     def store(self, job_id: str, index: int, artifact: Artifact) -> str:
         encoded = base64.b64encode(artifact.data).decode("ascii")

@@ -41,10 +41,12 @@ from __future__ import annotations
 
 import datetime
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_all
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -58,7 +60,7 @@ from domain.errors import (
     UploadFailed,
 )
 from domain.job import Artifact, safe_name
-from domain.outputs import output_file_name
+from domain.outputs import output_file_name, store_one_by_one
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +104,8 @@ class S3Storage:
     ``access_key_id`` and ``secret_access_key`` are given together, or both left ``None`` to
     use boto3's own credential chain (an instance role, say). ``endpoint_url=None`` means AWS.
     ``sleep`` is the retry policy's wait (pass an interruptible one, such as a stop event's
-    ``wait``; tests pass a recorder). ``today`` picks the month under ``bucket_naming="monthly"``.
+    ``wait``; tests pass a recorder); ``interrupt`` set (the worker stopping) ends a retry's
+    wait at once and gives up retrying. ``today`` picks the month under ``bucket_naming="monthly"``.
     Raises ``ConfigurationError`` for inconsistent arguments; touches no network.
     """
 
@@ -118,6 +121,7 @@ class S3Storage:
         public_urls: bool = False,
         url_expiry_s: int = MAX_URL_EXPIRY_S,
         sleep: Sleep | None = None,
+        interrupt: threading.Event | None = None,
         max_parallel: int = 4,
         today: Today = _utc_today,
     ) -> None:
@@ -126,7 +130,10 @@ class S3Storage:
                 f"invalid bucket naming {bucket_naming!r}: must be 'fixed' or 'monthly'"
             )
         if bucket_naming == "fixed" and not bucket:
-            raise ConfigurationError("a bucket name is required with fixed bucket naming")
+            raise ConfigurationError(
+                "invalid setting BUCKET_NAME: required with fixed bucket naming (or set "
+                "BUCKET_NAMING=monthly for the seed's one-bucket-a-month names)"
+            )
         if bucket_naming == "monthly" and bucket:
             raise ConfigurationError(
                 f"bucket {bucket!r} is given, but monthly naming picks the bucket (MM-YY): "
@@ -138,7 +145,8 @@ class S3Storage:
             )
         if not 1 <= url_expiry_s <= MAX_URL_EXPIRY_S:
             raise ConfigurationError(
-                f"URL expiry must be between 1 and {MAX_URL_EXPIRY_S} seconds, got {url_expiry_s}"
+                f"invalid setting BUCKET_URL_EXPIRY: the URL expiry must be between 1 and "
+                f"{MAX_URL_EXPIRY_S} seconds (SigV4's limit), got {url_expiry_s}"
             )
         if max_parallel < 1:
             raise ConfigurationError(f"max_parallel must be at least 1, got {max_parallel}")
@@ -148,6 +156,7 @@ class S3Storage:
         self._public_urls = public_urls
         self._url_expiry_s = url_expiry_s
         self._sleep = sleep
+        self._interrupt = interrupt
         self._today = today
         self._client = make_client(
             endpoint_url, access_key_id, secret_access_key, region, max_parallel
@@ -172,8 +181,7 @@ class S3Storage:
         """
         bucket = self.current_bucket()
         if len(artifacts) <= 1:
-            return [self._store(bucket, job_id, first_index + i, a)
-                    for i, a in enumerate(artifacts)]
+            return store_one_by_one(partial(self._store, bucket), job_id, artifacts, first_index)
         futures: list[Future[str]] = [
             self._pool.submit(self._store, bucket, job_id, first_index + i, artifact)
             for i, artifact in enumerate(artifacts)
@@ -220,7 +228,8 @@ class S3Storage:
         started = time.monotonic()
         attempts = 0
         try:
-            for attempt in retrying(waiting.STORAGE_UPLOAD, sleep=self._sleep):
+            for attempt in retrying(waiting.STORAGE_UPLOAD, interrupt=self._interrupt,
+                                      sleep=self._sleep):
                 with attempt:
                     attempts += 1
                     try:
@@ -238,7 +247,7 @@ class S3Storage:
         except StorageUnavailable as exc:
             raise UploadFailed(
                 f"could not store output {index} in bucket '{bucket}' at {self.endpoint} "
-                f"after {attempts} attempts: {exc}"
+                f"after {attempts} attempt{'s' if attempts != 1 else ''}: {exc}"
             ) from None
         logger.debug(
             "stored %s in bucket '%s' (%d bytes, %.3f s, %d attempts)",

@@ -6,6 +6,8 @@ and S3 coming back lets uploads succeed again.
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import requests
 
@@ -184,6 +186,38 @@ def test_s3_coming_back_while_an_upload_is_retried_lets_it_succeed(
 
     assert len(waits) == 2
     assert requests.get(urls[0], timeout=5).content == tiny_png(5)
+
+
+def test_the_worker_stopping_ends_an_uploads_retry_wait_and_its_retries(
+    make_storage: MakeStorage, s3_server_factory: S3ServerFactory
+) -> None:
+    server = s3_server_factory()
+    bucket = server.create_bucket()
+    stopping = threading.Event()
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:  # the stop arrives during the first wait
+        waits.append(seconds)
+        stopping.set()
+
+    storage = make_storage(bucket, server=server, sleep=sleep, interrupt=stopping)
+    server.stop()
+
+    with pytest.raises(UploadFailed, match="after 2 attempts"):
+        storage.store("job-1", 0, PNG)
+    assert len(waits) == 1, "no wait after the stop"
+
+
+def test_with_the_worker_stopping_an_unreachable_s3_is_tried_once_and_never_waited_for(
+    make_storage: MakeStorage,
+) -> None:
+    stopping = threading.Event()
+    stopping.set()
+    storage = make_storage("b-1", endpoint_url=closed_port_endpoint(), sleep=None,
+                           interrupt=stopping)
+
+    with pytest.raises(UploadFailed, match="after 1 attempt: "):
+        storage.store("job-1", 0, PNG)
 
 
 def test_check_reports_an_unreachable_endpoint_as_upload_failed(

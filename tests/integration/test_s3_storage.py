@@ -8,6 +8,7 @@ keeping credentials out of logs and errors in ``test_s3_secrets_and_naming.py``.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import threading
@@ -19,6 +20,8 @@ import pytest
 import requests
 
 from adapters.s3.storage import S3Storage
+from app.bootstrap import build_storage
+from app.settings import load_settings
 from domain.errors import ConfigurationError, UploadFailed
 from domain.job import Artifact, safe_name
 from domain.ports import Storage
@@ -35,6 +38,7 @@ from tests.support.s3_storage_kit import (
     assert_no_credential_in,
     tiny_png,
 )
+from tests.unit.test_thread_map import drawn_threads
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,7 +61,7 @@ def test_importing_the_adapter_module_does_not_import_boto3() -> None:
 @pytest.mark.parametrize(
     ("options", "complaint"),
     [
-        ({"bucket": None}, "bucket name is required"),
+        ({"bucket": None}, "BUCKET_NAME: required with fixed bucket naming"),
         ({"bucket": "b-1", "bucket_naming": "monthly"}, "monthly naming picks the bucket"),
         ({"bucket": "b-1", "bucket_naming": "weekly"}, "'fixed' or 'monthly'"),
         ({"bucket": "b-1", "secret_access_key": None}, "both the access key id and the secret"),
@@ -212,3 +216,24 @@ def test_store_all_waits_for_every_upload_then_reports_the_first_failure(
         storage.store_all("job-3", images)
 
     assert s3_server.keys(s3_bucket) == ["job-3/0.png", "job-3/2.png"]
+
+
+def test_a_bucket_setting_the_storage_refuses_stops_the_start_naming_the_setting() -> None:
+    with pytest.raises(ConfigurationError, match="invalid setting BUCKET_URL_EXPIRY"):
+        build_storage(load_settings(env_file=None, BUCKET_ENDPOINT_URL="http://127.0.0.1:9",
+                                    BUCKET_NAME="b", BUCKET_URL_EXPIRY=604_801))
+    with pytest.raises(ConfigurationError, match="invalid setting BUCKET_NAME: required"):
+        build_storage(load_settings(env_file=None, BUCKET_ENDPOINT_URL="http://127.0.0.1:9"))
+
+
+def test_the_upload_threads_are_drawn_on_the_workers_thread_map(
+    make_storage: MakeStorage, s3_bucket: str
+) -> None:
+    before = {t.ident for t in threading.enumerate()}
+    storage = make_storage(s3_bucket)
+    storage.store_all("job-1", [Artifact(tiny_png(1)), Artifact(tiny_png(2))])
+
+    started = {re.sub(r"_\d+$", "", t.name) for t in threading.enumerate()
+               if t.ident not in before}
+    assert "s3-upload" in started
+    assert "s3-upload" in drawn_threads()

@@ -54,11 +54,17 @@ def worker_env(
 class WorkerProcess:
     """One ``python -m app run`` subprocess with its log in ``log_path``."""
 
-    def __init__(self, env: dict[str, str], cwd: Path, name: str = "worker") -> None:
+    def __init__(
+        self, env: dict[str, str], cwd: Path, name: str = "worker",
+        *, time_scale: float | None = None,
+    ) -> None:
+        """``time_scale`` scales every retry schedule (``tests.support.scaled_worker``)."""
         self.log_path = cwd / f"{name}.log"
         self._log = self.log_path.open("w")
+        command = ["-m", "app", "run"] if time_scale is None else [
+            "-m", "tests.support.scaled_worker", str(time_scale), "run"]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "app", "run"], cwd=cwd, env=env,
+            [sys.executable, *command], cwd=cwd, env=env,
             stdout=self._log, stderr=subprocess.STDOUT,
         )
 

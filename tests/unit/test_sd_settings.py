@@ -54,7 +54,7 @@ def test_the_model_is_decided_once_and_sd_batches_as_stable_diffusion_does(
 
 
 def test_an_unknown_model_name_is_refused_at_settings() -> None:
-    with pytest.raises(ConfigurationError, match="invalid setting MODEL.*module:factory"):
+    with pytest.raises(ConfigurationError, match=r"invalid setting MODEL.*module:factory"):
         load_settings(env_file=None, MODEL="stable-diffusion")
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import app.worker
 from tests.support.harness import make_harness, wait_until
 
-DRAWN = re.compile(r"[├└]─ ([a-z][a-z-]*)")
+DRAWN = re.compile(r"[├└]─ ([a-z][a-z0-9-]*)")
 
 
 def drawn_threads() -> set[str]:
@@ -18,7 +18,7 @@ def drawn_threads() -> set[str]:
 
 def test_the_map_draws_every_stage() -> None:
     assert {"intake", "model", "store", "post", "heartbeat", "job-stops", "http-deadlines",
-            "health"} <= drawn_threads()
+            "health", "model-device", "s3-upload"} <= drawn_threads()
 
 
 def test_every_thread_a_running_worker_starts_is_on_the_map(tmp_path: Path) -> None:
