@@ -75,7 +75,7 @@ test-contract: $(SETUP)
 test-integration: $(STAMP)
 	$(PY) -m pytest -q tests/integration
 
-test-e2e: $(SETUP)
+test-e2e: $(STAMP)
 	$(PY) -m pytest -q tests/e2e
 
 test-faults: $(SETUP)
