@@ -39,7 +39,7 @@ def test_a_handlers_finished_result_survives_sigkill_while_job_done_answers_500_
         outbox = tmp_path / "state" / "outbox"
         assert eventually(lambda: [r.job_id for r in peek(outbox)] == ["kept-1"], 60), (
             first.log()[-3000:])
-        assert platform.faults_served >= 1  # job-done was refused
+        assert eventually(lambda: platform.faults_served >= 1, 30)  # job-done refused it
         assert first.kill() == -signal.SIGKILL
 
         platform.clear_faults()
