@@ -65,6 +65,14 @@ def test_the_worker_image_holds_no_weights_and_runs_the_echo_model(worker_image:
     assert shown == ["False", "echo"]
 
 
+def test_the_handler_runs_as_uid_1000_in_a_folder_it_may_write_in(handler_image: str) -> None:
+    probe = ("import os; open('written-by-the-handler', 'w').write('x'); "
+             "print(os.getuid(), os.getcwd())")  # rp_download writes in the working folder
+    shown = docker("run", "--rm", "--network", "none", "--entrypoint", "python", handler_image,
+                   "-c", probe, timeout=120).stdout.split()
+    assert shown == ["1000", "/handler"]
+
+
 def test_a_handler_image_runs_a_local_test_input_and_prints_the_result(handler_image: str) -> None:
     job = json.dumps({"input": {"workflow": "portrait"}})
     done = docker("run", "--rm", "--network", "none", handler_image, "handler", "handler.py",
