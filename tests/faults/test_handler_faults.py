@@ -37,10 +37,12 @@ def test_a_handlers_finished_result_survives_sigkill_while_job_done_answers_500_
         platform.submit({"name": "Ada"}, job_id="kept-1")
         first = HandlerRun("podworker", python, platform, "minimal.py", tmp_path)
         outbox = tmp_path / "state" / "outbox"
-        assert eventually(lambda: [r.job_id for r in peek(outbox)] == ["kept-1"], 60), (
-            first.log()[-3000:])
-        assert eventually(lambda: platform.faults_served >= 1, 30)  # job-done refused it
-        assert first.kill() == -signal.SIGKILL
+        try:
+            assert eventually(lambda: [r.job_id for r in peek(outbox)] == ["kept-1"], 60), (
+                first.log()[-3000:])
+            assert eventually(lambda: platform.faults_served >= 1, 30)  # job-done refused it
+        finally:
+            assert first.kill() == -signal.SIGKILL
 
         platform.clear_faults()
         second = HandlerRun("podworker", python, platform, "minimal.py", tmp_path)
@@ -60,8 +62,10 @@ def test_the_sdk_worker_loses_that_result(python: Path, tmp_path: Path) -> None:
         platform.inject_fault("done", status=500, count=100_000)
         platform.submit({"name": "Ada"}, job_id="kept-1")
         first = HandlerRun("sdk", python, platform, "minimal.py", tmp_path)
-        first.wait_for_log("Failed to return job results")  # its three tries are spent
-        assert first.kill() == -signal.SIGKILL
+        try:
+            first.wait_for_log("Failed to return job results")  # its three tries are spent
+        finally:
+            assert first.kill() == -signal.SIGKILL
 
         platform.clear_faults()
         second = HandlerRun("sdk", python, platform, "minimal.py", tmp_path)

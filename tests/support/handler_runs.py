@@ -87,7 +87,9 @@ class HandlerRun:
     def kill(self) -> int:
         """SIGKILL to the worker and everything it started."""
         self._signal_group(signal.SIGKILL)
-        return self.proc.wait(20)
+        code = self.proc.wait(20)
+        self._log.close()
+        return code
 
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM, then (after ``timeout``) SIGKILL; the handler's own children go too."""
