@@ -10,10 +10,17 @@ PY        := $(VENV)/bin/python
 STAMP     := $(VENV)/.installed
 # torch==2.13.0 is a CPU build on the project's machines; a pod image brings its CUDA build.
 TORCH     ?= torch==2.13.0
+# RunPod's SDK, pinned (the release REFERENCE.md and contracts/ describe), in a venv of its own
+# with podworker installed beside it, as in a handler's image: the contract and differential
+# tests run the SDK's worker and `python -m app handler` from it, and so does the benchmark.
+RUNPOD_SDK   ?= runpod==1.12.0
+RUNPOD_VENV  ?= .venv-runpod
+RUNPOD_STAMP := $(RUNPOD_VENV)/.installed
+SETUP        := $(STAMP) $(RUNPOD_STAMP) redis-server
 
 .PHONY: run test test-quick test-image lock test-unit test-contract test-integration test-e2e test-faults lint bench bench-ab bench-gpu gpu-check gpu-wheels setup redis-server
 
-setup: $(STAMP) redis-server
+setup: $(SETUP)
 
 # The Redis queue's tests start a real redis-server on free ports: Debian's package, installed
 # here when it is missing (as root, as CI runs; otherwise one line says what to run).
@@ -33,18 +40,25 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[s3,sd,redis,dev]"
 	touch $(STAMP)
 
+# Made again when pyproject.toml or this file (the pin) changes; no test installs anything.
+$(RUNPOD_STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(RUNPOD_VENV)
+	$(RUNPOD_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(RUNPOD_VENV)/bin/python -m pip install --quiet "$(RUNPOD_SDK)" -e ".[s3]"
+	touch $(RUNPOD_STAMP)
+
 run: $(STAMP)
 	$(PY) -m app run
 
 # Tests run on TEST_JOBS pytest-xdist workers (most tests wait on subprocesses and sockets, so
 # more workers than cores still helps); TEST_JOBS=0 runs them one at a time in this process.
 TEST_JOBS ?= 4
-test: $(STAMP) redis-server
+test: $(SETUP)
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q -n $(TEST_JOBS)
 
 # The edit loop: unit and contract tests (no servers but loopback fakes), in about a minute.
-test-quick: $(STAMP) redis-server
+test-quick: $(SETUP)
 	$(PY) -m pytest -q -n 2 tests/unit tests/contract
 
 # Needs a Docker engine (dockerd) and debootstrap; .ci/run installs and starts them. The first run
@@ -66,23 +80,23 @@ lock: $(STAMP)
 test-unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit
 
-test-contract: $(STAMP) redis-server
+test-contract: $(SETUP)
 	$(PY) -m pytest -q tests/contract
 
-test-integration: $(STAMP) redis-server
+test-integration: $(SETUP)
 	$(PY) -m pytest -q tests/integration
 
-test-e2e: $(STAMP) redis-server
+test-e2e: $(SETUP)
 	$(PY) -m pytest -q tests/e2e
 
-test-faults: $(STAMP) redis-server
+test-faults: $(SETUP)
 	$(PY) -m pytest -q tests/faults
 
 # make bench BENCH_ARGS=--quick: the smoke check; make bench-ab OTHER=/tmp/old-checkout: A/B
-bench: $(STAMP)
+bench: $(SETUP)
 	$(PY) bench/compare.py $(BENCH_ARGS)
 
-bench-ab: $(STAMP)
+bench-ab: $(SETUP)
 	$(PY) bench/ab.py --other $(OTHER)
 
 bench-gpu: $(STAMP)

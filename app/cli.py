@@ -8,10 +8,14 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from app.bake import add_bake_arguments
 from domain.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from app.settings import Settings
+    from domain.ports import Model, Storage
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,6 +47,13 @@ def _parser() -> argparse.ArgumentParser:
         "queue",
         help="submit, follow and cancel jobs on the Redis queue JOB_QUEUE names; "
         "'queue --help' lists its commands",
+        add_help=False,
+    )
+
+    sub.add_parser(
+        "handler",
+        help="run a RunPod SDK handler file unchanged: 'handler handler.py [its flags]' "
+        "('handler --help' says more)",
         add_help=False,
     )
 
@@ -93,6 +104,14 @@ def main(argv: list[str] | None = None) -> int:
 
         return int(fake_api_main(argv[1:]) or 0)
     parser = _parser()
+    if argv[:1] == ["handler"]:  # the handler's own flags follow its file: not parsed here
+        from app.handler_command import handler_main
+
+        try:
+            return handler_main(argv[1:])
+        except ConfigurationError as exc:
+            print(f"podworker: {exc}", file=sys.stderr)
+            return 2
     args = parser.parse_args(argv or ["run"])
     command = args.command or "run"
     try:
@@ -130,32 +149,50 @@ def _queue(argv: list[str]) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from app.bootstrap import build_worker, redactor_for, worker_id
     from app.local_run import run_local
-    from app.logs import configure_logging
     from app.settings import load_settings
-    from app.signals import install_stop_handlers
 
     settings = load_settings(env_file=args.env_file)
+    if not settings.local_mode:
+        return serve(settings)
+    configure_for(settings, local=True)
+    code = run_local(settings, getattr(args, "test_input", None))
+    leave(code)
+    return code  # not reached
+
+
+def configure_for(settings: Settings, *, local: bool) -> None:
+    """Logging as the settings say: readable lines in a local run (``LOG_FORMAT=auto``), JSON
+    lines carrying the pod id otherwise."""
+    from app.bootstrap import redactor_for, worker_id
+    from app.logs import configure_logging
+
     fmt = settings.LOG_FORMAT.value
-    if fmt == "auto" and settings.local_mode:
+    if fmt == "auto" and local:
         fmt = "text"  # a person is reading: readable lines
     configure_logging(
         debug=settings.DEBUG,
         fmt=fmt,
         redactor=redactor_for(settings),
-        static=None if settings.local_mode else {"pod_id": worker_id(settings)},
+        static=None if local else {"pod_id": worker_id(settings)},
     )
-    if settings.local_mode:
-        code = run_local(settings, getattr(args, "test_input", None))
-    else:
-        worker = build_worker(settings)
-        install_stop_handlers(worker.request_stop)
-        if settings.HEALTH_PORT:
-            from app.health import start_health_server
 
-            start_health_server(worker, settings.HEALTH_HOST, settings.HEALTH_PORT)
-        code = int(worker.run())
+
+def serve(settings: Settings, *, model: Model | None = None,
+          storage: Storage | None = None) -> int:
+    """The worker on the job API (``model`` and ``storage``, or those the settings name),
+    until it stops."""
+    from app.bootstrap import build_worker
+    from app.signals import install_stop_handlers
+
+    configure_for(settings, local=False)
+    worker = build_worker(settings, model=model, storage=storage)
+    install_stop_handlers(worker.request_stop)
+    if settings.HEALTH_PORT:
+        from app.health import start_health_server
+
+        start_health_server(worker, settings.HEALTH_HOST, settings.HEALTH_PORT)
+    code = int(worker.run())
     leave(code)
     return code  # not reached
 

@@ -5,7 +5,7 @@
 
 What it does, in order:
 
-1. creates (or reuses) ``bench/.venv-runpod`` and installs the latest ``runpod`` from PyPI there;
+1. finds RunPod's SDK (pinned) in ``.venv-runpod``, which ``make setup`` made;
 2. starts the fake job API (``fakeplatform``) in this process on 127.0.0.1 with a 1 s long-poll,
    and checks that each answer comes in one packet (else delayed ACKs add about 40 ms per answer
    and every figure below is wrong);
@@ -23,6 +23,9 @@ What it does, in order:
    - the 1 s I/O-bound model at concurrency 32, async and sync: podworker
      ``MODEL=bench.models:io_async`` / ``io_sync`` with ``CONCURRENCY=32``, the SDK's ``async
      def`` / ``def`` handler with a ``concurrency_modifier`` returning 32; 128 jobs;
+   - a RunPod handler file, unchanged: ``bench/sdk_handler.py`` (the SDK side's own file) under
+     podworker's ``python -m app handler``, no-op at concurrency 1 and the sync 1 s handler at
+     32, beside the SDK's runs of the same file above;
    - streaming: podworker ``MODEL=echo`` with input ``{"_echo": {"stream": N}}`` and
      ``RUNPOD_WEBHOOK_POST_STREAM`` set to the fake's stream route, the SDK's generator handler
      yielding the same chunks; chunks per second, and each job's chunks checked: in order, once,
@@ -97,10 +100,10 @@ QUICK = Sizes(floor=300, noop=150, sdk_noop_cap_s=6.0, io=64, sdk_io_cap_s=10.0,
 
 
 def ensure_runpod_venv() -> tuple[Path, str, str]:
-    """``bench/.venv-runpod`` with the latest ``runpod`` from PyPI; (python, runpod version,
-    python version)."""
+    """``.venv-runpod`` (``make setup``): RunPod's SDK, pinned, with podworker beside it;
+    (python, runpod version, python version)."""
     try:
-        venv = runpod_venv.ensure_runpod_venv("runpod", say=lambda s: print(s, flush=True))
+        venv = runpod_venv.runpod_venv()
     except runpod_venv.RunpodVenvError as exc:
         raise SystemExit(f"bench: {exc}") from None
     print(f"runpod {venv.runpod_version} (Python {venv.python_version})", flush=True)
@@ -154,6 +157,7 @@ def run_all(server: BenchServer, workers: Workers, z: Sizes, sdk_cs: list[int],
         tag = f"rp-{kind}"
         f[f"{kind}_runpod"] = run_jobs(server, workers.runpod(
             tag, kind, concurrency=IO_CONCURRENCY), tag, z.io, z.sdk_io_cap_s)
+    run_handler_scenarios(server, workers, z, f)
     step(f"streaming, {z.stream_jobs} jobs x {z.stream_chunks} chunks: podworker, runpod SDK")
     inputs = stream_input(z.stream_chunks)
     f["stream_podworker"] = run_jobs(server, workers.podworker("pw-stream", stream=True),
@@ -182,6 +186,21 @@ def run_all(server: BenchServer, workers: Workers, z: Sizes, sdk_cs: list[int],
     with tempfile.TemporaryDirectory(prefix="podworker-batching-") as folder:
         f["sd_batching"] = sd_batching.measure(sd_batching.tiny_model(Path(folder)),
                                                jobs=z.batching_jobs, runs=z.repeats)
+
+
+def run_handler_scenarios(server: BenchServer, workers: Workers, z: Sizes,
+                          f: dict[str, Any]) -> None:
+    """The SDK's own handler file (``bench/sdk_handler.py``), unchanged, under podworker
+    (``python -m app handler``): the no-op at concurrency 1 and the sync 1 s handler at 32,
+    beside the SDK running that file (``noop_runpod_c1``, ``io_sync_runpod``)."""
+    step(f"the SDK's handler file under podworker (python -m app handler): no-op at "
+         f"concurrency 1 ({z.noop} jobs), sync 1 s handler at {IO_CONCURRENCY} ({z.io} jobs)")
+    tag = "pwh-noop-c1"
+    f["handler_noop_c1_podworker"] = run_jobs(server, workers.handler(tag, "noop"), tag,
+                                              z.noop, 120)
+    tag = "pwh-io_sync"
+    f["handler_io_sync_podworker"] = run_jobs(server, workers.handler(
+        tag, "io_sync", IO_CONCURRENCY), tag, z.io, 60 + z.io)
 
 
 def main(argv: list[str] | None = None) -> int:

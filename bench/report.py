@@ -15,6 +15,9 @@ with each target met or MISSED. The targets (issue 7, then issue 15):
 - no-op through a Redis queue (issue 27), one worker: within 2x of the same worker's figure on
   the RunPod fake, at concurrency 1 and 64 (with Redis's default ``appendfsync everysec``; the
   manifest's ``always`` is shown beside it: it waits for the disk at every write).
+- a RunPod handler file (the SDK's side's own, unchanged) under ``python -m app handler``:
+  >= 200 x the SDK's jobs/s on the no-op at concurrency 1, >= 25 x on the sync 1 s handler at
+  concurrency 32 (issue 22).
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from bench.scenarios import median_of
 from bench.workers import IO_S, MODEL_S, REPO
 
 IO_CONCURRENCY = 32
+HANDLER_NOOP_TIMES = 200  # a handler file under podworker vs the SDK: no-op, concurrency 1
+HANDLER_IO_TIMES = 25  # and the sync 1 s handler at concurrency 32
 IDEAL_IO = IO_CONCURRENCY / IO_S  # jobs/s the 1 s model allows at concurrency 32
 
 
@@ -111,6 +116,8 @@ def summarise(f: dict[str, Any], noop_cs: list[int], sdk_cs: list[int]) -> dict[
         "io_async_c32_jobs_per_s": both("io_async_podworker", "io_async_runpod"),
         "io_sync_c32_jobs_per_s": both("io_sync_podworker", "io_sync_runpod"),
         "io_ideal_jobs_per_s": IDEAL_IO,
+        "handler_noop_c1_jobs_per_s": both("handler_noop_c1_podworker", "noop_runpod_c1"),
+        "handler_io_sync_c32_jobs_per_s": both("handler_io_sync_podworker", "io_sync_runpod"),
         "stream_chunks_per_s": both("stream_podworker", "stream_runpod", "chunks_per_s"),
         "stream_in_stream_chunks_per_s": both("stream_podworker", "stream_runpod",
                                               "in_stream_chunks_per_s"),
@@ -186,6 +193,12 @@ def targets(s: dict[str, Any], noop_cs: list[int]) -> dict[str, dict[str, Any]]:
         met = v["podworker"] >= 0.8 * IDEAL_IO and v["podworker"] > (v["runpod"] or 0.0)
         check(f"{kind}_c32_jobs_per_s", f">= {0.8 * IDEAL_IO:g} and ahead of the SDK",
               v["podworker"], met)
+    for key, times in (("handler_noop_c1_jobs_per_s", HANDLER_NOOP_TIMES),
+                       ("handler_io_sync_c32_jobs_per_s", HANDLER_IO_TIMES)):
+        v = s[key]
+        times_sdk = ratio(v["podworker"], v["runpod"])
+        check(key, f">= {times:g} x the SDK on the same file", v["podworker"],
+              None if times_sdk is None else times_sdk >= times)
     ok = s["stream_in_order_once"]["podworker"]
     check("stream_in_order_once", "every chunk in order, once, before the result", ok, ok)
     sl = s["sleepy_jobs_per_s"]["podworker"]
@@ -258,6 +271,12 @@ def render(f: dict[str, Any], s: dict[str, Any], noop_cs: list[int], sdk_cs: lis
         rows.append(pair(f"1 s I/O-bound model, {label}, concurrency 32, jobs/s", v,
                          fmt(round(100 * v["podworker"] / IDEAL_IO), f"% of ideal {IDEAL_IO:g}"),
                          mark(f"{kind}_c32_jobs_per_s"), capped(f"{kind}_runpod")))
+    for key, label, run in (
+            ("handler_noop_c1_jobs_per_s", "no-op, concurrency 1", "noop_runpod_c1"),
+            ("handler_io_sync_c32_jobs_per_s", "sync 1 s handler, concurrency 32",
+             "io_sync_runpod")):
+        rows.append(pair(f"the SDK's handler file under `python -m app handler`: {label}, "
+                         "jobs/s", s[key], "same file, same jobs", mark(key), capped(run)))
     sp, sr = f["stream_podworker"], f["stream_runpod"]
     rows.append(pair(f"streaming, {sp['jobs']} jobs x {sp['chunks_per_job']} "
                      "chunks, concurrency 1, chunks/s", s["stream_chunks_per_s"],
