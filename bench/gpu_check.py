@@ -20,7 +20,8 @@ at most 8 files:
   tier), ``bench.log`` and ``bench.json`` (:mod:`bench.sd_gpu`), ``summary.txt``,
   ``results.json``: seven.
 - **The GPU tier without the project's whole conftest**: ``pytest --confcutdir tests/gpu``
-  (``tests/gpu/conftest.py`` says why), on pytest-xdist workers where it is installed.
+  (``tests/gpu/conftest.py`` says why), on three pytest-xdist workers where there is a GPU
+  (its compile tests are CPU-bound and independent).
 - ``PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True`` for every step, as in the pod image,
   unless the caller set it.
 
@@ -33,6 +34,7 @@ passed (skips count as passed), 1 otherwise.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -124,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.only in (None, "tests"):
         command = [sys.executable, "-m", "pytest", "--confcutdir", "tests/gpu", "-m", "gpu",
                    "tests/gpu", "-q", "-rA", "-p", "no:cacheprovider"]
-        if importlib.util.find_spec("xdist") is not None:
+        if importlib.util.find_spec("xdist") is not None and shutil.which("nvidia-smi"):
             command += ["-n", "3"]
         budget = min(args.deadline_s * args.tests_share, run.left() - KILL_MARGIN_S)
         code, seconds, tail = run_step(command, results / "pytest.log", env, budget)

@@ -33,10 +33,13 @@ class DeviceSetup:
 
 def place_and_speed_up(
     torch: Any, pipe: Any, *, source: str, device: str, dtype: Any, channels_last: bool,
-    fuse_qkv: bool, batch_rows: int, free_bytes: Callable[[], int] | None = None,
+    fuse_qkv: bool, batch_rows: int, upcasting_vae: bool = False,
+    free_bytes: Callable[[], int] | None = None,
 ) -> tuple[Any, DeviceSetup]:
-    """``pipe`` on ``device`` and made fast there (module docstring); ``free_bytes`` tells the
-    GPU's free memory (default: CUDA's own count). Raises what torch or diffusers raise."""
+    """``pipe`` on ``device`` and made fast there (module docstring); ``upcasting_vae`` says
+    the pipeline honours its VAE's ``force_upcast`` (SDXL's do; SD 1.x's never upcast);
+    ``free_bytes`` tells the GPU's free memory (default: CUDA's own count). Raises what torch
+    or diffusers raise."""
     setup = DeviceSetup(device)
     if not device.startswith("cuda"):
         return pipe.to(device), setup
@@ -53,6 +56,7 @@ def place_and_speed_up(
     else:
         pipe = pipe.to(device)
     speed_up(torch, pipe, channels_last=channels_last, fuse_qkv=fuse_qkv)
-    setup.vae = fp16_safe_vae(torch, pipe.vae, on_cuda=True, batch_rows=batch_rows)
+    setup.vae = fp16_safe_vae(torch, pipe.vae, on_cuda=True, batch_rows=batch_rows,
+                              upcasting=upcasting_vae)
     setup.attention = check_attention(torch, device, dtype)
     return pipe, setup

@@ -46,7 +46,7 @@ from adapters.stable_diffusion.acceleration import Compilation, CompileOptions
 from adapters.stable_diffusion.batches import Work, batch_key
 from adapters.stable_diffusion.device_queue import BatchQueue, Member
 from adapters.stable_diffusion.device_setup import DeviceSetup, place_and_speed_up
-from adapters.stable_diffusion.families import FamilySpec, detect_family
+from adapters.stable_diffusion.families import Family, FamilySpec, detect_family
 from adapters.stable_diffusion.faults import describe, free_memory, job_error
 from adapters.stable_diffusion.generation import generate, warm_up
 from adapters.stable_diffusion.input_images import ImageInputLimits, ImageLoader
@@ -166,7 +166,7 @@ class StableDiffusionModel:
             pipe, self.setup = place_and_speed_up(
                 torch, pipe, source=source, device=device, dtype=dtype,
                 channels_last=self.channels_last, fuse_qkv=self.fuse_qkv,
-                batch_rows=self._max_rows)
+                batch_rows=self._max_rows, upcasting_vae=spec.family == Family.SDXL)
         except Exception as exc:
             error = job_error(torch, exc, device=device, oom_advice="moving the pipeline there")
             raise type(error)(f"could not move the pipeline to {device}: {describe(exc)}") from None

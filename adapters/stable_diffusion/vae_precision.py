@@ -6,7 +6,7 @@ throws away all of its denoising. bf16 has float32's range, so the same weights 
 without overflow (the fp16-fix VAE, whose config does not ask for the upcast, stays fp16).
 
 What :func:`fp16_safe_vae` promises, on CUDA only: a VAE in fp16 whose config asks for the
-upcast is moved to bf16 and its config told it need not upcast; its ``encode`` and ``decode``
+upcast, in a pipeline that honours it (SDXL's) is moved to bf16 and its config told it need not upcast; its ``encode`` and ``decode``
 take inputs in any float dtype (cast to bf16 on the way in), so the pipelines' fp16 latents and
 images go through unchanged. With batches (more than one image per call), the VAE decodes one
 image at a time (slicing): the same images, a bounded peak.
@@ -20,12 +20,17 @@ from typing import Any
 log = logging.getLogger("podworker.model")
 
 
-def fp16_safe_vae(torch: Any, vae: Any, *, on_cuda: bool, batch_rows: int) -> str | None:
-    """Make ``vae`` fp16-safe and sliced as the module docstring says; what was done, or None."""
+def fp16_safe_vae(
+    torch: Any, vae: Any, *, on_cuda: bool, batch_rows: int, upcasting: bool = True
+) -> str | None:
+    """Make ``vae`` fp16-safe and sliced as the module docstring says; what was done, or None.
+    ``upcasting``: the pipeline honours ``force_upcast`` (SDXL's; SD 1.x's never upcast, and
+    their VAE stays fp16)."""
     if not on_cuda:
         return None
     done: list[str] = []
-    if vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False):
+    upcast = upcasting and getattr(vae.config, "force_upcast", False)
+    if vae.dtype == torch.float16 and upcast:
         vae.to(dtype=torch.bfloat16)
         vae.register_to_config(force_upcast=False)
         _cast_inputs(vae, "encode")
