@@ -155,7 +155,7 @@ def environment() -> list[str]:
              f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
              f"PYTORCH_CUDA_ALLOC_CONF: {os.environ.get('PYTORCH_CUDA_ALLOC_CONF', 'unset')}"]
     try:
-        import torch
+        torch: Any = importlib.import_module("torch")
 
         cuda = torch.cuda.is_available()
         lines.append(f"torch {torch.__version__}, CUDA {torch.version.cuda}, "
@@ -202,7 +202,7 @@ def run_step(command: list[str], log: Path, env: dict[str, str],
         out.flush()
         if budget_s <= 1:
             code = 124
-            out.write("not run: no time left before the deadline\n")
+            out.write("not run: out of time (nothing left before the deadline)\n")
         else:
             process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out,
                                        stderr=subprocess.STDOUT, start_new_session=True)

@@ -327,7 +327,9 @@ def main(argv: list[str] | None = None) -> int:
                     [sys.executable, "-m", "bench.sd_gpu", "--build", "--arch", arch,
                      "--weights", str(weights), "--device", device], deadline)
                 if code != 0:
-                    row.note = f"build failed (exit {code}): {(lines or [''])[-1][:200]}"
+                    row.note = ("skipped: out of time (--deadline-s) while building"
+                                if code == 124 else
+                                f"failed: build exit {code}: {(lines or [''])[-1][:200]}")
                     print("\n".join(lines[-20:]), flush=True)
                     continue
                 built[arch] = str(weights)
@@ -344,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows[-1] = row = Row(**json.loads(reported[-1]))
             if code != 0:
                 tail = next((ln for ln in reversed(lines) if ln.strip()), "")
-                row.note = ("killed at the deadline" if code == 124
+                row.note = ("killed: out of time (--deadline-s)" if code == 124
                             else f"failed (exit {code}): {tail[:200]}")
                 print("\n".join(lines[-30:]), flush=True)
             finish(rows, work)
@@ -353,7 +355,9 @@ def main(argv: list[str] | None = None) -> int:
         finish(rows, work)
     write(args.json, header, rows)
     print("\n".join(line_of(r) for r in rows))
-    return 0
+    if any(row.note.startswith("failed") for row in rows):
+        return 1
+    return 3 if any("out of time" in row.note for row in rows) else 0
 
 
 def finish(rows: list[Row], work: Path) -> None:

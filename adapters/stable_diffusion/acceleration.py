@@ -91,7 +91,7 @@ class CompileOptions:
 
     @property
     def inductor(self) -> bool:
-        return self.backend == "inductor"
+        return bool(self.backend == "inductor")
 
 
 def speed_up(torch: Any, pipe: Any, *, channels_last: bool, fuse_qkv: bool) -> None:

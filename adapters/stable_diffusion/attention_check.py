@@ -17,6 +17,7 @@ torch then picks for that input.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -72,7 +73,7 @@ def check_attention(
     for name in BACKENDS:
         if not enabled(name):
             continue
-        why = _fault(torch, lambda name=name: run(name, q, k, v), reference)
+        why = _fault(torch, functools.partial(run, name, q, k, v), reference)
         if why is not None:
             switch(name, False)
             disabled[name] = why

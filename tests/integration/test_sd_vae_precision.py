@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,7 +16,7 @@ torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 
 
-def sdxl_vae(tiny_family_path: Callable[[str], Path]) -> object:
+def sdxl_vae(tiny_family_path: Callable[[str], Path]) -> Any:
     vae = diffusers.AutoencoderKL.from_pretrained(str(tiny_family_path("sdxl") / "vae"))
     vae.register_to_config(force_upcast=True)  # as SDXL's own VAE says
     return vae.to(torch.float16)
