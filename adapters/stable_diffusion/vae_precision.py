@@ -6,10 +6,11 @@ throws away all of its denoising. bf16 has float32's range, so the same weights 
 without overflow (the fp16-fix VAE, whose config does not ask for the upcast, stays fp16).
 
 What :func:`fp16_safe_vae` promises, on CUDA only: a VAE in fp16 whose config asks for the
-upcast, in a pipeline that honours it (SDXL's) is moved to bf16 and its config told it need not upcast; its ``encode`` and ``decode``
-take inputs in any float dtype (cast to bf16 on the way in), so the pipelines' fp16 latents and
-images go through unchanged. With batches (more than one image per call), the VAE decodes one
-image at a time (slicing): the same images, a bounded peak.
+upcast, in a pipeline that honours it (SDXL's), is moved to bf16 and its config told it need
+not upcast; its ``encode`` and ``decode`` take inputs in any float dtype (cast to bf16 on the
+way in), so the pipelines' fp16 latents and images go through unchanged. With batches (more
+than one image per call), the VAE decodes one image at a time (slicing): the same images, a
+bounded peak.
 """
 
 from __future__ import annotations

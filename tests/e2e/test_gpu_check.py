@@ -86,7 +86,7 @@ def fake_wheel(folder: Path, name: str, version: str = "1.0", requires: str = ""
 
 
 def test_only_missing_or_too_old_distributions_are_chosen(tmp_path: Path) -> None:
-    packaging = pytest.importorskip("packaging.requirements")
+    pytest.importorskip("packaging.requirements")
 
     folder = tmp_path / "wheels"
     carried = [wheels.read_wheel(p) for p in (
