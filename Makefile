@@ -18,7 +18,7 @@ RUNPOD_VENV  ?= .venv-runpod
 RUNPOD_STAMP := $(RUNPOD_VENV)/.installed
 SETUP        := $(STAMP) $(RUNPOD_STAMP) redis-server
 
-.PHONY: run test test-quick test-image lock test-unit test-contract test-integration test-e2e test-faults lint bench bench-ab bench-gpu gpu-check gpu-wheels setup redis-server
+.PHONY: run test test-quick test-image lock test-unit test-contract test-integration test-e2e test-faults lint bench bench-ab bench-gpu gpu-check gpu-wheels gpu-rehearsal setup redis-server
 
 setup: $(SETUP)
 
@@ -102,24 +102,41 @@ bench-ab: $(SETUP)
 bench-gpu: $(STAMP)
 	$(PY) -m bench.sd_gpu
 
-# The CUDA checks in one run (GPU tests, benchmark), results in files; skips cleanly on a CPU.
-# No venv needed: on a GPU machine it runs with that machine's python3 and installs what it
-# lacks from .whl/ (make gpu-wheels, on a machine with network). GPU_RESULTS=$$OUT on a device.
+# The CUDA checks in one run (GPU tests, benchmark), results in files, one overall deadline;
+# on a CPU the CUDA parts are skipped. On a lent GPU machine run the README's device command
+# (no make there); this target is the same command for a machine of your own.
 GPU_PYTHON  ?= $(if $(wildcard $(PY)),$(PY),python3)
 GPU_RESULTS ?= gpu-check-results
-GPU_BENCH_ARGS ?= --budget-s 420
 gpu-check:
-	$(GPU_PYTHON) -m bench.gpu_check --results "$(GPU_RESULTS)" --bench-args "$(GPU_BENCH_ARGS)"
+	$(GPU_PYTHON) -m bench.gpu_check --results "$(GPU_RESULTS)"
 
-# Wheels of what a GPU machine may lack (its Python: 3.12, x86-64 Linux), pinned to this venv's
-# versions, into the git-ignored .whl/ that `make gpu-check` installs from.
-GPU_WHEELS := diffusers freezegun tenacity pydantic pydantic-core pydantic-settings python-dotenv \
-              annotated-types typing-inspection
+# Wheels of what a GPU machine may lack, pinned to this venv's versions, into the git-ignored
+# .whl/ that the device command installs from (for its Python, 3.12, x86-64 Linux, by default;
+# the rehearsal asks for its own Python's).
+GPU_WHEELS_DIR    ?= .whl
+GPU_WHEELS_PYTHON ?= 3.12
+GPU_WHEELS := diffusers tenacity pydantic pydantic-core pydantic-settings python-dotenv \
+              annotated-types typing-inspection typing-extensions importlib-metadata zipp
 gpu-wheels: $(STAMP)
-	$(PY) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
-	  --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
-	  --platform manylinux2014_x86_64 -d .whl \
+	rm -rf "$(GPU_WHEELS_DIR)" && mkdir -p "$(GPU_WHEELS_DIR)"
+	$(PY) -m pip download --quiet --no-deps --only-binary=:all: \
+	  --python-version $(GPU_WHEELS_PYTHON) --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+	  --platform manylinux2014_x86_64 -d "$(GPU_WHEELS_DIR)" \
 	  $$($(PY) -m pip freeze | grep -i -E '^($(shell echo $(GPU_WHEELS) | tr ' ' '|' | sed 's/-/[-_]/g'))==')
+
+# The device command rehearsed on this CPU (CI runs it): a venv holding only what a lent GPU
+# machine has (bench/gpu_machine.txt), the wheels of `make gpu-wheels`, the README's device
+# command in a copy of the working tree, checked for what comes back (bench/gpu_rehearsal.py).
+# Python and torch: the lent machine has Python 3.12 and torch 2.11 (CUDA); here the registry's
+# torch for 3.12 is a CUDA build of several GB (minutes of download on every CI run), while
+# torch 2.13.0 for Python 3.11 (a CPU build) lies on this machine's disk, so the rehearsal runs
+# Python 3.11 with it, offline, and its wheels are fetched for 3.11 (same versions as the 3.12
+# ones; only compiled wheels, pydantic-core, differ in their tag).
+REHEARSAL_PYTHON ?= python3.11
+REHEARSAL_TORCH  ?= $(TORCH)
+gpu-rehearsal: $(STAMP)
+	$(PY) -m bench.gpu_rehearsal --python $(REHEARSAL_PYTHON) --torch "$(REHEARSAL_TORCH)"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
