@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from adapters.clock import SystemClock
 from adapters.local.outbox import InMemoryOutbox
@@ -32,9 +32,13 @@ def run_local(
     *,
     out: TextIO | None = None,
     model: Model | None = None,
+    jobs: list[dict[str, Any]] | None = None,
 ) -> int:
+    """Run ``jobs`` (or those in ``test_input``, else ``TEST_INPUT_FILE``); print the results;
+    0 when every job succeeded, else 1 (or the worker's own exit code)."""
     out = out or sys.stdout
-    jobs = read_test_inputs(test_input or settings.TEST_INPUT_FILE)
+    if jobs is None:
+        jobs = read_test_inputs(test_input or settings.TEST_INPUT_FILE)
     clock = SystemClock()
     api = build_local_job_api(jobs, clock)
     worker = build_worker(

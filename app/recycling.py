@@ -34,7 +34,7 @@ class Recycler:
             jobs_taken=self.jobs_taken,
             rss_bytes=self._memory.rss_bytes() if policy.max_rss_bytes else None,
             vram_fraction=self._memory.vram_fraction() if policy.max_vram_fraction else None,
-            model_asked=running.fresh_worker_asked,
+            asked_by=running.job_id if running.fresh_worker_asked else None,
         )
         return recycle_reason(wear, policy)
 

@@ -261,11 +261,14 @@ class Worker:
             self._taken(message, now)
         elif isinstance(message, msg.ModelDone):
             job = message.running.job
+            fresh = message.running.fresh_worker_asked
             if self._ledger.finish(job.id, message.running):
                 self._last_finished = now
                 self.stages.storer.submit(Outcome(
                     job, message.output, message.error, model_seconds=message.seconds,
-                    streamed=message.streamed, stopped=message.stopped))
+                    streamed=message.streamed, stopped=message.stopped, stop_pod=fresh))
+                # MAX_JOBS, MAX_RSS_MB, MAX_VRAM_FRACTION, or ``fresh`` (refresh_worker): drained
+                # like a SIGTERM, this result (and any other held) goes first, then exit 7
                 self._recycle(self._recycler.job_done(message.running), now)
             if message.device_lost and self._exit_code is None:  # the model stage logged it
                 self._lose_model(ExitCode.DEVICE_LOST, "the accelerator is lost", now)

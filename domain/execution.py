@@ -70,7 +70,9 @@ class RunningJob:
 
     def ask_for_fresh_worker(self) -> None:
         """Replace this worker once the job's result is delivered (RunPod's ``refresh_worker``):
-        the controller reads the flag when the job ends, then drains and exits (code 7)."""
+        the result asks the platform for a fresh worker (``"stopPod": true``), and the controller,
+        reading the flag when the job ends, has this worker drain and exit (code 7). An optional
+        capability of a context, beyond ``JobContext``: models look it up."""
         self.fresh_worker_asked = True
 
 

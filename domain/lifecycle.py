@@ -172,18 +172,18 @@ class RecyclePolicy:
 @dataclass(frozen=True)
 class Wear:
     """What a worker has been through so far: jobs taken and, after the last job, its memory
-    (``None``: not known) and whether its model asked for a fresh worker."""
+    (``None``: not known) and the job whose model asked for a fresh worker, if it did."""
 
     jobs_taken: int = 0
     rss_bytes: int | None = None
     vram_fraction: float | None = None
-    model_asked: bool = False
+    asked_by: str | None = None
 
 
 def recycle_reason(wear: Wear, policy: RecyclePolicy) -> str | None:
     """Why the worker must renew itself now, or None. The reason names the setting."""
-    if wear.model_asked:
-        return "the model asked for a fresh worker"
+    if wear.asked_by is not None:
+        return f"job {wear.asked_by} asked for a fresh worker (refresh_worker)"
     if policy.max_jobs and wear.jobs_taken >= policy.max_jobs:
         return f"{wear.jobs_taken} jobs taken (MAX_JOBS={policy.max_jobs})"
     rss = wear.rss_bytes

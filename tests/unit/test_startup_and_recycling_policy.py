@@ -75,5 +75,5 @@ def test_vram_still_allocated_after_a_job_past_the_fraction_recycles() -> None:
 
 
 def test_a_model_that_asks_for_a_fresh_worker_gets_one_even_with_every_limit_off() -> None:
-    reason = recycle_reason(Wear(model_asked=True), RecyclePolicy())
-    assert reason == "the model asked for a fresh worker"
+    reason = recycle_reason(Wear(asked_by="job-7"), RecyclePolicy())
+    assert reason == "job job-7 asked for a fresh worker (refresh_worker)"
