@@ -184,9 +184,16 @@ def serve(settings: Settings, *, model: Model | None = None,
     until it stops."""
     from app.bootstrap import build_worker
     from app.signals import install_stop_handlers
+    from app.startup import HardDeadline
 
     configure_for(settings, local=False)
-    worker = build_worker(settings, model=model, storage=storage)
+    deadline = HardDeadline(settings.STARTUP_TIMEOUT / 1000).arm()  # the last resort
+    try:
+        worker = build_worker(settings, model=model, storage=storage)
+    except BaseException:
+        deadline.disarm()
+        raise
+    deadline.disarm_when(worker.startup.done)
     install_stop_handlers(worker.request_stop)
     if settings.HEALTH_PORT:
         from app.health import start_health_server

@@ -16,6 +16,10 @@ How a job runs depends on the model's ``run``:
 Which of these a model's ``run`` is, is read at construction and again once ``load()`` returned
 (a RunPod handler file is known only after its import).
 
+Loading: a ``load(self, startup)`` that takes an argument is given the start-up's
+:class:`~app.startup.StartupPhases` to report its phases on (``domain.ports.StartupReport``);
+the controller, not this stage, enforces ``STARTUP_TIMEOUT``.
+
 Slots: ``concurrency`` (the ``CONCURRENCY`` setting), or what the model's own
 ``concurrency(current)`` answers, asked between takes (the SDK's ``concurrency_modifier``),
 kept between 1 and ``MAX_SLOTS``.
@@ -40,6 +44,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from app.messages import Inbox, ModelDone, ModelLoaded
+from app.startup import StartupPhases, accepts_report
 from domain.errors import DeviceLost, ExecutionTimeout, JobCancelled
 from domain.execution import RunningJob
 from domain.job import Job
@@ -67,8 +72,10 @@ class ModelRunner:
         concurrency: int = 1,
         on_chunk: OnChunk | None = None,
         aggregate: bool = False,
+        startup: StartupPhases | None = None,
     ) -> None:
         self._model = model
+        self.startup = startup or StartupPhases(clock)
         self._clock = clock
         self._inbox = inbox
         self._scrub = scrub
@@ -131,13 +138,17 @@ class ModelRunner:
     # --- loading -----------------------------------------------------------------------------
     def _load(self) -> None:
         started = self._clock.now()
+        self.startup.begin_load()
 
         def load() -> None:
-            if inspect.iscoroutinefunction(self._model.load):
+            # a load(self, startup) is told the phases it goes through (domain.ports.Model)
+            call: Callable[..., Any] = self._model.load
+            args = (self.startup,) if accepts_report(call) else ()
+            if inspect.iscoroutinefunction(call):
                 assert self._loop is not None
-                asyncio.run_coroutine_threadsafe(self._model.load(), self._loop).result()
+                asyncio.run_coroutine_threadsafe(call(*args), self._loop).result()
             else:
-                self._model.load()
+                call(*args)
 
         error, _ = self._outcome_of(load)
         seconds = self._clock.now() - started

@@ -104,6 +104,29 @@ class Settings(ModelSettings):
     SHUTDOWN_GRACE: int = Field(
         30_000, ge=0, description="After SIGTERM, longest wait for results to be delivered (ms)."
     )
+    STARTUP_TIMEOUT: int = Field(
+        900_000,
+        ge=0,
+        description="Longest start-up, model load and warm-up included (ms); past it the worker "
+        "fails one job with the reason and exits with code 8. 0 = none.",
+    )
+    MAX_JOBS: int = Field(
+        0, ge=0, description="Jobs a worker takes before it renews itself (exit code 7); "
+        "0 = never."
+    )
+    MAX_RSS_MB: int = Field(
+        0,
+        ge=0,
+        description="Resident memory (MB) past which, after a job, the worker renews itself "
+        "(exit code 7); 0 = no limit.",
+    )
+    MAX_VRAM_FRACTION: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of the GPU's memory still allocated after a job past which the "
+        "worker renews itself (exit code 7); 0 = no limit.",
+    )
 
     # --- job API ------------------------------------------------------------------------
     AI_API_KEY: SecretStr | None = Field(

@@ -70,8 +70,9 @@ class RunningJob:
 
     def ask_for_fresh_worker(self) -> None:
         """Replace this worker once the job's result is delivered (RunPod's ``refresh_worker``):
-        the result asks the platform for a fresh worker and this one drains and exits. An
-        optional capability of a context, beyond ``JobContext``: models look it up."""
+        the result asks the platform for a fresh worker (``"stopPod": true``), and the controller,
+        reading the flag when the job ends, has this worker drain and exit (code 7). An optional
+        capability of a context, beyond ``JobContext``: models look it up."""
         self.fresh_worker_asked = True
 
 
@@ -87,3 +88,6 @@ class DetachedContext:
 
     def progress(self, update: Any) -> None:
         return None
+
+    def ask_for_fresh_worker(self) -> None:
+        return None  # no worker to replace

@@ -38,7 +38,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from adapters.stable_diffusion import pipelines
@@ -65,13 +65,17 @@ from adapters.stable_diffusion.schedulers import prepare_schedulers
 from adapters.stable_diffusion.schema import FamilyInput, parse_family_input
 from adapters.stable_diffusion.steps import StepReporter
 from domain.errors import DeviceLost, InvalidInput, ModelError, OutOfMemory
-from domain.ports import JobContext
+from domain.ports import JobContext, StartupReport
 
 __all__ = ["CompileOptions", "StableDiffusionModel", "dtype_argument", "quiet_progress_bars"]
 
 log = logging.getLogger("podworker.model")
 
 NOT_LOADED = "the Stable Diffusion model is not loaded (load() was not called)"
+
+
+def _unreported(phase: str) -> None:
+    """Where phases go when ``load`` is called without a ``StartupReport``."""
 
 
 class StableDiffusionModel:
@@ -142,14 +146,18 @@ class StableDiffusionModel:
 
     # --- the Model port ---------------------------------------------------------------------
 
-    def load(self) -> None:
+    def load(self, startup: StartupReport | None = None) -> None:
         """Load the pipelines and warm them up, on the device thread. A second call does
-        nothing. Raises ``ModelError``."""
-        self.device_queue.call(self._load)
+        nothing. Raises ``ModelError``. Reports its phases to ``startup``: ``import`` (torch,
+        diffusers), ``weights`` (the pipelines, the refiner's too), ``device`` (moved and
+        tuned), ``warmup`` (compile and warm-up, on CUDA or with ``compile``)."""
+        phase = startup.phase if startup is not None else _unreported
+        self.device_queue.call(lambda: self._load(phase))
 
-    def _load(self) -> None:
+    def _load(self, phase: Callable[[str], None]) -> None:
         if self._pipe is not None:
             return
+        phase("import")
         source = model_source(self.model_path)  # before seconds of imports
         spec = self.spec = pipelines.checked_family(
             self.spec, source, self.limits, allow_download=self.allow_download
@@ -159,9 +167,11 @@ class StableDiffusionModel:
         on_cuda = device.startswith("cuda")
         quiet_progress_bars()
         dtype = pipelines.family_dtype(torch, spec, on_cuda=on_cuda)
+        phase("weights")
         pipe = pipelines.load_pipeline(
             diffusers, spec, source, dtype=dtype, allow_download=self.allow_download
         )
+        phase("device")
         try:
             pipe, self.setup = place_and_speed_up(
                 torch, pipe, source=source, device=device, dtype=dtype,
@@ -172,6 +182,7 @@ class StableDiffusionModel:
             raise type(error)(f"could not move the pipeline to {device}: {describe(exc)}") from None
         self._variants, unavailable = pipelines.make_variants(diffusers, spec, pipe)
         if self.refiner_path is not None:
+            phase("weights")
             self.refiner = load_refiner(
                 torch, diffusers, spec, self.refiner_path, pipe, dtype=dtype, device=device,
                 allow_download=self.allow_download, tuning=(self.channels_last, self.fuse_qkv))
@@ -181,6 +192,8 @@ class StableDiffusionModel:
         if spec.default_scheduler:
             self._schedulers, self._unavailable = prepare_schedulers(pipe.scheduler.config)
         self._unavailable |= unavailable
+        if on_cuda or self.compile_options is not None:
+            phase("warmup")
         if self.compile_options is not None and not self.setup.offloaded:
             self.compilation = pipelines.compile_denoiser(
                 torch, spec, pipe, self.compile_options, sizes=self._warm_sizes(),

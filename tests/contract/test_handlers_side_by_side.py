@@ -178,7 +178,7 @@ def check_progress_refresh(case: Case, views: dict[str, View], run: HandlerRun,
     assert views["pr-3"]["stopPod"] and not views["pr-1"]["stopPod"]
     assert views["pr-1"]["progress"] == ["Working on portrait"]
     # after the job that asked for a fresh worker was delivered, podworker drained and left
-    assert code == 0
+    assert code == 7  # renewed (ask_for_fresh_worker), README "Exit codes"
     assert any(e.get("event") == "stop_requested" and "refresh_worker" in e.get("message", "")
                for e in run.events()), run.log()[-3000:]
 

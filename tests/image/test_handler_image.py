@@ -97,5 +97,5 @@ def test_a_handler_image_answers_jobs_and_leaves_after_a_refresh_worker_job_is_d
         '{"node": "KSampler", "message": "Value not in list"}')
     last = fake_api.submit({"workflow": "upscale", "refresh": True})
     assert fake_api.wait_final(last, timeout=60)["status"] == "COMPLETED"
-    assert container.wait_exit(timeout=60) == 0, container.logs()
+    assert container.wait_exit(timeout=60) == 7, container.logs()  # renewed
     assert any(e.get("event") == "handler_registered" for e in container.events())

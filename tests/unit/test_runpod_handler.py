@@ -171,7 +171,7 @@ def test_a_sync_handler_reports_progress_and_its_refresh_ends_the_worker_after_d
     assert h.api.results["b"] == JobResult("b", error='{"why": "no"}')
     assert [p for j, p in h.api.progress if j == "a"][-1] == {"step": 2}
     h.api.submit({"n": 3, "refresh": True}, job_id="c")
-    assert h.join(timeout=30) == 0  # it asked for a fresh worker: drained and stopped
+    assert h.join(timeout=30) == 7  # it asked for a fresh worker: drained, renewed
     assert h.api.results["c"] == JobResult("c", output={"n": 3}, stop_pod=True)
     assert h.api.results["c"].to_wire() == {"output": {"n": 3}, "stopPod": True}
 
