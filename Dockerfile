@@ -150,7 +150,8 @@ WORKDIR /app
 COPY domain ./domain
 COPY adapters ./adapters
 COPY app ./app
-RUN python -m compileall -q domain adapters app
+COPY streamqueue ./streamqueue
+RUN python -m compileall -q domain adapters app streamqueue
 ENV PYTHONPATH=/app \
     MODEL=echo \
     STATE_DIR=/var/lib/podworker \
