@@ -104,6 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigurationError as exc:
         print(f"podworker: {exc}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as exc:  # a Python without podworker's dependencies
+        from app.setup_hint import missing_dependency
+
+        print(missing_dependency(exc), file=sys.stderr)
+        return 2
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -112,6 +117,7 @@ def _run(args: argparse.Namespace) -> int:
     from app.logs import configure_logging
     from app.settings import load_settings
     from app.signals import install_stop_handlers
+    from app.start_notes import log_start
 
     settings = load_settings(env_file=args.env_file)
     fmt = settings.LOG_FORMAT.value
@@ -123,6 +129,8 @@ def _run(args: argparse.Namespace) -> int:
         redactor=redactor_for(settings),
         static=None if settings.local_mode else {"pod_id": worker_id(settings)},
     )
+    log_start(settings, test_input=getattr(args, "test_input", None), env_file=args.env_file,
+              environ=os.environ)
     if settings.local_mode:
         code = run_local(settings, getattr(args, "test_input", None))
     else:
