@@ -2,9 +2,9 @@
 
 It checks the configuration (and names that look like mistyped settings), that the job API
 and the bucket answer (without taking a job), that outputs outlive the pod and an idle pod can
-delete itself, the GPU, that the weights load, and the free disk and memory. It connects only to what the
-configuration names (the job API's host, the bucket's endpoint) and prints no secret. The exit
-code is 0 only when no check failed (warnings allowed).
+delete itself, the GPU, that the weights load, and the free disk and memory. It connects only
+to what the configuration names (the job API's host, the bucket's endpoint) and prints no
+secret. The exit code is 0 only when no check failed (warnings allowed).
 """
 
 from __future__ import annotations
