@@ -11,6 +11,7 @@ import pytest
 
 from app.bootstrap import PROCESS_WORKER_ID, worker_id
 from app.settings import Settings, load_settings
+from app.settings_typos import known_names
 from app.start_notes import log_start, mode_line
 from domain.errors import ConfigurationError
 
@@ -19,8 +20,7 @@ TAKE = "http://jobs.example:8000/v2/ep/job-take/$ID?gpu=x"
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(Settings.model_fields) + ["RUNPOD_WEBHOOK_GET_JOB", "RUNPOD_AI_API_KEY",
-                                                "RUNPOD_WEBHOOK_POST_OUTPUT"]:
+    for name in known_names():
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
 
