@@ -177,7 +177,9 @@ def unwrapped_hint(payload: dict[str, object]) -> str:
     stray = [str(key)[:40] for key in payload if key not in ENVELOPE_KEYS]
     if not stray:
         return ': send the job as {"input": {...}}, its fields inside "input"'
-    shown = ", ".join(stray[:5]) + (", ..." if len(stray) > 5 else "")
+    # one line, whatever the keys hold: unprintable ones are shown JSON-escaped
+    shown = ", ".join(key if key.isprintable() else json.dumps(key) for key in stray[:5])
+    shown += ", ..." if len(stray) > 5 else ""
     example = ", ".join(f"{json.dumps(key)}: ..." for key in stray[:2])
     return (f': its fields ({shown}) belong inside "input": send {{"input": {{{example}}}}}, '
             f"not {{{example}}}")

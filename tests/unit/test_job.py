@@ -59,6 +59,14 @@ def test_a_job_sent_without_its_input_envelope_is_told_how_to_wrap_its_fields() 
         '"width": ...}')
 
 
+def test_the_wrapping_hint_stays_one_line_whatever_the_stray_keys_hold() -> None:
+    job = job_from_wire({"id": "j", "a\nb": 1, "\u2028": 2}, now=0)
+
+    assert job is not None and job.problem is not None
+    assert job.problem.isprintable()
+    assert 'its fields ("a\\nb", "\\u2028") belong inside "input"' in job.problem
+
+
 def test_an_input_that_is_null_is_not_mistaken_for_a_missing_envelope() -> None:
     job = job_from_wire({"id": "j", "input": None}, now=0)
     assert job is not None and job.problem == "input must be a JSON object, got missing"
