@@ -49,9 +49,10 @@ def secret(value: Any) -> str | None:
 def redactor_for(settings: Settings) -> Scrubber:
     """The scrubber that knows every secret in ``settings``."""
     return Scrubber(
-        secret(getattr(settings, name))
-        for name in ("AI_API_KEY", "RUNPOD_API_KEY", "BUCKET_ACCESS_KEY_ID",
-                     "BUCKET_SECRET_ACCESS_KEY")
+        [*(secret(getattr(settings, name))
+           for name in ("AI_API_KEY", "RUNPOD_API_KEY", "BUCKET_ACCESS_KEY_ID",
+                        "BUCKET_SECRET_ACCESS_KEY")),
+         settings.queue_password]
     )
 
 
@@ -180,10 +181,17 @@ def build_worker(
     if job_api is None:
         if settings.local_mode:
             raise ConfigurationError("local mode needs a job source: use app.local_run")
-        http_api = build_job_api(settings, clock, pod_id)
-        job_api = http_api
-        if stop_source is None and http_api.stop_polling:
-            stop_source = http_api
+        if settings.JOB_QUEUE is not None:  # jobs on Redis Streams (a team's own cluster)
+            from app.queue_wiring import build_queue_job_api, build_queue_pod_control
+
+            queue_api = build_queue_job_api(settings, clock, pod_id, redactor_for(settings))
+            job_api, stop_source = queue_api, stop_source or queue_api
+            pod_control = pod_control or build_queue_pod_control(pod_id)
+        else:
+            http_api = build_job_api(settings, clock, pod_id)
+            job_api = http_api
+            if stop_source is None and http_api.stop_polling:
+                stop_source = http_api
     interrupt = threading.Event()
     return assemble(
         config=config or config_from(settings),

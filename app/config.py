@@ -39,6 +39,32 @@ class WorkerConfig:
     job_api: JobApiConfig = field(default_factory=JobApiConfig)
 
 
+@dataclass(frozen=True)
+class QueueConfig:
+    """The Redis queue's timing (``JOB_QUEUE``), in seconds.
+
+    A take blocks in Redis for at most ``block_s``: a quarter of the lease (so an idle worker
+    looks for entries to take over several times a lease), and never more than 5 s (so the idle
+    TTL and a stop are seen promptly)."""
+
+    lease_s: float = 60.0
+    block_s: float = 5.0
+    timeout_s: float = 5.0  # connect, and each reply of a command that does not block
+    result_ttl_s: int = 86_400
+    max_attempts: int = 3
+
+
+def queue_config_from(settings: Settings) -> QueueConfig:
+    lease_s = settings.JOB_LEASE / 1000
+    return QueueConfig(
+        lease_s=lease_s,
+        block_s=min(5.0, lease_s / 4),
+        timeout_s=settings.JOB_API_TIMEOUT / 1000,
+        result_ttl_s=settings.JOB_RESULT_TTL,
+        max_attempts=settings.JOB_MAX_ATTEMPTS,
+    )
+
+
 def lifecycle_from(settings: Settings) -> LifecyclePolicy:
     never = settings.WORKER_ZERO or settings.TERMINATE_IDLE_TIME <= 0
     return LifecyclePolicy(

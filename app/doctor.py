@@ -44,6 +44,10 @@ def check_job_api(settings: Settings) -> Check:
 
     if settings.local_mode:
         return Check("job API", SKIP, "local mode: no take webhook configured")
+    if settings.JOB_QUEUE is not None:  # jobs on Redis Streams instead of RunPod's webhooks
+        from app.queue_wiring import check_queue
+
+        return check_queue(settings)
     assert settings.WEBHOOK_GET_WORK is not None
     parts = urlsplit(settings.WEBHOOK_GET_WORK)
     host = host_of(settings.WEBHOOK_GET_WORK)

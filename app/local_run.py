@@ -19,7 +19,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from adapters.clock import SystemClock
 from adapters.local.outbox import InMemoryOutbox
@@ -43,9 +43,14 @@ def run_local(
     *,
     out: TextIO | None = None,
     model: Model | None = None,
+    jobs: list[dict[str, Any]] | None = None,
 ) -> int:
+    """Run ``jobs`` (or those in ``test_input``, else ``TEST_INPUT_FILE``); print the results;
+    0 when every job succeeded, else 1 (or the worker's own exit code: 4 when the model could
+    not be loaded)."""
     out = out or sys.stdout
-    jobs = read_test_inputs(test_input or settings.TEST_INPUT_FILE)
+    if jobs is None:
+        jobs = read_test_inputs(test_input or settings.TEST_INPUT_FILE)
     warn_about_earlier_outputs(settings, [str(job["id"]) for job in jobs])
     clock = SystemClock()
     api = build_local_job_api(jobs, clock)

@@ -10,8 +10,11 @@ How a job runs depends on the model's ``run``:
   timeout and a platform job-stop cancel the task;
 - a ``run`` that is a generator (or async generator) **streams**: each value it yields is handed
   to ``on_chunk`` at once (stored and posted in order, before the final result); the final
-  output is the list of chunks when ``aggregate`` is on (the SDK's ``return_aggregate_stream``),
-  else empty.
+  output is the list of chunks when ``aggregate`` is on or the model's ``aggregate_stream`` is
+  True (the SDK's ``return_aggregate_stream``), else an empty list (as the SDK sends).
+
+Which of these a model's ``run`` is, is read at construction and again once ``load()`` returned
+(a RunPod handler file is known only after its import).
 
 Slots: ``concurrency`` (the ``CONCURRENCY`` setting), or what the model's own
 ``concurrency(current)`` answers, asked between takes (the SDK's ``concurrency_modifier``),
@@ -72,8 +75,7 @@ class ModelRunner:
         self._concurrency = max(1, min(concurrency, MAX_SLOTS))
         self._on_chunk = on_chunk or (lambda job, chunk: None)
         self._aggregate = aggregate
-        run = model.run
-        self._is_async = inspect.iscoroutinefunction(run) or inspect.isasyncgenfunction(run)
+        self._is_async = self._runs_async()
         self._threads = _Threads()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._slots = self._concurrency
@@ -83,10 +85,16 @@ class ModelRunner:
     def start(self) -> None:
         """Load the model (on the thread or loop the jobs will use); reports ``ModelLoaded``."""
         if self._is_async or inspect.iscoroutinefunction(self._model.load):
-            self._loop = asyncio.new_event_loop()
-            threading.Thread(target=self._loop.run_forever, name="model-loop",
-                             daemon=True).start()
+            self._start_loop()
         self._threads.submit(self._load)
+
+    def _start_loop(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        threading.Thread(target=self._loop.run_forever, name="model-loop", daemon=True).start()
+
+    def _runs_async(self) -> bool:
+        run = self._model.run
+        return inspect.iscoroutinefunction(run) or inspect.isasyncgenfunction(run)
 
     @property
     def slots(self) -> int:
@@ -134,6 +142,12 @@ class ModelRunner:
         error, _ = self._outcome_of(load)
         seconds = self._clock.now() - started
         if error is None:
+            # a model may know how it runs only once loaded (a RunPod handler file, imported by
+            # load): asked again here, before ModelLoaded lets the controller submit jobs
+            if not self._is_async and self._runs_async():
+                if self._loop is None:
+                    self._start_loop()
+                self._is_async = True
             log.info("model loaded", extra={"event": "model_loaded", "seconds": round(seconds, 3)})
             self.refresh_slots(0)
         else:
@@ -157,19 +171,25 @@ class ModelRunner:
         error, fatal = self._outcome_of(call, job_id=running.job_id)
         self._done(running, result, error, fatal, started)
 
+    def _aggregates(self) -> bool:
+        """Whether a stream's final output is its chunks: ``STREAM_AGGREGATE``, or the model's own
+        ``aggregate_stream`` (a handler's ``return_aggregate_stream``)."""
+        return self._aggregate or getattr(self._model, "aggregate_stream", False) is True
+
     def _stream(self, running: RunningJob, chunks: Iterator[Any]) -> Any:
         kept: list[Any] = []
+        aggregate = self._aggregates()
         try:
             for chunk in chunks:
                 self._on_chunk(running.job, chunk)
-                if self._aggregate:
+                if aggregate:
                     kept.append(chunk)
                 running.check_cancelled()  # a stop or the timeout ends the stream here
         finally:
             close = getattr(chunks, "close", None)
             if callable(close):
                 close()
-        return kept if self._aggregate else None
+        return kept if aggregate else []  # the SDK sends an empty list too
 
     # --- an ``async def run`` ---------------------------------------------------------------
     async def _run_async(self, running: RunningJob) -> None:
@@ -205,10 +225,11 @@ class ModelRunner:
 
     async def _stream_async(self, running: RunningJob, chunks: AsyncIterator[Any]) -> Any:
         kept: list[Any] = []
+        aggregate = self._aggregates()
         try:
             async for chunk in chunks:
                 self._on_chunk(running.job, chunk)
-                if self._aggregate:
+                if aggregate:
                     kept.append(chunk)
                 running.check_cancelled()
         finally:
@@ -216,7 +237,7 @@ class ModelRunner:
             if callable(aclose):
                 with contextlib.suppress(BaseException):
                     await aclose()
-        return kept if self._aggregate else None
+        return kept if aggregate else []  # the SDK sends an empty list too
 
     # --- outcomes ----------------------------------------------------------------------------
     def _done(self, running: RunningJob, result: dict[str, Any], error: str | None,

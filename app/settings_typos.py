@@ -14,8 +14,9 @@ the ``.env`` file, that are probably meant for podworker:
   ``WEBHOOK_``, ``RUNPOD_WEBHOOK_`` ...), but not one of them.
 
 ``RUNPOD_`` alone is the platform's namespace (RunPod sets ``RUNPOD_GPU_COUNT``,
-``RUNPOD_PUBLIC_IP`` and many more on every pod), so a ``RUNPOD_*`` name is flagged only when it
-is close to a known one or under a longer known prefix (``RUNPOD_WEBHOOK_``). The known names
+``RUNPOD_PUBLIC_IP`` and many more on every pod), and ``JOB_`` a word many programs use, so a
+name under them is flagged only when it is close to a known one or under a longer known prefix
+(``RUNPOD_WEBHOOK_``). The known names
 are the settings model's own fields and their ``RUNPOD_*`` aliases, read from
 :class:`~app.settings.Settings`: a setting added there is known here with no other change.
 Nothing here reads ``os.environ``: the caller passes the environment in.
@@ -34,8 +35,10 @@ from app.settings import Settings
 PREFIX_MIN_NAMES = 3
 """A prefix is podworker's when at least this many known names share it."""
 
-PLATFORM_PREFIXES = frozenset({"RUNPOD_"})
-"""Prefixes of other programs' variables too: flagged only through a longer known prefix."""
+SHARED_PREFIXES = frozenset({"RUNPOD_", "JOB_"})
+"""Prefixes other programs' variables have too (RunPod's platform and SDK set many
+``RUNPOD_*``; schedulers and CI systems set ``JOB_NAME``, ``JOB_ID`` ...): a name under them is
+flagged only when close to a known one or under a longer known prefix."""
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,7 @@ def _names_by_field() -> list[tuple[str, ...]]:
 
 def known_prefixes(names: Iterable[str]) -> frozenset[str]:
     """Prefixes (``SD_``, ``RUNPOD_WEBHOOK_`` ...) that at least :data:`PREFIX_MIN_NAMES` of
-    ``names`` share, the platform's own namespaces left out."""
+    ``names`` share, the prefixes other programs use too left out."""
     counts: dict[str, int] = {}
     for name in names:
         parts = name.split("_")
@@ -86,7 +89,7 @@ def known_prefixes(names: Iterable[str]) -> frozenset[str]:
             prefix = "_".join(parts[:size]) + "_"
             counts[prefix] = counts.get(prefix, 0) + 1
     return frozenset(prefix for prefix, count in counts.items()
-                     if count >= PREFIX_MIN_NAMES and prefix not in PLATFORM_PREFIXES)
+                     if count >= PREFIX_MIN_NAMES and prefix not in SHARED_PREFIXES)
 
 
 def suspicious_settings(

@@ -33,20 +33,22 @@ def mode_line(settings: Settings, test_input: Path | None = None) -> str:
     go."""
     images = f"images {outputs_place(settings)}"
     if settings.local_mode:
-        why = "TEST_LOCAL=true" if settings.TEST_LOCAL else "no take webhook is set"
+        why = "TEST_LOCAL=true" if settings.TEST_LOCAL else "no take webhook or JOB_QUEUE is set"
         jobs = test_input or settings.TEST_INPUT_FILE
         line = (f"local run ({why}): the jobs in {jobs}, results printed on standard output, "
                 f"{images}")
         if not settings.TEST_LOCAL:
             line += ("; to take jobs from a job API, export WEBHOOK_GET_WORK (or "
-                     "RUNPOD_WEBHOOK_GET_JOB) and its companions")
+                     "RUNPOD_WEBHOOK_GET_JOB) and its companions, or JOB_QUEUE")
         return line
     from adapters.http.parts import host_of
     from app.bootstrap import worker_id
 
-    assert settings.WEBHOOK_GET_WORK is not None
-    return (f"pod mode: taking jobs from the job API at {host_of(settings.WEBHOOK_GET_WORK)} as "
-            f"worker {worker_id(settings)}, {images}")
+    if settings.JOB_QUEUE is not None:  # host_of drops a password the URL may hold
+        source = f"the Redis queue {settings.JOB_QUEUE_NAME} at {host_of(settings.JOB_QUEUE)}"
+    else:
+        source = f"the job API at {host_of(settings.WEBHOOK_GET_WORK or '')}"
+    return f"pod mode: taking jobs from {source} as worker {worker_id(settings)}, {images}"
 
 
 def outputs_place(settings: Settings) -> str:

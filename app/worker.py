@@ -177,11 +177,14 @@ class Worker:
             self._taken(message, now)
         elif isinstance(message, msg.ModelDone):
             job = message.running.job
+            fresh = message.running.fresh_worker_asked
             if self._ledger.finish(job.id, message.running):
                 self._last_finished = now
                 self.stages.storer.submit(Outcome(
                     job, message.output, message.error, model_seconds=message.seconds,
-                    streamed=message.streamed, stopped=message.stopped))
+                    streamed=message.streamed, stopped=message.stopped, stop_pod=fresh))
+            if fresh:  # drained like a SIGTERM: this result (and any other held) goes first
+                self._begin_stop(f"job {job.id} asked for a fresh worker (refresh_worker)", now)
             if message.device_lost and self._exit_code is None:  # the model stage logged it
                 self._lose_model(ExitCode.DEVICE_LOST, "the accelerator is lost", now)
         elif isinstance(message, msg.Delivered):

@@ -34,6 +34,7 @@ class RunningJob:
         self._clock = clock
         self._on_progress = on_progress
         self.cancel_reason: str | None = None
+        self.fresh_worker_asked = False
         self._cancel_hooks: list[Callable[[], object]] = []
 
     @property
@@ -66,6 +67,12 @@ class RunningJob:
     def progress(self, update: Any) -> None:
         if self._on_progress is not None:
             self._on_progress(self.job.id, update)
+
+    def ask_for_fresh_worker(self) -> None:
+        """Replace this worker once the job's result is delivered (RunPod's ``refresh_worker``):
+        the result asks the platform for a fresh worker and this one drains and exits. An
+        optional capability of a context, beyond ``JobContext``: models look it up."""
+        self.fresh_worker_asked = True
 
 
 class DetachedContext:

@@ -118,8 +118,10 @@ class Model(Protocol):
     """The model the worker serves: loaded once, then run on each job's input.
 
     ``run`` may also be ``async def`` (run on the worker's event loop), a generator or an async
-    generator (its yielded values are streamed); a model may define ``concurrency(current) ->
-    int`` to say how many jobs it takes at once (asked between takes)."""
+    generator (its yielded values are streamed), and a model may say which only once loaded
+    (a RunPod handler file is known after its import); a model may define
+    ``concurrency(current) -> int`` to say how many jobs it takes at once (asked between
+    takes), and ``aggregate_stream = True`` to make a stream's final output its chunks."""
 
     def load(self) -> object:
         """Load weights and warm up. Called once, before the first job, on the thread (or the

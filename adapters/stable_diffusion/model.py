@@ -44,10 +44,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from adapters.stable_diffusion import pipelines
-from adapters.stable_diffusion.acceleration import Compilation, CompileOptions, speed_up
+from adapters.stable_diffusion.acceleration import Compilation, CompileOptions
 from adapters.stable_diffusion.batches import Work, batch_key
 from adapters.stable_diffusion.device_queue import BatchQueue, Member
-from adapters.stable_diffusion.families import FamilySpec, detect_family
+from adapters.stable_diffusion.device_setup import DeviceSetup, place_and_speed_up
+from adapters.stable_diffusion.families import Family, FamilySpec, detect_family
 from adapters.stable_diffusion.faults import describe, free_memory, job_error
 from adapters.stable_diffusion.generation import generate, warm_up
 from adapters.stable_diffusion.input_images import ImageInputLimits, ImageLoader
@@ -87,6 +88,8 @@ class StableDiffusionModel:
     ``channels_last`` and ``fuse_qkv`` tune CUDA. ``images`` loads ``init_image``/``mask``
     (default: base64 and data URLs only); http(s) URLs are accepted exactly when it has a
     fetcher (``INPUT_URL_FETCH``). ``refiner_path``: an SDXL refiner folder, for SDXL only.
+    ``first_block_cache``: the lossy first-block cache's threshold for a transformer (0: off;
+    ``SD_FIRST_BLOCK_CACHE``).
     """
 
     def __init__(
@@ -106,6 +109,7 @@ class StableDiffusionModel:
         batch_max: int = 1,
         batch_wait_s: float = 0.02,
         refiner_path: str | None = None,
+        first_block_cache: float = 0.0,
     ) -> None:
         self.model_path = model_path
         self.spec: FamilySpec | None = family if isinstance(family, FamilySpec) else None
@@ -123,6 +127,8 @@ class StableDiffusionModel:
         self.fuse_qkv = fuse_qkv
         self.images = images or ImageLoader(ImageInputLimits())
         self.refiner_path = refiner_path
+        self.first_block_cache = first_block_cache
+        self.setup = DeviceSetup("none")  # where and how the pipeline runs, once loaded
         self.refiner: Refiner | None = None  # once loaded with a refiner_path
         self.device: str | None = None  # the device in use, once loaded
         self.compilation: Compilation | None = None  # once loaded with compile on
@@ -159,9 +165,10 @@ class StableDiffusionModel:
             diffusers, spec, source, dtype=dtype, allow_download=self.allow_download
         )
         try:
-            pipe = pipe.to(device)
-            if on_cuda:
-                speed_up(torch, pipe, channels_last=self.channels_last, fuse_qkv=self.fuse_qkv)
+            pipe, self.setup = place_and_speed_up(
+                torch, pipe, source=source, device=device, dtype=dtype,
+                channels_last=self.channels_last, fuse_qkv=self.fuse_qkv,
+                batch_rows=self._max_rows, upcasting_vae=spec.family == Family.SDXL)
         except Exception as exc:
             error = job_error(torch, exc, device=device, oom_advice="moving the pipeline there")
             raise type(error)(f"could not move the pipeline to {device}: {describe(exc)}") from None
@@ -176,16 +183,21 @@ class StableDiffusionModel:
         if spec.default_scheduler:
             self._schedulers, self._unavailable = prepare_schedulers(pipe.scheduler.config)
         self._unavailable |= unavailable
-        if self.compile_options is not None:
+        if self.compile_options is not None and not self.setup.offloaded:
             self.compilation = pipelines.compile_denoiser(
                 torch, spec, pipe, self.compile_options, sizes=self._warm_sizes(),
-                max_outputs=self._max_rows,
+                max_outputs=self._max_rows, device=device, model=source,
             )
+        if self.first_block_cache:
+            pipelines.first_block_cache(diffusers, spec, pipe, self.first_block_cache)
         if on_cuda or self.compilation is not None:
+            warming = (self.compilation.warming() if self.compilation is not None
+                       else contextlib.nullcontext())
             try:
-                warm_up(lambda works: self._generate(works, None, warming=True), spec,
-                        self._warm_sizes(), max_rows=self._max_rows,
-                        compiled=self.compilation is not None)
+                with warming:
+                    warm_up(lambda works: self._generate(works, None, warming=True), spec,
+                            self._warm_sizes(), max_rows=self._max_rows,
+                            compiled=self.compilation is not None and self.compilation.active)
             except ModelError:
                 self._pipe = None  # a later load() starts again rather than keep a broken pipe
                 self._variants = {}
