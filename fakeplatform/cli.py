@@ -27,7 +27,9 @@ TINY_MODEL = ".podworker/tiny-sd"
 
 WORKER_COMMAND = (f".venv/bin/podworker make-tiny-model {TINY_MODEL} && "
                   ".venv/bin/podworker run")
-CLIENT_COMMAND = "python examples/runpod_client.py"
+CLIENT_COMMAND = ".venv-runpod/bin/python examples/runpod_client.py"
+"""RunPod's client in the venv ``make setup`` makes for RunPod's SDK (any Python with the
+``runpod`` package will do)."""
 CLIENT_KEY = "fake-api-client-key"  # any key: the fake checks none on the client API
 
 
@@ -64,8 +66,8 @@ def instructions(server: FakeJobApiServer, api_key: str | None = None) -> list[s
         *exports(worker_settings(server, api_key)),
         WORKER_COMMAND,
         "#",
-        "# A client, RunPod's own (pip install runpod): paste these lines into a third shell, "
-        "in this folder",
+        "# A client, RunPod's own runpod package: paste these lines into a third shell, in this "
+        "folder",
         *exports(client_settings(server)),
         CLIENT_COMMAND,
     ]

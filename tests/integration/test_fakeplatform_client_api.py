@@ -150,7 +150,7 @@ def test_the_fake_api_command_prints_export_lines_serves_and_stops_on_sigterm(
     try:
         assert proc.stdout is not None
         lines: list[str] = []
-        while not lines or not lines[-1].startswith("python "):
+        while not lines or not lines[-1].endswith("runpod_client.py"):
             line = proc.stdout.readline()
             assert line, proc.stderr.read() if proc.stderr else "no output"
             lines.append(line.rstrip("\n"))
@@ -160,7 +160,7 @@ def test_the_fake_api_command_prints_export_lines_serves_and_stops_on_sigterm(
                 name, _, value = line.removeprefix("export ").partition("=")
                 printed[name] = value.strip("'")
             else:  # a comment or one of the two commands: nothing else to paste
-                assert line.startswith(("#", ".venv/bin/podworker ", "python ")), line
+                assert line.startswith(("#", ".venv/bin/podworker ", ".venv-runpod/")), line
         base = printed["RUNPOD_ENDPOINT_BASE_URL"].removesuffix("/v2")
         assert printed["RUNPOD_WEBHOOK_GET_JOB"] == f"{base}/v2/fake/job-take/$ID?gpu=fake"
         assert printed["RUNPOD_WEBHOOK_POST_OUTPUT"] == \
@@ -172,7 +172,7 @@ def test_the_fake_api_command_prints_export_lines_serves_and_stops_on_sigterm(
         assert printed["RUNPOD_API_URL"] == f"{base}/graphql"
         assert (printed["RUNPOD_ENDPOINT_ID"], printed["STORAGE"]) == ("fake", "base64")
         assert printed["RUNPOD_API_KEY"]  # the client's key: runpod refuses to run without one
-        assert lines[-1] == "python examples/runpod_client.py"
+        assert lines[-1] == ".venv-runpod/bin/python examples/runpod_client.py"
         assert (ROOT / "examples" / "runpod_client.py").is_file()
         taken = requests.get(f"{base}/v2/fake/job-take/w", headers=AUTH, timeout=5)
         assert taken.json() == {"id": "from-file", "input": {"x": 1}}
