@@ -196,7 +196,7 @@ def run_doctor(
     except ConfigurationError as exc:
         _print_table([Check("settings", FAIL, str(exc), "fix the variable named"), typos], out)
         return 1
-    mode = "local mode: no take webhook is set" if settings.local_mode else "pod mode"
+    mode = "local mode: no take webhook or JOB_QUEUE is set" if settings.local_mode else "pod mode"
     if settings.TEST_LOCAL:
         mode = "local mode: TEST_LOCAL=true"
     checks = [Check("settings", OK, f"valid ({mode})"), typos]

@@ -86,7 +86,8 @@ def test_settings_pasted_without_export_give_a_local_run_that_says_so(tmp_path: 
                           timeout=120)
 
     assert done.returncode == 0, done.stderr
-    assert "local run (no take webhook is set): the jobs in test_inputs.json" in done.stderr
+    assert ("local run (no take webhook or JOB_QUEUE is set): the jobs in test_inputs.json"
+            in done.stderr)
     assert "export WEBHOOK_GET_WORK (or RUNPOD_WEBHOOK_GET_JOB)" in done.stderr
 
 

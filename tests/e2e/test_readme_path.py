@@ -111,7 +111,7 @@ def test_the_readmes_commands_run_as_written_from_a_fresh_clone(tmp_path: Path) 
     done = run(local_run, clone)
     assert done.returncode == 0, done.stderr[-3000:]
     assert '"seed": 42' in done.stdout and (clone / "outputs" / "LOCAL-TEST" / "0.png").is_file()
-    assert "local run (no take webhook is set)" in done.stderr
+    assert "local run (no take webhook or JOB_QUEUE is set)" in done.stderr
 
     fake_out = clone / "fake-api.out"
     with fake_out.open("w") as out:

@@ -33,9 +33,10 @@ def test_a_local_run_says_why_it_is_one_and_how_to_take_jobs_instead() -> None:
     line = mode_line(settings())
 
     assert line == (
-        "local run (no take webhook is set): the jobs in test_inputs.json, results printed on "
-        "standard output, images written under outputs/; to take jobs from a job API, export "
-        "WEBHOOK_GET_WORK (or RUNPOD_WEBHOOK_GET_JOB) and its companions")
+        "local run (no take webhook or JOB_QUEUE is set): the jobs in test_inputs.json, results "
+        "printed on standard output, images written under outputs/; to take jobs from a job "
+        "API, export WEBHOOK_GET_WORK (or RUNPOD_WEBHOOK_GET_JOB) and its companions, or "
+        "JOB_QUEUE")
 
 
 def test_test_local_is_named_as_the_reason_and_the_file_given_is_named() -> None:
@@ -48,6 +49,15 @@ def test_a_pod_says_where_it_takes_jobs_from_as_which_worker_and_where_images_go
 
     assert line == (f"pod mode: taking jobs from the job API at jobs.example:8000 as worker "
                     f"{PROCESS_WORKER_ID}, images returned inside the results as data URLs")
+
+
+def test_a_worker_on_a_redis_queue_names_it_and_never_its_password() -> None:
+    line = mode_line(settings(JOB_QUEUE="redis://:s3cret-pass@redis.example:6379/0",
+                              RUNPOD_POD_ID="pod-2", STORAGE="base64"))
+
+    assert line.startswith("pod mode: taking jobs from the Redis queue podworker at "
+                           "redis.example:6379 as worker pod-2,")
+    assert "s3cret" not in line
 
 
 def test_a_pod_with_a_bucket_names_it_and_its_endpoint() -> None:
