@@ -17,6 +17,7 @@ at start with any other family; its folder is checked when the model loads.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app.settings import Settings
@@ -52,9 +53,12 @@ def build_stable_diffusion(settings: Settings) -> Model:
     path = settings.MODEL_PATH
     if path is None:
         if not settings.local_mode:
+            tiny = settings.STATE_DIR / "tiny-sd"
             raise ConfigurationError(
                 "invalid setting MODEL_PATH: required for MODEL=stable_diffusion (a folder of "
-                "diffusers weights, such as the ones baked into the image)"
+                "diffusers weights, such as the ones baked into the image); to try the worker "
+                "without weights, use the local run's tiny random pipeline: "
+                f"`.venv/bin/podworker make-tiny-model {tiny}` and MODEL_PATH={tiny}"
             )
         from adapters.stable_diffusion.tiny import make_tiny_model
 
@@ -82,9 +86,11 @@ def build_stable_diffusion(settings: Settings) -> Model:
                 f"invalid setting SD_SIZES: {width}x{height}: {spec.label} sides are multiples "
                 f"of {spec.side_multiple}"
             )
-    cache = settings.STATE_DIR / "compile-cache"  # kept across restarts with the outbox
+    # kept across restarts with the outbox, unless a shared folder is named
+    cache = Path(settings.SD_COMPILE_CACHE_DIR or settings.STATE_DIR / "compile-cache")
     compile_options = (
-        CompileOptions(mode=settings.SD_COMPILE_MODE, cache_dir=cache)
+        CompileOptions(mode=settings.SD_COMPILE_MODE, cache_dir=cache,
+                       state_dir=settings.STATE_DIR, tuned=settings.SD_COMPILE_TUNED)
         if settings.MODEL_COMPILE else False
     )
     model: Model = StableDiffusionModel(
@@ -100,6 +106,8 @@ def build_stable_diffusion(settings: Settings) -> Model:
         batch_max=settings.SD_BATCH_MAX,
         batch_wait_s=settings.SD_BATCH_WAIT_MS / 1000,
         refiner_path=settings.SD_REFINER_PATH,
+        fuse_qkv=settings.MODEL_COMPILE and settings.SD_COMPILE_TUNED,
+        first_block_cache=settings.SD_FIRST_BLOCK_CACHE,
     )
     return model
 

@@ -104,13 +104,16 @@ class JobResult:
     """The final answer for one job: an output, or an error string (never both).
 
     ``streamed`` marks the final result of a job whose output was streamed in chunks before it
-    (the job API is told with ``isStream=true``).
+    (the job API is told with ``isStream=true``). ``stop_pod`` asks the platform for a fresh
+    worker once this result is in (``"stopPod": true``, as RunPod's SDK sends for a handler's
+    ``refresh_worker``).
     """
 
     job_id: str
     output: Any = None
     error: str | None = None
     streamed: bool = False
+    stop_pod: bool = False
 
     @classmethod
     def success(cls, job_id: str, output: Any) -> JobResult:
@@ -125,10 +128,14 @@ class JobResult:
         return self.error is None
 
     def to_wire(self) -> dict[str, Any]:
-        """The body the job API expects: ``{"output": ...}`` or ``{"error": "<string>"}``."""
-        if self.error is not None:
-            return {"error": self.error}
-        return {"output": self.output}
+        """The body the job API expects: ``{"output": ...}`` or ``{"error": "<string>"}``, with
+        ``"stopPod": true`` when the worker is to be replaced after it."""
+        body: dict[str, Any] = (
+            {"error": self.error} if self.error is not None else {"output": self.output}
+        )
+        if self.stop_pod:
+            body["stopPod"] = True
+        return body
 
     def to_json(self) -> dict[str, Any]:
         """A self-contained record (job id included), as kept in the outbox."""
@@ -140,10 +147,12 @@ class JobResult:
     @classmethod
     def from_json(cls, record: dict[str, Any]) -> JobResult:
         streamed = record.get("streamed") is True
+        stop_pod = record.get("stopPod") is True
         if "error" in record:
             return cls(str(record["id"]), error=str(record["error"]) or "unknown error",
-                       streamed=streamed)
-        return cls(str(record["id"]), output=record.get("output"), streamed=streamed)
+                       streamed=streamed, stop_pod=stop_pod)
+        return cls(str(record["id"]), output=record.get("output"), streamed=streamed,
+                   stop_pod=stop_pod)
 
     def wire_size(self) -> int:
         """Bytes of the JSON body that :meth:`to_wire` produces."""
@@ -170,7 +179,10 @@ def job_from_wire(payload: object, now: float) -> Job | None:
     raw_input = payload.get("input")
     if not isinstance(raw_input, dict):
         kind = "missing" if raw_input is None else f"a JSON {_json_kind(raw_input)}"
-        return Job(job_id, {}, now, problem=f"input must be a JSON object, got {kind}")
+        problem = f"input must be a JSON object, got {kind}"
+        if "input" not in payload:
+            problem += unwrapped_hint(payload)
+        return Job(job_id, {}, now, problem=problem)
     return Job(job_id, raw_input, now)
 
 
@@ -190,6 +202,22 @@ def _utf8(text: str) -> bool:
     except UnicodeEncodeError:  # a lone surrogate: no URL can carry it
         return False
     return True
+ENVELOPE_KEYS = frozenset({"id", "input", "webhook", "policy", "s3Config"})
+"""Keys a job may carry beside its ``input`` (the platform's own)."""
+
+
+def unwrapped_hint(payload: dict[str, object]) -> str:
+    """How to wrap a job sent without its ``{"input": ...}`` envelope, naming the fields that
+    were sent at the top level instead (at most five, each cut short)."""
+    stray = [str(key)[:40] for key in payload if key not in ENVELOPE_KEYS]
+    if not stray:
+        return ': send the job as {"input": {...}}, its fields inside "input"'
+    # one line, whatever the keys hold: unprintable ones are shown JSON-escaped
+    shown = ", ".join(key if key.isprintable() else json.dumps(key) for key in stray[:5])
+    shown += ", ..." if len(stray) > 5 else ""
+    example = ", ".join(f"{json.dumps(key)}: ..." for key in stray[:2])
+    return (f': its fields ({shown}) belong inside "input": send {{"input": {{{example}}}}}, '
+            f"not {{{example}}}")
 
 
 def _json_kind(value: object) -> str:

@@ -25,6 +25,8 @@ pytest_plugins: list[str] = [
     "tests.support.image_fetch_kit",
     "tests.support.small_disk",
     "tests.support.hostile_s3",
+    "tests.support.redis_server",
+    "tests.support.redis_queue_kit",
 ]
 
 

@@ -23,11 +23,22 @@ from pathlib import Path
 from typing import Any
 
 from adapters.stable_diffusion.acceleration import Compilation, CompileOptions, unet_graphs
-from adapters.stable_diffusion.families import Family, FamilySpec, check_limits, detect_family
+from adapters.stable_diffusion.families import (
+    Family,
+    FamilySpec,
+    cached_index,
+    check_limits,
+    detect_family,
+)
 from adapters.stable_diffusion.faults import describe, forget
 from adapters.stable_diffusion.job_images import JobImages, pipeline_arguments, task_of
 from adapters.stable_diffusion.limits import SdLimits
-from adapters.stable_diffusion.loading import dtype_argument, load_failure
+from adapters.stable_diffusion.loading import (
+    download_failure,
+    dtype_argument,
+    load_failure,
+    quiet_hub_logs,
+)
 from adapters.stable_diffusion.schedulers import SCHEDULER_NAMES
 from adapters.stable_diffusion.schema import FamilyInput
 from domain.errors import ModelError
@@ -58,12 +69,8 @@ def checked_family(
     ``allow_download``); ``ModelError`` when it cannot be told or when ``limits`` would refuse
     a job that takes the family's defaults."""
     if spec is None:
-        try:
-            spec = detect_family(_index_folder(source) if allow_download else source)
-        except ModelError as exc:
-            if Path(source).is_dir():
-                raise
-            raise ModelError(load_failure(source, exc, allow_download=allow_download)) from None
+        folder = source if Path(source).is_dir() else hub_index_folder(source, allow_download)
+        spec = detect_family(folder)
     try:
         check_limits(spec, limits)
     except ValueError as exc:
@@ -71,21 +78,36 @@ def checked_family(
     return spec
 
 
-def _index_folder(source: str) -> str:
-    """``source``, or for a hub id the folder its downloaded ``model_index.json`` is in, with
-    ``transformer/config.json`` beside it when the hub has one (what tells Flux schnell from
-    dev; best effort: without it, Flux is dev)."""
-    if Path(source).is_dir():
-        return source
-    try:
-        from huggingface_hub import hf_hub_download
+def hub_index_folder(source: str, allow_download: bool) -> str:
+    """The folder that holds hub id ``source``'s ``model_index.json``: its copy in the local
+    cache, or, with ``allow_download``, one downloaded, with ``transformer/config.json`` beside
+    it when the hub has one (what tells Flux schnell from dev; best effort: without it, Flux is
+    dev). Raises ``ModelError`` saying what to do when neither can be had.
 
-        folder = str(Path(hf_hub_download(source, "model_index.json")).parent)
-    except Exception as exc:  # reported by detect_family on the hub id itself
-        forget(exc)
-        return source
+    Before downloading, one request that is not retried asks the hub for the file: without a
+    network it fails at once, where ``hf_hub_download`` would retry for half a minute."""
+    where = f"could not load a Stable Diffusion pipeline from {source!r}"
+    if not allow_download:
+        cached = cached_index(source)
+        if cached is None:
+            raise ModelError(
+                f"{where}: not a local folder, not in the local Hugging Face cache, and "
+                "downloads are off: allow them with MODEL_ALLOW_DOWNLOAD=true, or set "
+                "MODEL_PATH to a folder of diffusers weights")
+        return str(cached.parent)
+    quiet_hub_logs()
+    import huggingface_hub
+
     try:
-        hf_hub_download(source, "transformer/config.json")
+        huggingface_hub.get_hf_file_metadata(huggingface_hub.hf_hub_url(source, "model_index.json"))
+        folder = str(Path(huggingface_hub.hf_hub_download(source, "model_index.json")).parent)
+    except Exception as exc:
+        message = download_failure(source, exc, revision=None, variant=None, offline=False)
+        forget(exc)
+        raise ModelError(f"{where} (not a local folder, not in the local Hugging Face cache): "
+                         f"{message}") from None
+    try:
+        huggingface_hub.hf_hub_download(source, "transformer/config.json")
     except Exception as exc:  # no transformer (SD, SDXL), or not reachable: not needed
         forget(exc)
     return folder
@@ -93,16 +115,29 @@ def _index_folder(source: str) -> str:
 
 def compile_denoiser(
     torch: Any, spec: FamilySpec, pipe: Any, options: CompileOptions, *,
-    sizes: tuple[tuple[int, int], ...], max_outputs: int,
-) -> Compilation | None:
-    """The UNet compiled (see :mod:`.acceleration`), or None with a log line for a family whose
-    denoiser is a transformer: its graphs (joint attention, packed latents) are not planned."""
-    if spec.family in TRANSFORMER_FAMILIES:
-        log.warning("torch.compile skipped: it covers UNets, and %s pipelines have a "
-                    "transformer; running uncompiled", spec.label,
-                    extra={"event": "compile_skipped"})
-        return None
-    return Compilation(torch, pipe, options, graphs=unet_graphs(sizes, max_outputs))
+    sizes: tuple[tuple[int, int], ...], max_outputs: int, device: str = "cpu", model: str = "",
+) -> Compilation:
+    """The denoiser compiled (see :mod:`.acceleration`): a UNet whole, a transformer (SD3,
+    Flux) by its repeated blocks. ``device`` and ``model`` key the compile cache."""
+    return Compilation(torch, pipe, options, graphs=unet_graphs(sizes, max_outputs),
+                       denoiser=denoiser_name(spec), device=device, model=model)
+
+
+def first_block_cache(diffusers: Any, spec: FamilySpec, pipe: Any, threshold: float) -> bool:
+    """Turn on diffusers' first-block cache (lossy: a step whose first block changed less than
+    ``threshold`` reuses the rest of the last step's residual) on a transformer that offers it;
+    False, with a warning, for a denoiser that does not (UNets, SD3 in this diffusers)."""
+    denoiser = getattr(pipe, denoiser_name(spec))
+    config_class = getattr(diffusers, "FirstBlockCacheConfig", None)
+    if config_class is None or not hasattr(denoiser, "enable_cache"):
+        log.warning("SD_FIRST_BLOCK_CACHE ignored: %s's %s has no first-block cache in this "
+                    "diffusers", spec.label, type(denoiser).__name__,
+                    extra={"event": "first_block_cache_unavailable"})
+        return False
+    denoiser.enable_cache(config_class(threshold=threshold))
+    log.info("first-block cache on (threshold %s): faster, images differ slightly", threshold,
+             extra={"event": "first_block_cache"})
+    return True
 
 
 def load_pipeline(
