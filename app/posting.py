@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import logging
 import queue
 import threading
@@ -292,7 +293,8 @@ class _Lane:
     def _replace(self, item: _Item, error: str) -> None:
         """Answer ``item``'s job with ``error`` instead (written down first)."""
         assert item.result is not None
-        replacement = JobResult(item.job_id, error=error, streamed=item.result.streamed)
+        # the same result (isStream, stopPod...) with the error in place of the output
+        replacement = dataclasses.replace(item.result, output=None, error=error)
         try:
             self._outbox.put(replacement)
         except OSError as err:
