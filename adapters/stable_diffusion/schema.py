@@ -30,6 +30,8 @@ loaded by :func:`.job_images.prepare_images`. ``width``/``height`` left out with
 
 SDXL also takes the refiner's fields (:mod:`.refiner_fields`: ``use_refiner``,
 ``refiner_inference_steps``, ``high_noise_frac``); whether a refiner is loaded is passed in.
+Every family takes the LoRA fields (:mod:`.lora_fields`: ``loras``, and the shorthand ``lora``
+with ``lora_scale``); what the worker's LoRA set-up allows is passed in as a ``LoraPolicy``.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from adapters.stable_diffusion import refiner_fields
+from adapters.stable_diffusion import lora_fields, refiner_fields
 from adapters.stable_diffusion.families import SPECS, Family, FamilySpec
 from adapters.stable_diffusion.field_checks import (
     checked_integer,
@@ -101,6 +103,14 @@ class FamilyInput(BaseModel):
     use_refiner: bool = False
     refiner_inference_steps: int | None = None
     high_noise_frac: float | None = None
+    loras: tuple[lora_fields.LoraRequest, ...] = ()
+    lora: str | None = None
+    lora_scale: float | None = None
+
+    @property
+    def adapters(self) -> tuple[lora_fields.LoraRequest, ...]:
+        """Every LoRA the job asks for (``loras``, or the ``lora`` shorthand), in order."""
+        return lora_fields.requested(self.loras, self.lora, self.lora_scale)
 
     @property
     def refiner_steps(self) -> int:  # the refiner's num_inference_steps: its own, or the base's
@@ -233,6 +243,20 @@ class FamilyInput(BaseModel):
             max_steps=limits.max_steps)
 
 
+    @field_validator(*lora_fields.LORA_FIELDS, mode="plain")
+    @classmethod
+    def _lora(cls, value: Any, info: ValidationInfo) -> Any:
+        context = info.context if isinstance(info.context, dict) else {}
+        policy = context.get("loras")
+        policy = policy if isinstance(policy, lora_fields.LoraPolicy) else lora_fields.OFF
+        given = _context(info)[2]
+        if info.field_name == "loras":
+            return lora_fields.checked_loras(value, policy=policy, given=given)
+        if info.field_name == "lora":
+            return lora_fields.checked_lora(value, policy=policy)
+        return lora_fields.checked_lora_scale(value, given=given)
+
+
 def parse_family_input(
     raw: Mapping[str, Any],
     spec: FamilySpec,
@@ -240,18 +264,20 @@ def parse_family_input(
     *,
     fetch_urls: bool = False,
     refiner: bool = False,
+    loras: lora_fields.LoraPolicy = lora_fields.OFF,
 ) -> FamilyInput:
     """Validate one job's input for ``spec``'s family against ``limits``.
 
     ``fetch_urls`` is the setting ``INPUT_URL_FETCH``: without it an image given as a URL is
     refused here, before any work; ``refiner`` (an SDXL refiner is loaded) makes
-    ``use_refiner`` default to true. Raises ``InvalidInput`` naming every bad field, in one line.
+    ``use_refiner`` default to true; ``loras`` says which LoRA sources the worker takes (none
+    by default). Raises ``InvalidInput`` naming every bad field, in one line.
     """
     if not isinstance(raw, Mapping):
         raise InvalidInput(f"invalid input: must be a JSON object (got {show_value(raw)})")
     given = frozenset(k for k, v in raw.items() if v is not None)
     context = {"spec": spec, "limits": limits or DEFAULT_LIMITS, "given": given,
-               "fetch_urls": fetch_urls, "refiner": refiner}
+               "fetch_urls": fetch_urls, "refiner": refiner, "loras": loras}
     try:
         return FamilyInput.model_validate(dict(raw), context=context)
     except ValidationError as exc:
