@@ -41,6 +41,7 @@ import collections
 import contextlib
 import importlib
 import logging
+import re
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -139,7 +140,7 @@ class LoraAdapters:
                     raise error from None
                 raise InvalidInput(
                     f"invalid input: {lora.label}: does not fit this {self.family_label} model "
-                    f"(a LoRA for another architecture?): {_first_line(exc)}") from None
+                    f"(a LoRA for another architecture?): {_why(exc)}") from None
         unused = [text for text in warnings if any(mark in text for mark in _UNUSED_KEYS)]
         loaded = any(name in names for names in pipe.get_list_adapters().values())
         for text in warnings:
@@ -178,6 +179,14 @@ def _mapped(torch: Any, exc: Exception, device: str, doing: str) -> ModelError:
                       "LoRAs, or a lower LORA_CACHE_MAX")
     forget(exc)
     return error
+
+
+def _why(exc: BaseException) -> str:
+    """``Class: <the line that says what did not fit>``, without the adapter's name."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    detail = next((line for line in lines if "mismatch" in line), lines[0] if lines else "")
+    text = f"{type(exc).__name__}: {re.sub(r'[.]lora_[0-9a-f]{20}', '', detail)}"
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def _first_line(value: object) -> str:
