@@ -58,7 +58,7 @@ def test_each_bad_lora_fails_its_job_naming_it_and_the_model_is_left_as_it_was(
     tiny_sd_path: Path, folder: Path, tmp_path: Path,
 ) -> None:
     model = lora_model(tiny_sd_path, folder, cache_dir=tmp_path / "cache",
-                       limits=LoraLimits(max_rank=4, max_per_job=2))
+                       lora_limits=LoraLimits(max_rank=4, max_per_job=2))
     base = run_pixels(model, JOB)
     good = run_pixels(model, {"lora": "good", **JOB})
     cases = {

@@ -133,7 +133,7 @@ def test_the_lru_drops_the_least_recently_used_lora_and_a_reloaded_one_gives_the
     files = {name: tiny_lora("sd", seed=seed) for name, seed in (("a", 1), ("b", 2), ("c", 3))}
     model = lora_model(tiny_sd_path, lora_folder(tmp_path / "loras", files),
                        cache_dir=tmp_path / "cache",
-                       limits=LoraLimits(max_per_job=2, cache_max=2))
+                       lora_limits=LoraLimits(max_per_job=2, cache_max=2))
     adapters = model.adapters
     assert adapters is not None
 

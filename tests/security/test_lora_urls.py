@@ -113,7 +113,7 @@ def test_a_lora_url_answering_too_much_or_a_pickle_is_refused_and_nothing_is_kep
     cache = tmp_path / "cache"
     small = lora_model(tiny_sd_path, None, cache_dir=cache,
                        fetcher=fetcher(max_bytes=len(lora_bytes) - 1),
-                       limits=LoraLimits(max_bytes=len(lora_bytes) - 1))
+                       lora_limits=LoraLimits(max_bytes=len(lora_bytes) - 1))
 
     too_big = refusal(small, {"lora": public_loras.url("/style.safetensors")})
     pickle = refusal(small, {"lora": public_loras.url("/pickle.safetensors")})

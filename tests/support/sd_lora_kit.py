@@ -27,10 +27,10 @@ def lora_folder(root: Path, files: dict[str, Path]) -> Path:
 
 
 def lora_model(pipeline: Path, folder: Path | None, *, cache_dir: Path,
-               fetcher: SafeFetcher | None = None, limits: LoraLimits | None = None,
+               fetcher: SafeFetcher | None = None, lora_limits: LoraLimits | None = None,
                **options: Any) -> StableDiffusionModel:
     """A loaded CPU model whose jobs may name LoRAs in ``folder`` (and URLs with ``fetcher``)."""
-    library = LoraLibrary(folder, cache_dir, limits or LoraLimits(), fetcher)
+    library = LoraLibrary(folder, cache_dir, lora_limits or LoraLimits(), fetcher)
     model = StableDiffusionModel(str(pipeline), device="cpu", loras=library,
                                  batch_wait_s=0.0, **options)
     model.load()
