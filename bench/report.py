@@ -258,6 +258,13 @@ def render(f: dict[str, Any], s: dict[str, Any], noop_cs: list[int], sdk_cs: lis
                      f"pipeline, {b['device']}, jobs/s", f"{fmt(b['batched']['jobs_per_s'])} "
                      f"batched, {fmt(b['one_by_one']['jobs_per_s'])} one by one", "",
                      "", fmt(b["speedup"], "x from SD_BATCH_MAX"), ""])
+    lt = f.get("load_time")
+    if lt:
+        rows.append([f"SD 1.5 weights ({lt['size_gb']} GB {lt['dtype']}) loaded to "
+                     f"{lt['device']}, s (median of {lt['rounds']})",
+                     fmt(lt["podworker"]["seconds_median"]),
+                     f"{fmt(lt['plain']['seconds_median'])} (plain from_pretrained().to())",
+                     "", fmt(lt["podworker_over_plain"], "x the time"), ""])
     once = s["delivered_once"]
     rows.append(["every job delivered exactly once (all runs)", str(once["podworker"]),
                  str(once["runpod"]), "", "", mark("delivered_once")])

@@ -166,7 +166,8 @@ class StableDiffusionModel:
         quiet_progress_bars()
         dtype = pipelines.family_dtype(torch, spec, on_cuda=on_cuda)
         pipe = pipelines.load_pipeline(
-            diffusers, spec, source, dtype=dtype, allow_download=self.allow_download
+            diffusers, spec, source, dtype=dtype, allow_download=self.allow_download,
+            device=device,
         )
         try:
             pipe = pipe.to(device)
