@@ -89,7 +89,7 @@ def url_label(url: str) -> str:
 
 def checked_loras(value: Any, *, policy: LoraPolicy, given: frozenset[str]) -> tuple[
         LoraRequest, ...]:
-    """The ``loras`` field as requests, or raise the schema's error naming each bad entry."""
+    """The ``loras`` field as LoRAs asked for, or raise the schema's error naming each bad entry."""
     _require(policy)
     if not isinstance(value, list | tuple):
         raise field_problem(f"must be a list of LoRAs (got {show_value(value)})")
@@ -98,7 +98,7 @@ def checked_loras(value: Any, *, policy: LoraPolicy, given: frozenset[str]) -> t
                             f"{len(value)})")
     if "lora" in given:
         raise field_problem("give loras or lora, not both")
-    requests: list[LoraRequest] = []
+    asked: list[LoraRequest] = []
     problems: list[str] = []
     for index, item in enumerate(value):
         where = f"loras[{index}]"
@@ -107,15 +107,15 @@ def checked_loras(value: Any, *, policy: LoraPolicy, given: frozenset[str]) -> t
         except ValueError as exc:
             problems.append(f"{where}{exc}")
             continue
-        twin = next((r for r in requests if (r.source, r.value) == (request.source,
+        twin = next((r for r in asked if (r.source, r.value) == (request.source,
                                                                     request.value)), None)
         if twin is not None:
             problems.append(f"{where}: the same LoRA as {twin.field} (give it once, with the "
                             "scale wanted)")
-        requests.append(request)
+        asked.append(request)
     if problems:
         raise whole_problem("; ".join(problems))
-    return tuple(requests)
+    return tuple(asked)
 
 
 def checked_lora(value: Any, *, policy: LoraPolicy) -> str:

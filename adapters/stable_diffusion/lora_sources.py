@@ -84,7 +84,7 @@ class ResolvedLora:
 
 
 class LoraLibrary:
-    """Resolves LoRA requests to checked files (see the module docstring).
+    """Resolves the LoRAs jobs ask for to checked files (see the module docstring).
 
     ``folder`` is ``LORA_DIR`` (None: no names or paths); ``cache_dir`` keeps fetched LoRAs;
     ``fetcher`` is None unless ``LORA_URL_FETCH`` is on.
@@ -107,12 +107,12 @@ class LoraLibrary:
         return LoraPolicy(folder=self.folder is not None, urls=self.fetcher is not None,
                           max_per_job=self.limits.max_per_job)
 
-    def resolve(self, requests: Sequence[LoraRequest]) -> tuple[ResolvedLora, ...]:
+    def resolve(self, wanted: Sequence[LoraRequest]) -> tuple[ResolvedLora, ...]:
         """The checked file of each request, in order. Raises ``InvalidInput`` naming every
         LoRA that cannot be used, in one line."""
         resolved: list[ResolvedLora] = []
         problems: list[str] = []
-        for request in requests:
+        for request in wanted:
             try:
                 file = self._fetch(request) if request.source == "url" else self._find(request)
                 key, rank = self._check(file)

@@ -160,17 +160,25 @@ class LoraAdapters:
 
 
 def _delete(pipe: Any, name: str) -> None:
-    """Remove adapter ``name`` from every part that has it (what a failed load left too)."""
+    """Remove adapter ``name`` from every part that has it (what a failed load left too), as
+    diffusers' ``delete_adapters`` does, part by part: a diffusers model deletes its own, a
+    transformers text encoder through PEFT's layers (not transformers' gated method)."""
+    diffusers: Any = importlib.import_module("diffusers")
+    peft_utils: Any = importlib.import_module("diffusers.utils.peft_utils")
     for part in LOADABLE:
         module = getattr(pipe, part, None)
         config = getattr(module, "peft_config", None)
-        if isinstance(config, dict) and name in config:
-            try:
+        if module is None or not isinstance(config, dict) or name not in config:
+            continue
+        try:
+            if isinstance(module, diffusers.ModelMixin):
                 module.delete_adapters([name])
-            except Exception as exc:  # best effort: the adapter is inactive either way
-                log.warning("could not delete LoRA adapter %s from %s: %s", name, part,
-                            describe(exc), extra={"event": "lora_delete_failed"})
-                forget(exc)
+            else:
+                peft_utils.delete_adapter_layers(module, name)
+        except Exception as exc:  # best effort: the adapter is inactive either way
+            log.warning("could not delete LoRA adapter %s from %s: %s", name, part,
+                        describe(exc), extra={"event": "lora_delete_failed"})
+            forget(exc)
 
 
 def _mapped(torch: Any, exc: Exception, device: str, doing: str) -> ModelError:

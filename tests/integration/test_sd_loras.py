@@ -130,7 +130,8 @@ def test_the_lru_drops_the_least_recently_used_lora_and_a_reloaded_one_gives_the
 ) -> None:
     from adapters.stable_diffusion.lora_sources import LoraLimits
 
-    files = {name: tiny_lora("sd", seed=seed) for name, seed in (("a", 1), ("b", 2), ("c", 3))}
+    files = {"a": tiny_lora("sd", seed=1), "b": tiny_lora("sd", seed=2),
+             "c": tiny_lora("sd", seed=3, text_encoder=True)}
     model = lora_model(tiny_sd_path, lora_folder(tmp_path / "loras", files),
                        cache_dir=tmp_path / "cache",
                        lora_limits=LoraLimits(max_per_job=2, cache_max=2))
@@ -151,8 +152,12 @@ def test_the_lru_drops_the_least_recently_used_lora_and_a_reloaded_one_gives_the
         f"lora_{key[:20]}" for key in kept)
     styled("b")
     assert adapters.loads == 3  # still loaded
-    again_a = styled("a")  # reloaded, dropping c
+    c_adapter = model.device_queue.call(lambda: model.pipeline.get_list_adapters())[
+        "text_encoder"]
+    again_a = styled("a")  # reloaded, dropping c (from the UNet and the text encoder)
     assert adapters.loads == 4
+    lists = model.device_queue.call(model.pipeline.get_list_adapters)
+    assert not set(c_adapter) & {name for names in lists.values() for name in names}
     assert same(styled("b"), first_b)
     assert same(again_a, styled("a"))
     assert same(run_pixels(model, {**JOB, "loras": [{"name": "a"}, {"name": "c"}]}),

@@ -121,6 +121,7 @@ def test_no_input_field_can_name_an_image_to_download_while_url_fetching_is_off(
                  - refiner_fields}
     refusals |= {field: f"{field}: not supported by Stable Diffusion 1.x/2.x pipelines (only "
                  "SDXL has a refiner)" for field in refiner_fields}
+    refusals |= {field: f"{field}: LoRA is off on this worker" for field in ("lora", "loras")}
     for field, message in sorted(refusals.items()):
         job_input: dict[str, Any] = {"prompt": "a cat", field: url}
         with pytest.raises(InvalidInput, match=re.escape(message)):
