@@ -61,7 +61,7 @@ def test_each_bad_lora_fails_its_job_naming_it_and_the_model_is_left_as_it_was(
                        lora_limits=LoraLimits(max_rank=4, max_per_job=2))
     base = run_pixels(model, JOB)
     good = run_pixels(model, {"lora": "good", **JOB})
-    cases = {
+    cases: dict[str, tuple[dict[str, Any], str]] = {
         "unknown": ({"loras": [{"name": "nope"}]},
                     "invalid input: loras[0] 'nope': no such LoRA in LORA_DIR"),
         "pickle": ({"lora": "pickled"}, "invalid input: lora 'pickled': not a readable "

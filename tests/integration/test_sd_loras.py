@@ -64,10 +64,10 @@ def test_a_lora_with_text_encoder_layers_changes_the_prompt_encoding_exactly_as_
     # The reference: PEFT's own text encoder with the file's text-encoder weights.
     weights = {key.removeprefix("text_encoder."): value for key, value in load_file(lora).items()
                if key.startswith("text_encoder.")}
-    reference = transformers.CLIPTextModel.from_pretrained(str(tiny_sd_path / "text_encoder"))
+    plain = transformers.CLIPTextModel.from_pretrained(str(tiny_sd_path / "text_encoder"))
     reference = inject_adapter_in_model(
         LoraConfig(r=4, lora_alpha=4, target_modules=["q_proj", "k_proj", "v_proj", "out_proj"]),
-        reference, "default")
+        plain, "default")
     set_peft_model_state_dict(reference, weights, adapter_name="default")
     pipe = model.pipeline
     ids = pipe.tokenizer(["a lighthouse"], return_tensors="pt").input_ids
