@@ -36,6 +36,7 @@ with ``lora_scale``); what the worker's LoRA set-up allows is passed in as a ``L
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
 from collections.abc import Mapping
@@ -48,6 +49,7 @@ from pydantic import (
     Field,
     ValidationError,
     ValidationInfo,
+    field_serializer,
     field_validator,
     model_validator,
 )
@@ -106,6 +108,10 @@ class FamilyInput(BaseModel):
     loras: tuple[lora_fields.LoraRequest, ...] = ()
     lora: str | None = None
     lora_scale: float | None = None
+
+    @field_serializer("loras")
+    def _loras_out(self, loras: tuple[lora_fields.LoraRequest, ...]) -> list[dict[str, Any]]:
+        return [dataclasses.asdict(lora) for lora in loras]
 
     @property
     def adapters(self) -> tuple[lora_fields.LoraRequest, ...]:
