@@ -21,6 +21,8 @@
 #   weights       `python -m app bake-weights`: downloads the model once (or takes a folder of
 #                 the build context), saves it to /models/sd and loads it back through the
 #                 worker's own code (a broken bake fails the build)
+#   worker        base + the code, no weights: what your own model's or RunPod handler's image
+#                 is built FROM (`--target worker`)
 #   runtime       base + the baked weights + the code, run by a non-root user (the final image)
 #
 # Why python:3.11-slim and not an nvidia/cuda runtime image: PyTorch's CUDA wheels bring their
@@ -83,8 +85,8 @@ RUN --mount=type=cache,target=/root/.cache/pip \
         pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}"; \
     fi
 
-# The project's dependencies (core, s3, sd) from requirements.lock: every package pinned, with
-# its hashes, so that a build months later installs the same files or fails. --no-deps: the lock
+# The project's dependencies (core, s3, sd, redis) from requirements.lock: every package pinned,
+# with its hashes, so that a build months later installs the same files or fails. --no-deps: the lock
 # is the whole set, and it leaves out torch (and what only torch needs), so the torch installed
 # above stays; `pip check` proves the two agree. `make lock` updates the lock from pyproject.toml.
 COPY requirements.lock ./
@@ -128,6 +130,45 @@ RUN --mount=type=secret,id=hf_token \
         --token-file /run/secrets/hf_token
 
 
+# worker: the base for your own model (MODEL=module:factory) or a RunPod SDK handler file
+# (python -m app handler handler.py): base + podworker's code, and no Stable Diffusion weights.
+#   DOCKER_BUILDKIT=1 docker build --target worker -t REGISTRY/podworker:worker .
+# Build your image FROM it (README, "Already have a RunPod handler?"). Its system packages, user,
+# state folder, health check and entry point are the runtime stage's below, line for line (a test
+# keeps them so; BuildKit builds the shared lines once); only MODEL differs: echo, until you name
+# yours or run a handler. No offline switches: a handler may fetch what it needs at run time.
+FROM base AS worker
+# DL3008 (pin apt package versions) is ignored: the base image's tag pins the Debian release,
+# and exact Debian revisions leave the archive with security updates (as in the runtime stage).
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends tini gcc g++ libc6-dev \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --create-home --uid 1000 --shell /usr/sbin/nologin podworker \
+    && install -d -o podworker -g podworker -m 0750 /var/lib/podworker
+WORKDIR /app
+COPY domain ./domain
+COPY adapters ./adapters
+COPY app ./app
+COPY streamqueue ./streamqueue
+RUN python -m compileall -q domain adapters app streamqueue
+ENV PYTHONPATH=/app \
+    MODEL=echo \
+    STATE_DIR=/var/lib/podworker \
+    OUTPUT_DIR=/var/lib/podworker/outputs \
+    LOG_FORMAT=json \
+    HEALTH_PORT=8080 \
+    NVIDIA_VISIBLE_DEVICES=all \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility \
+    PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+USER 1000:1000
+EXPOSE 8080
+HEALTHCHECK --interval=30s --timeout=5s --start-period=300s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('HEALTH_PORT', '8080') + '/health', timeout=4)"]
+ENTRYPOINT ["tini", "--", "python", "-m", "app"]
+CMD ["run"]
+
+
 FROM base AS runtime
 
 # tini is PID 1: it forwards SIGTERM/SIGINT to the worker and reaps orphaned processes
@@ -155,8 +196,9 @@ WORKDIR /app
 COPY domain ./domain
 COPY adapters ./adapters
 COPY app ./app
+COPY streamqueue ./streamqueue
 COPY test_inputs.json ./
-RUN python -m compileall -q domain adapters app
+RUN python -m compileall -q domain adapters app streamqueue
 
 # PYTORCH_CUDA_ALLOC_CONF: expandable segments let the CUDA caching allocator grow blocks in
 # place instead of leaving fragments when image sizes vary from job to job (fewer out-of-memory

@@ -50,8 +50,9 @@ def add_bake_arguments(parser: argparse.ArgumentParser) -> None:
         help="hub weight variant to download, such as fp16; empty: the plain weights",
     )
     parser.add_argument(
-        "--dtype", default="float16", choices=DTYPES,
-        help="dtype the weights are saved in (default: float16, what the GPU loads)",
+        "--dtype", default="auto", choices=DTYPES,
+        help="dtype the weights are saved in (default: auto, the family's own: bfloat16 for "
+        "SD3 and Flux, float16 for the others)",
     )
     parser.add_argument(
         "--cache-dir", default=None, type=Path, metavar="DIR",

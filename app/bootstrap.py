@@ -15,10 +15,13 @@ import uuid
 from typing import Any
 
 from adapters.clock import SystemClock
+from adapters.host.memory import ProcessMemory
+from adapters.host.start_history import FileStartHistory
 from adapters.local.echo_model import EchoModel
 from adapters.local.job_api import InMemoryJobApi
 from adapters.local.outbox import InMemoryOutbox
 from adapters.local.pod_control import RecordingPodControl
+from adapters.local.start_history import InMemoryStartHistory
 from adapters.local.storage import DataUrlStorage, LocalFolderStorage
 from adapters.outbox.journal import FileOutbox
 from adapters.runpod.job_api import RunPodJobApi
@@ -31,12 +34,23 @@ from app.metrics import Metrics
 from app.model_runner import ModelRunner
 from app.plugins import OneByOneStorage, load_factory
 from app.posting import Poster
+from app.recycling import Recycler
 from app.settings import Settings, StorageKind
 from app.stages import Board, Stages
+from app.startup import StartupPhases
 from app.storing import Storer
 from app.worker import Worker
 from domain.errors import ConfigurationError
-from domain.ports import Clock, JobApi, JobStopSource, Model, PodControl, Storage
+from domain.ports import (
+    Clock,
+    JobApi,
+    JobStopSource,
+    MemoryGauge,
+    Model,
+    PodControl,
+    StartHistory,
+    Storage,
+)
 from domain.scrubbing import Scrubber
 
 log = logging.getLogger("podworker.bootstrap")
@@ -49,9 +63,10 @@ def secret(value: Any) -> str | None:
 def redactor_for(settings: Settings) -> Scrubber:
     """The scrubber that knows every secret in ``settings``."""
     return Scrubber(
-        secret(getattr(settings, name))
-        for name in ("AI_API_KEY", "RUNPOD_API_KEY", "BUCKET_ACCESS_KEY_ID",
-                     "BUCKET_SECRET_ACCESS_KEY")
+        [*(secret(getattr(settings, name))
+           for name in ("AI_API_KEY", "RUNPOD_API_KEY", "BUCKET_ACCESS_KEY_ID",
+                        "BUCKET_SECRET_ACCESS_KEY")),
+         settings.queue_password]
     )
 
 
@@ -167,30 +182,47 @@ def build_worker(
     clock: Clock | None = None,
     metrics: Metrics | None = None,
     config: WorkerConfig | None = None,
+    history: StartHistory | None = None,
+    memory: MemoryGauge | None = None,
 ) -> Worker:
     """The worker with the given adapters, and production ones (from settings) for the rest."""
     clock = clock or SystemClock()
+    startup = StartupPhases(clock)  # the start-up deadline counts from here
     pod_id = worker_id(settings)
     if job_api is None:
         if settings.local_mode:
             raise ConfigurationError("local mode needs a job source: use app.local_run")
-        http_api = build_job_api(settings, clock, pod_id)
-        job_api = http_api
-        if stop_source is None and http_api.stop_polling:
-            stop_source = http_api
+        if settings.JOB_QUEUE is not None:  # jobs on Redis Streams (a team's own cluster)
+            from app.queue_wiring import build_queue_job_api, build_queue_pod_control
+
+            queue_api = build_queue_job_api(settings, clock, pod_id, redactor_for(settings))
+            job_api, stop_source = queue_api, stop_source or queue_api
+            pod_control = pod_control or build_queue_pod_control(pod_id)
+        else:
+            http_api = build_job_api(settings, clock, pod_id)
+            job_api = http_api
+            if stop_source is None and http_api.stop_polling:
+                stop_source = http_api
     interrupt = threading.Event()
+    storage = storage or build_storage(settings, interrupt)
+    pod_control = pod_control or build_pod_control(settings, pod_id, interrupt)
+    startup.phase("import")  # the model's module and factory
     return assemble(
         config=config or config_from(settings),
         job_api=job_api,
         stop_source=stop_source,
-        storage=storage or build_storage(settings, interrupt),
-        pod_control=pod_control or build_pod_control(settings, pod_id, interrupt),
+        storage=storage,
+        pod_control=pod_control,
         model=model or build_model(settings),
         outbox=outbox if outbox is not None else open_outbox(settings),
         clock=clock,
         metrics=metrics or Metrics(),
         scrub=redactor_for(settings),
         interrupt=interrupt,
+        startup=startup,
+        history=history or (InMemoryStartHistory() if settings.local_mode
+                            else FileStartHistory(settings.STATE_DIR)),
+        memory=memory,
     )
 
 
@@ -207,9 +239,13 @@ def assemble(
     metrics: Metrics,
     scrub: Scrubber,
     interrupt: threading.Event | None = None,
+    startup: StartupPhases | None = None,
+    history: StartHistory | None = None,
+    memory: MemoryGauge | None = None,
 ) -> Worker:
     """Wire the stages around the controller (tests call this with fakes directly)."""
     inbox = Inbox()
+    memory = memory or ProcessMemory()
     poster = Poster(job_api=job_api, outbox=outbox, clock=clock, metrics=metrics, inbox=inbox,
                     scrub=scrub)
     storer = Storer(storage=storage, outbox=outbox, marks=outbox, poster=poster, clock=clock,
@@ -218,7 +254,8 @@ def assemble(
     stages = Stages(
         intake=Intake(job_api, clock, inbox),
         runner=ModelRunner(model, clock, inbox, scrub, concurrency=config.slots,
-                           on_chunk=storer.stream, aggregate=config.stream_aggregate),
+                           on_chunk=storer.stream, aggregate=config.stream_aggregate,
+                           startup=startup or StartupPhases(clock)),
         storer=storer,
         poster=poster,
         heartbeat=Heartbeat(job_api, config.ping_interval_s, lambda: board.snapshot.in_flight),
@@ -228,9 +265,12 @@ def assemble(
                   lambda: float(board.snapshot.undelivered))
     metrics.gauge("seconds_since_last_job", "Seconds since the last result was delivered.",
                   lambda: clock.now() - board.snapshot.last_activity)
+    metrics.gauge("process_resident_bytes", "Resident memory of the worker process (MAX_RSS_MB).",
+                  lambda: float(memory.rss_bytes() or 0))
     return Worker(stages=stages, inbox=inbox, outbox=outbox, marks=outbox, board=board,
                   pod_control=pod_control, clock=clock, config=config, metrics=metrics,
-                  interrupt=interrupt)
+                  recycler=Recycler(config.recycle, memory),
+                  history=history or InMemoryStartHistory(), scrub=scrub, interrupt=interrupt)
 
 
 def open_outbox(settings: Settings) -> FileOutbox:

@@ -8,10 +8,14 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from app.bake import add_bake_arguments
 from domain.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from app.settings import Settings
+    from domain.ports import Model, Storage
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,6 +40,20 @@ def _parser() -> argparse.ArgumentParser:
         "fake-api",
         help="serve a fake RunPod job API on loopback (for local runs, tests, benchmarks); "
         "'fake-api --help' lists its options",
+        add_help=False,
+    )
+
+    sub.add_parser(
+        "queue",
+        help="submit, follow and cancel jobs on the Redis queue JOB_QUEUE names; "
+        "'queue --help' lists its commands",
+        add_help=False,
+    )
+
+    sub.add_parser(
+        "handler",
+        help="run a RunPod SDK handler file unchanged: 'handler handler.py [its flags]' "
+        "('handler --help' says more)",
         add_help=False,
     )
 
@@ -79,11 +97,21 @@ def main(argv: list[str] | None = None) -> int:
     # lines of their own, which would break the worker's one-JSON-object-a-line logs
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    if argv[:1] == ["queue"]:  # its own commands, with the queue named by the settings
+        return _queue(argv[1:])
     if argv[:1] == ["fake-api"]:  # its own options, parsed by the fake server
         from fakeplatform.cli import main as fake_api_main
 
         return int(fake_api_main(argv[1:]) or 0)
     parser = _parser()
+    if argv[:1] == ["handler"]:  # the handler's own flags follow its file: not parsed here
+        from app.handler_command import handler_main
+
+        try:
+            return handler_main(argv[1:])
+        except ConfigurationError as exc:
+            print(f"podworker: {exc}", file=sys.stderr)
+            return 2
     args = parser.parse_args(argv or ["run"])
     command = args.command or "run"
     try:
@@ -106,33 +134,72 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _run(args: argparse.Namespace) -> int:
-    from app.bootstrap import build_worker, redactor_for, worker_id
-    from app.local_run import run_local
-    from app.logs import configure_logging
+def _queue(argv: list[str]) -> int:
     from app.settings import load_settings
-    from app.signals import install_stop_handlers
+    from streamqueue.cli import main as queue_main
+
+    try:
+        settings = load_settings()
+    except ConfigurationError as exc:
+        print(f"podworker: {exc}", file=sys.stderr)
+        return 2
+    return queue_main(argv, url=settings.JOB_QUEUE, password=settings.queue_password,
+                      name=settings.JOB_QUEUE_NAME, result_ttl_s=settings.JOB_RESULT_TTL,
+                      max_input_bytes=settings.MAX_INPUT_BYTES)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from app.local_run import run_local
+    from app.settings import load_settings
 
     settings = load_settings(env_file=args.env_file)
+    if not settings.local_mode:
+        return serve(settings)
+    configure_for(settings, local=True)
+    code = run_local(settings, getattr(args, "test_input", None))
+    leave(code)
+    return code  # not reached
+
+
+def configure_for(settings: Settings, *, local: bool) -> None:
+    """Logging as the settings say: readable lines in a local run (``LOG_FORMAT=auto``), JSON
+    lines carrying the pod id otherwise."""
+    from app.bootstrap import redactor_for, worker_id
+    from app.logs import configure_logging
+
     fmt = settings.LOG_FORMAT.value
-    if fmt == "auto" and settings.local_mode:
+    if fmt == "auto" and local:
         fmt = "text"  # a person is reading: readable lines
     configure_logging(
         debug=settings.DEBUG,
         fmt=fmt,
         redactor=redactor_for(settings),
-        static=None if settings.local_mode else {"pod_id": worker_id(settings)},
+        static=None if local else {"pod_id": worker_id(settings)},
     )
-    if settings.local_mode:
-        code = run_local(settings, getattr(args, "test_input", None))
-    else:
-        worker = build_worker(settings)
-        install_stop_handlers(worker.request_stop)
-        if settings.HEALTH_PORT:
-            from app.health import start_health_server
 
-            start_health_server(worker, settings.HEALTH_HOST, settings.HEALTH_PORT)
-        code = int(worker.run())
+
+def serve(settings: Settings, *, model: Model | None = None,
+          storage: Storage | None = None) -> int:
+    """The worker on the job API (``model`` and ``storage``, or those the settings name),
+    until it stops."""
+    from app.bootstrap import build_worker
+    from app.signals import install_stop_handlers
+    from app.startup import HardDeadline
+
+    configure_for(settings, local=False)
+    deadline = HardDeadline(settings.STARTUP_TIMEOUT / 1000).arm()  # the last resort
+    try:
+        worker = build_worker(settings, model=model, storage=storage)
+    except BaseException:
+        deadline.disarm()
+        raise
+    deadline.disarm_when(worker.startup.done)
+    install_stop_handlers(worker.request_stop)
+    if settings.HEALTH_PORT:
+        from app.health import start_health_server
+
+        start_health_server(worker, settings.HEALTH_HOST, settings.HEALTH_PORT)
+    code = int(worker.run())
     leave(code)
     return code  # not reached
 

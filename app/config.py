@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from app.settings import Settings
-from domain.lifecycle import LifecyclePolicy
+from domain.lifecycle import LifecyclePolicy, RecyclePolicy
 from domain.waiting import MIN_POLL_INTERVAL
 
 
@@ -28,6 +28,7 @@ class WorkerConfig:
     """What the controller and its stages need to know."""
 
     lifecycle: LifecyclePolicy = field(default_factory=LifecyclePolicy)
+    recycle: RecyclePolicy = field(default_factory=RecyclePolicy)  # every limit off
     ping_interval_s: float = 10.0
     max_result_bytes: int = 10_000_000
     max_input_bytes: int = 1_000_000
@@ -39,6 +40,32 @@ class WorkerConfig:
     job_api: JobApiConfig = field(default_factory=JobApiConfig)
 
 
+@dataclass(frozen=True)
+class QueueConfig:
+    """The Redis queue's timing (``JOB_QUEUE``), in seconds.
+
+    A take blocks in Redis for at most ``block_s``: a quarter of the lease (so an idle worker
+    looks for entries to take over several times a lease), and never more than 5 s (so the idle
+    TTL and a stop are seen promptly)."""
+
+    lease_s: float = 60.0
+    block_s: float = 5.0
+    timeout_s: float = 5.0  # connect, and each reply of a command that does not block
+    result_ttl_s: int = 86_400
+    max_attempts: int = 3
+
+
+def queue_config_from(settings: Settings) -> QueueConfig:
+    lease_s = settings.JOB_LEASE / 1000
+    return QueueConfig(
+        lease_s=lease_s,
+        block_s=min(5.0, lease_s / 4),
+        timeout_s=settings.JOB_API_TIMEOUT / 1000,
+        result_ttl_s=settings.JOB_RESULT_TTL,
+        max_attempts=settings.JOB_MAX_ATTEMPTS,
+    )
+
+
 def lifecycle_from(settings: Settings) -> LifecyclePolicy:
     never = settings.WORKER_ZERO or settings.TERMINATE_IDLE_TIME <= 0
     return LifecyclePolicy(
@@ -46,6 +73,15 @@ def lifecycle_from(settings: Settings) -> LifecyclePolicy:
         execution_timeout=settings.EXECUTION_TIMEOUT / 1000,
         overrun_grace=settings.OVERRUN_GRACE / 1000,
         shutdown_grace=settings.SHUTDOWN_GRACE / 1000,
+        startup_timeout=settings.STARTUP_TIMEOUT / 1000 if settings.STARTUP_TIMEOUT else None,
+    )
+
+
+def recycle_from(settings: Settings) -> RecyclePolicy:
+    return RecyclePolicy(
+        max_jobs=settings.MAX_JOBS,
+        max_rss_bytes=settings.MAX_RSS_MB * 2**20,
+        max_vram_fraction=settings.MAX_VRAM_FRACTION,
     )
 
 
@@ -53,6 +89,7 @@ def config_from(settings: Settings, *, stop_when_drained: bool | None = None) ->
     """The frozen configuration for ``settings``."""
     return WorkerConfig(
         lifecycle=lifecycle_from(settings),
+        recycle=recycle_from(settings),
         ping_interval_s=settings.PING_INTERVAL / 1000,
         max_result_bytes=settings.MAX_RESULT_BYTES,
         max_input_bytes=settings.MAX_INPUT_BYTES,

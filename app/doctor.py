@@ -41,6 +41,10 @@ def check_job_api(settings: Settings) -> Check:
 
     if settings.local_mode:
         return Check("job API", SKIP, "local mode: no take webhook configured")
+    if settings.JOB_QUEUE is not None:  # jobs on Redis Streams instead of RunPod's webhooks
+        from app.queue_wiring import check_queue
+
+        return check_queue(settings)
     assert settings.WEBHOOK_GET_WORK is not None
     parts = urlsplit(settings.WEBHOOK_GET_WORK)
     host = host_of(settings.WEBHOOK_GET_WORK)
@@ -162,17 +166,43 @@ def _weights_size(folder: Path) -> str:
 
 
 def check_model(settings: Settings) -> Check:
-    from app.bootstrap import build_model
+    """Build and load the model as the worker does, timing each start-up phase."""
+    from adapters.clock import SystemClock
+    from app.bootstrap import build_model, redactor_for
+    from app.startup import StartupPhases, accepts_report
 
+    phases = StartupPhases(SystemClock())
     try:
+        phases.phase("import")
         model = build_model(settings)
-        model.load()
+        phases.begin_load()
+        load: Callable[..., object] = model.load
+        load(*((phases,) if accepts_report(load) else ()))
     except ConfigurationError as exc:
         return Check("model", FAIL, str(exc), "fix MODEL / MODEL_PATH")
     except Exception as exc:
-        return Check("model", FAIL, f"{settings.MODEL} did not load: {exc}",
+        where, scrub = phases.current()[0], redactor_for(settings)  # a model's error may
+        return Check("model", FAIL,  # carry a key: scrubbed like every other text
+                     scrub(f"{settings.MODEL} did not load (phase {where}): {exc}"),
                      "check MODEL_PATH holds the weights (baked into the image)")
-    return Check("model", OK, f"{settings.MODEL} loaded")
+    seconds = phases.finish()
+    slow = settings.STARTUP_TIMEOUT and seconds * 1000 > settings.STARTUP_TIMEOUT / 2
+    return Check("model", WARN if slow else OK,
+                 f"{settings.MODEL} loaded in {seconds:.1f} s ({phases.summary()})",
+                 "the start-up takes more than half of STARTUP_TIMEOUT: raise it" if slow else "")
+
+
+def check_start_history(settings: Settings) -> Check:
+    """Whether the worker's last starts failed (a crash loop), from ``STATE_DIR``."""
+    from adapters.host.start_history import FileStartHistory
+
+    earlier = FileStartHistory(settings.STATE_DIR).failed_in_a_row()
+    if not earlier.count:
+        return Check("starts", OK, "no failed start recorded")
+    return Check("starts", WARN,
+                 f"the last {earlier.count} start(s) failed in a row; the last in phase "
+                 f"{earlier.phase}: {(earlier.error or '')[:300]}",
+                 "fix what the error names; a start that succeeds clears this")
 
 
 def check_disk(settings: Settings) -> Check:
@@ -206,7 +236,7 @@ def _available_memory() -> int | None:
 
 CHECKS: list[Callable[[Settings], Check]] = [
     check_job_api, check_storage, check_gpu, check_weights, check_loras, check_model,
-    check_disk, check_memory,
+    check_disk, check_memory, check_start_history,
 ]
 
 

@@ -5,8 +5,10 @@ and counters, so a slow or stuck scraper never blocks the job loop. prometheus-c
 imported here, only when HEALTH_PORT is set.
 
 ``/health`` answers 200 while the worker is ``ready`` or ``busy`` and 503 while it is
-``starting``, ``draining`` or ``stopped``, with ``{"state", "jobs_in_flight",
-"undelivered_results", "seconds_since_last_job"}``.
+``starting``, ``startup_failed``, ``draining`` or ``stopped``, with ``{"state", "jobs_in_flight",
+"undelivered_results", "seconds_since_last_job"}``; while starting, also the start-up's
+``phase``, ``phase_seconds`` and ``startup_seconds``; after a failed start, its ``phase`` and
+``error``; ``failed_starts_in_a_row`` when the starts before this one failed.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 from app.metrics import BUCKETS, COUNTERS, STAGES
+from app.stages import WorkerState
 
 if TYPE_CHECKING:
     from app.worker import Worker
@@ -65,9 +68,37 @@ class _MetricsCollector:
             yield gauge
         state = GaugeMetricFamily("podworker_state", "1 for the worker's current state.",
                                   labels=["state"])
-        for value in ("starting", "ready", "busy", "draining", "stopped"):
-            state.add_metric([value], 1.0 if self._worker.snapshot.state.value == value else 0.0)
+        for value in WorkerState:
+            state.add_metric([value.value], 1.0 if self._worker.snapshot.state is value else 0.0)
         yield state
+        yield from _startup_families(self._worker)
+
+
+def _startup_families(worker: Worker) -> Iterator[Any]:
+    """The start-up's phases (seconds each, the running one so far), the phase running now,
+    the whole start's seconds, and the failed starts before this one."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    startup = worker.startup
+    phases = GaugeMetricFamily("podworker_startup_phase_seconds",
+                               "Seconds spent in each start-up phase (the running one so far).",
+                               labels=["phase"])
+    for name, seconds in startup.seconds().items():
+        phases.add_metric([name], seconds)
+    yield phases
+    running, _ = startup.current()
+    current = GaugeMetricFamily("podworker_startup_phase",
+                                "1 for the start-up phase running now (none once started).",
+                                labels=["phase"])
+    if running is not None:
+        current.add_metric([running], 1.0)
+    yield current
+    yield GaugeMetricFamily("podworker_startup_seconds",
+                            "Seconds of the start-up (so far, while starting).",
+                            value=startup.elapsed())
+    yield GaugeMetricFamily("podworker_failed_starts_in_a_row",
+                            "Starts that failed in a row before this one (a crash loop).",
+                            value=float(worker.failed_starts_before))
 
 
 def health_report(worker: Worker) -> tuple[int, dict[str, Any]]:
@@ -79,7 +110,22 @@ def health_report(worker: Worker) -> tuple[int, dict[str, Any]]:
         "undelivered_results": snapshot.undelivered,
         "seconds_since_last_job": round(worker.clock.now() - snapshot.last_activity, 3),
     }
+    body.update(_startup_report(worker, snapshot.state))
     return (200 if state in HEALTHY else 503), body
+
+
+def _startup_report(worker: Worker, state: WorkerState) -> dict[str, Any]:
+    report: dict[str, Any] = {}
+    if state is WorkerState.STARTING:
+        phase, seconds = worker.startup.current()
+        report = {"phase": phase, "phase_seconds": round(seconds, 3),
+                  "startup_seconds": round(worker.startup.elapsed(), 3)}
+    failure = worker.start_failure
+    if failure is not None:
+        report = {"phase": failure.phase, "error": failure.error[:500]}
+    if worker.failed_starts_before:
+        report["failed_starts_in_a_row"] = worker.failed_starts_before
+    return report
 
 
 class HealthServer:

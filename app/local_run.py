@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from adapters.clock import SystemClock
 from adapters.local.outbox import InMemoryOutbox
@@ -32,9 +32,13 @@ def run_local(
     *,
     out: TextIO | None = None,
     model: Model | None = None,
+    jobs: list[dict[str, Any]] | None = None,
 ) -> int:
+    """Run ``jobs`` (or those in ``test_input``, else ``TEST_INPUT_FILE``); print the results;
+    0 when every job succeeded, else 1 (or the worker's own exit code)."""
     out = out or sys.stdout
-    jobs = read_test_inputs(test_input or settings.TEST_INPUT_FILE)
+    if jobs is None:
+        jobs = read_test_inputs(test_input or settings.TEST_INPUT_FILE)
     clock = SystemClock()
     api = build_local_job_api(jobs, clock)
     worker = build_worker(
@@ -50,8 +54,10 @@ def run_local(
     install_stop_handlers(worker.request_stop)
     code = worker.run()
     results = [api.results[str(job["id"])] for job in jobs if str(job["id"]) in api.results]
-    if code is ExitCode.MODEL_LOAD:
-        error = f"model could not be loaded: {worker.model_load_error}"
+    if code in (ExitCode.MODEL_LOAD, ExitCode.STARTUP_TIMEOUT):
+        failure = worker.start_failure
+        why = worker.model_load_error or (failure.error if failure is not None else "")
+        error = f"model could not be loaded: {why}"
         results = [JobResult.failure(str(job["id"]), error) for job in jobs]
     records = [result.to_json() for result in results]
     print(json.dumps(records[0] if len(records) == 1 else records, indent=2), file=out)

@@ -10,8 +10,15 @@ How a job runs depends on the model's ``run``:
   timeout and a platform job-stop cancel the task;
 - a ``run`` that is a generator (or async generator) **streams**: each value it yields is handed
   to ``on_chunk`` at once (stored and posted in order, before the final result); the final
-  output is the list of chunks when ``aggregate`` is on (the SDK's ``return_aggregate_stream``),
-  else empty.
+  output is the list of chunks when ``aggregate`` is on or the model's ``aggregate_stream`` is
+  True (the SDK's ``return_aggregate_stream``), else an empty list (as the SDK sends).
+
+Which of these a model's ``run`` is, is read at construction and again once ``load()`` returned
+(a RunPod handler file is known only after its import).
+
+Loading: a ``load(self, startup)`` that takes an argument is given the start-up's
+:class:`~app.startup.StartupPhases` to report its phases on (``domain.ports.StartupReport``);
+the controller, not this stage, enforces ``STARTUP_TIMEOUT``.
 
 Slots: ``concurrency`` (the ``CONCURRENCY`` setting), or what the model's own
 ``concurrency(current)`` answers, asked between takes (the SDK's ``concurrency_modifier``),
@@ -37,6 +44,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from app.messages import Inbox, ModelDone, ModelLoaded
+from app.startup import StartupPhases, accepts_report
 from domain.errors import DeviceLost, ExecutionTimeout, JobCancelled
 from domain.execution import RunningJob
 from domain.job import Job
@@ -64,16 +72,17 @@ class ModelRunner:
         concurrency: int = 1,
         on_chunk: OnChunk | None = None,
         aggregate: bool = False,
+        startup: StartupPhases | None = None,
     ) -> None:
         self._model = model
+        self.startup = startup or StartupPhases(clock)
         self._clock = clock
         self._inbox = inbox
         self._scrub = scrub
         self._concurrency = max(1, min(concurrency, MAX_SLOTS))
         self._on_chunk = on_chunk or (lambda job, chunk: None)
         self._aggregate = aggregate
-        run = model.run
-        self._is_async = inspect.iscoroutinefunction(run) or inspect.isasyncgenfunction(run)
+        self._is_async = self._runs_async()
         self._threads = _Threads()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._slots = self._concurrency
@@ -83,10 +92,16 @@ class ModelRunner:
     def start(self) -> None:
         """Load the model (on the thread or loop the jobs will use); reports ``ModelLoaded``."""
         if self._is_async or inspect.iscoroutinefunction(self._model.load):
-            self._loop = asyncio.new_event_loop()
-            threading.Thread(target=self._loop.run_forever, name="model-loop",
-                             daemon=True).start()
+            self._start_loop()
         self._threads.submit(self._load)
+
+    def _start_loop(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        threading.Thread(target=self._loop.run_forever, name="model-loop", daemon=True).start()
+
+    def _runs_async(self) -> bool:
+        run = self._model.run
+        return inspect.iscoroutinefunction(run) or inspect.isasyncgenfunction(run)
 
     @property
     def slots(self) -> int:
@@ -123,17 +138,27 @@ class ModelRunner:
     # --- loading -----------------------------------------------------------------------------
     def _load(self) -> None:
         started = self._clock.now()
+        self.startup.begin_load()
 
         def load() -> None:
-            if inspect.iscoroutinefunction(self._model.load):
+            # a load(self, startup) is told the phases it goes through (domain.ports.Model)
+            call: Callable[..., Any] = self._model.load
+            args = (self.startup,) if accepts_report(call) else ()
+            if inspect.iscoroutinefunction(call):
                 assert self._loop is not None
-                asyncio.run_coroutine_threadsafe(self._model.load(), self._loop).result()
+                asyncio.run_coroutine_threadsafe(call(*args), self._loop).result()
             else:
-                self._model.load()
+                call(*args)
 
         error, _ = self._outcome_of(load)
         seconds = self._clock.now() - started
         if error is None:
+            # a model may know how it runs only once loaded (a RunPod handler file, imported by
+            # load): asked again here, before ModelLoaded lets the controller submit jobs
+            if not self._is_async and self._runs_async():
+                if self._loop is None:
+                    self._start_loop()
+                self._is_async = True
             log.info("model loaded", extra={"event": "model_loaded", "seconds": round(seconds, 3)})
             self.refresh_slots(0)
         else:
@@ -157,19 +182,25 @@ class ModelRunner:
         error, fatal = self._outcome_of(call, job_id=running.job_id)
         self._done(running, result, error, fatal, started)
 
+    def _aggregates(self) -> bool:
+        """Whether a stream's final output is its chunks: ``STREAM_AGGREGATE``, or the model's own
+        ``aggregate_stream`` (a handler's ``return_aggregate_stream``)."""
+        return self._aggregate or getattr(self._model, "aggregate_stream", False) is True
+
     def _stream(self, running: RunningJob, chunks: Iterator[Any]) -> Any:
         kept: list[Any] = []
+        aggregate = self._aggregates()
         try:
             for chunk in chunks:
                 self._on_chunk(running.job, chunk)
-                if self._aggregate:
+                if aggregate:
                     kept.append(chunk)
                 running.check_cancelled()  # a stop or the timeout ends the stream here
         finally:
             close = getattr(chunks, "close", None)
             if callable(close):
                 close()
-        return kept if self._aggregate else None
+        return kept if aggregate else []  # the SDK sends an empty list too
 
     # --- an ``async def run`` ---------------------------------------------------------------
     async def _run_async(self, running: RunningJob) -> None:
@@ -205,10 +236,11 @@ class ModelRunner:
 
     async def _stream_async(self, running: RunningJob, chunks: AsyncIterator[Any]) -> Any:
         kept: list[Any] = []
+        aggregate = self._aggregates()
         try:
             async for chunk in chunks:
                 self._on_chunk(running.job, chunk)
-                if self._aggregate:
+                if aggregate:
                     kept.append(chunk)
                 running.check_cancelled()
         finally:
@@ -216,7 +248,7 @@ class ModelRunner:
             if callable(aclose):
                 with contextlib.suppress(BaseException):
                     await aclose()
-        return kept if self._aggregate else None
+        return kept if aggregate else []  # the SDK sends an empty list too
 
     # --- outcomes ----------------------------------------------------------------------------
     def _done(self, running: RunningJob, result: dict[str, Any], error: str | None,

@@ -79,6 +79,15 @@ class ModelSettings(BaseSettings):
     )
     SD_COMPILE_MODE: CompileMode = Field("default", description="torch.compile mode: default, "
         "reduce-overhead or max-autotune (CUDA graphs), or max-autotune-no-cudagraphs.")
+    SD_COMPILE_CACHE_DIR: str | None = Field(None, description="Stable Diffusion: folder "
+        "of compiled graphs kept between starts (may be a network volume shared by pods of "
+        "one image; entries are keyed by torch, Triton, GPU and model; a bad one is ignored); "
+        "unset: STATE_DIR/compile-cache.")
+    SD_COMPILE_TUNED: bool = Field(False, description="Stable Diffusion, with MODEL_COMPILE: "
+        "fused QKV projections and the Inductor settings diffusers documents for speed.")
+    SD_FIRST_BLOCK_CACHE: float = Field(0.0, ge=0.0, le=1.0, description="Flux: the lossy "
+        "first-block cache's threshold (0: off; 0.05-0.2 trade detail for speed; images "
+        "differ from uncached ones).")
     SD_PNG_COMPRESSION: int = Field(1, ge=0, le=9, description="Stable Diffusion: PNG zlib "
         "level (0-9; 1 is fast, 6 is zlib's default and ~4x slower for a few % fewer bytes).")
     SD_BATCH_MAX: int = Field(1, ge=1, le=64, description="Stable Diffusion: most images "
@@ -150,7 +159,7 @@ class ModelSettings(BaseSettings):
     def _sizes(cls, value: str | None) -> str | None:
         return None if value is None else ",".join(f"{w}x{h}" for w, h in parse_sizes(value))
 
-    @field_validator("SD_REFINER_PATH")
+    @field_validator("SD_REFINER_PATH", "SD_COMPILE_CACHE_DIR")
     @classmethod
     def _refiner_path(cls, value: str | None) -> str | None:
         return (value or "").strip() or None  # blank is unset

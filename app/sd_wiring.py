@@ -23,6 +23,7 @@ LORA_URL_FETCH through the same SSRF-safe fetcher, kept under STATE_DIR/lora-cac
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app.settings import Settings
@@ -93,9 +94,11 @@ def build_stable_diffusion(settings: Settings) -> Model:
                 f"invalid setting SD_SIZES: {width}x{height}: {spec.label} sides are multiples "
                 f"of {spec.side_multiple}"
             )
-    cache = settings.STATE_DIR / "compile-cache"  # kept across restarts with the outbox
+    # kept across restarts with the outbox, unless a shared folder is named
+    cache = Path(settings.SD_COMPILE_CACHE_DIR or settings.STATE_DIR / "compile-cache")
     compile_options = (
-        CompileOptions(mode=settings.SD_COMPILE_MODE, cache_dir=cache)
+        CompileOptions(mode=settings.SD_COMPILE_MODE, cache_dir=cache,
+                       state_dir=settings.STATE_DIR, tuned=settings.SD_COMPILE_TUNED)
         if settings.MODEL_COMPILE else False
     )
     model: Model = StableDiffusionModel(
@@ -111,6 +114,8 @@ def build_stable_diffusion(settings: Settings) -> Model:
         batch_max=settings.SD_BATCH_MAX,
         batch_wait_s=settings.SD_BATCH_WAIT_MS / 1000,
         refiner_path=settings.SD_REFINER_PATH,
+        fuse_qkv=settings.MODEL_COMPILE and settings.SD_COMPILE_TUNED,
+        first_block_cache=settings.SD_FIRST_BLOCK_CACHE,
         loras=lora_library(settings),
     )
     return model

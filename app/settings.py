@@ -16,6 +16,7 @@ from __future__ import annotations
 import enum
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import SettingsConfigDict
@@ -23,9 +24,11 @@ from pydantic_settings import SettingsConfigDict
 from app.model_settings import ModelSettings
 from app.weights_settings import WeightsSettings
 from domain.errors import ConfigurationError
+from streamqueue.layout import DEFAULT_QUEUE, DEFAULT_RESULT_TTL_S, queue_name_problem
 
 SECRET_FIELDS = frozenset(
-    {"AI_API_KEY", "RUNPOD_API_KEY", "BUCKET_ACCESS_KEY_ID", "BUCKET_SECRET_ACCESS_KEY"}
+    {"AI_API_KEY", "RUNPOD_API_KEY", "BUCKET_ACCESS_KEY_ID", "BUCKET_SECRET_ACCESS_KEY",
+     "REDIS_PASSWORD", "JOB_QUEUE"}  # JOB_QUEUE: a Redis URL may hold a password
 )
 
 
@@ -103,6 +106,29 @@ class Settings(ModelSettings, WeightsSettings):
     SHUTDOWN_GRACE: int = Field(
         30_000, ge=0, description="After SIGTERM, longest wait for results to be delivered (ms)."
     )
+    STARTUP_TIMEOUT: int = Field(
+        900_000,
+        ge=0,
+        description="Longest start-up, model load and warm-up included (ms); past it the worker "
+        "fails one job with the reason and exits with code 8. 0 = none.",
+    )
+    MAX_JOBS: int = Field(
+        0, ge=0, description="Jobs a worker takes before it renews itself (exit code 7); "
+        "0 = never."
+    )
+    MAX_RSS_MB: int = Field(
+        0,
+        ge=0,
+        description="Resident memory (MB) past which, after a job, the worker renews itself "
+        "(exit code 7); 0 = no limit.",
+    )
+    MAX_VRAM_FRACTION: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of the GPU's memory still allocated after a job past which the "
+        "worker renews itself (exit code 7); 0 = no limit.",
+    )
 
     # --- job API ------------------------------------------------------------------------
     AI_API_KEY: SecretStr | None = Field(
@@ -158,6 +184,40 @@ class Settings(ModelSettings, WeightsSettings):
         "with a message to configure a bucket.",
     )
 
+    # --- job queue on Redis Streams (a team's own cluster, instead of RunPod) --------------
+    JOB_QUEUE: str | None = Field(
+        None,
+        repr=False,  # a Redis URL may hold a password
+        description="A Redis URL (redis://HOST:6379/0, rediss:// for TLS): take jobs from the "
+        "Redis Streams queue there instead of RunPod's webhooks; unset: RunPod.",
+    )
+    JOB_QUEUE_NAME: str = Field(
+        DEFAULT_QUEUE,
+        description="Redis queue: its name, which its keys start with (stream NAME:jobs, "
+        "consumer group workers).",
+    )
+    REDIS_PASSWORD: SecretStr | None = Field(
+        None, description="Redis queue: the password (wins over one in JOB_QUEUE)."
+    )
+    JOB_LEASE: int = Field(
+        60_000,
+        gt=0,
+        description="Redis queue: how long a job stays with a worker that stopped renewing it "
+        "before another worker takes it over (ms); at least 3 x PING_INTERVAL, whose heartbeat "
+        "renews it.",
+    )
+    JOB_MAX_ATTEMPTS: int = Field(
+        3,
+        ge=1,
+        description="Redis queue: most times a job is run; a job whose workers died on it that "
+        "often is failed instead (the poison cap).",
+    )
+    JOB_RESULT_TTL: int = Field(
+        DEFAULT_RESULT_TTL_S,
+        gt=0,
+        description="Redis queue: how long a finished job's record and result are kept (s).",
+    )
+
     # --- pod control --------------------------------------------------------------------
     RUNPOD_API_KEY: SecretStr | None = Field(
         None, description="RunPod API key, used only to terminate this pod."
@@ -204,7 +264,7 @@ class Settings(ModelSettings, WeightsSettings):
     @field_validator(
         "WEBHOOK_GET_WORK", "WEBHOOK_POST_OUTPUT", "WEBHOOK_PING", "WEBHOOK_POST_STREAM",
         "BUCKET_ENDPOINT_URL", "MODEL_PATH", "RUNPOD_POD_ID", "BUCKET_NAME", "SD_SIZES",
-        mode="before",
+        "JOB_QUEUE", mode="before",
     )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
@@ -226,11 +286,37 @@ class Settings(ModelSettings, WeightsSettings):
             raise ValueError("must start with http:// or https://")
         return value
 
+    @field_validator("JOB_QUEUE")
+    @classmethod
+    def _must_be_redis_url(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must be a Redis URL: redis://HOST:PORT/DB, rediss:// or unix://")
+        return value
+
+    @field_validator("JOB_QUEUE_NAME")
+    @classmethod
+    def _queue_name(cls, value: str) -> str:
+        problem = queue_name_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
     # --- derived ------------------------------------------------------------------------
     @property
     def local_mode(self) -> bool:
-        """True for the seed's local test run: TEST_LOCAL, or no take webhook configured."""
-        return self.TEST_LOCAL or self.WEBHOOK_GET_WORK is None
+        """True for the seed's local test run: TEST_LOCAL, or no job source configured (no
+        take webhook, no JOB_QUEUE)."""
+        return self.TEST_LOCAL or (self.WEBHOOK_GET_WORK is None and self.JOB_QUEUE is None)
+
+    @property
+    def queue_password(self) -> str | None:
+        """The Redis queue's password: REDIS_PASSWORD, else the one in JOB_QUEUE's URL."""
+        if self.REDIS_PASSWORD is not None:
+            return self.REDIS_PASSWORD.get_secret_value()
+        if self.JOB_QUEUE is None:
+            return None
+        password = urlsplit(self.JOB_QUEUE).password
+        return unquote(password) if password else None
 
 
 def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Settings:

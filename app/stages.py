@@ -26,14 +26,17 @@ class ExitCode(enum.IntEnum):
     JOB_FAILED = 1  # local run only: a job's result was an error
     CONFIG = 2  # a setting is missing or invalid
     MODEL_STUCK = 3  # a job overran its timeout and the model ignored cancellation
-    MODEL_LOAD = 4  # the model could not be loaded
+    MODEL_LOAD = 4  # the model could not be loaded: one job told why, then exit
     TERMINATE_FAILED = 5  # the idle TTL expired but the pod could not be terminated
     DEVICE_LOST = 6  # the accelerator became unusable: delivered what it held, restart the pod
+    RECYCLED = 7  # renewing itself (MAX_JOBS, MAX_RSS_MB, MAX_VRAM_FRACTION, or the model asked)
+    STARTUP_TIMEOUT = 8  # the start-up overran STARTUP_TIMEOUT: one job told why, then exit
     FORCED = 130  # a second signal: stopped at once (results stay in the outbox)
 
 
 class WorkerState(enum.StrEnum):
     STARTING = "starting"
+    STARTUP_FAILED = "startup_failed"  # telling one job why, then exiting
     READY = "ready"
     BUSY = "busy"
     DRAINING = "draining"

@@ -45,6 +45,7 @@ class Outcome:
     model_seconds: float = 0.0
     streamed: bool = False  # its output was streamed in chunks before this final result
     stopped: bool = False  # the platform stopped it: no result is posted (as the SDK does)
+    stop_pod: bool = False  # the model asked for a fresh worker after it (refresh_worker)
 
 
 GROUP_COMMIT_MAX = 64
@@ -164,8 +165,9 @@ class Storer:
         else:
             result = self._store_outputs(job, outcome.output)
             self._metrics.observe("model", outcome.model_seconds)
-        if outcome.streamed:
-            result = dataclasses.replace(result, streamed=True)
+        if outcome.streamed or outcome.stop_pod:
+            result = dataclasses.replace(result, streamed=outcome.streamed,
+                                         stop_pod=outcome.stop_pod)
         self._stored.pop(job.id, None)
         result = self._enforce_size(result)
         store_s = self._clock.now() - started
@@ -222,7 +224,7 @@ class Storer:
         if size <= self._max_result_bytes:
             return result
         return JobResult(
-            result.job_id, streamed=result.streamed,
+            result.job_id, streamed=result.streamed, stop_pod=result.stop_pod,
             error=f"result is {size} bytes, over the job API's limit of {self._max_result_bytes} "
             "bytes: configure a bucket (BUCKET_ENDPOINT_URL, BUCKET_NAME, ...) so outputs are "
             "uploaded instead of sent inline",

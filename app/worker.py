@@ -19,22 +19,33 @@ Threads, what each owns, and how they talk (queues and events, never shared fiel
       ├─ http-deadlines  cuts HTTP requests at their overall deadline (adapters.http.client)
       └─ health        /health and /metrics, when HEALTH_PORT is set  (reads the Snapshot)
     signals            a short-lived "stop-request" thread            ──StopWorker─────► inbox
+    startup-deadline   app.cli: disarms the C-level start-up watchdog once the start ended
 
 Each pass reads the clock once. The controller never sleeps: it waits on its inbox until the
 policy's ``wake_at`` (a take backoff, a job's overrun, the idle TTL, the drain deadline).
+
+Start-up (``app.startup``): the controller waits for ``ModelLoaded`` until ``STARTUP_TIMEOUT``
+at most; it never waits *on* the model thread, so a load stuck in C code is left behind. A
+failed start (the load raised, or the deadline passed) takes one job, fails it with the phase,
+the error and the start-up log's last lines, delivers, and exits (code 4 or 8). Recycling
+(``app.recycling``): past ``MAX_JOBS``, ``MAX_RSS_MB`` or ``MAX_VRAM_FRACTION``, or when a model
+asks (``ask_for_fresh_worker``), the worker stops taking, delivers what it holds, exits 7.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from app import messages as msg
 from app.admitting import admit
 from app.config import WorkerConfig
 from app.metrics import Metrics
 from app.recovery import recover
+from app.recycling import Recycler
 from app.stages import Board, ExitCode, Snapshot, Stages, WorkerState, terminate_pod
+from app.startup import LogTail, StartFailure, earlier_failures, failure_text, start_failed
 from app.storing import Outcome
 from app.take_pacing import TakePacer
 from domain import admission
@@ -42,8 +53,8 @@ from domain.errors import ExecutionTimeout
 from domain.execution import RunningJob
 from domain.job import Job, JobResult
 from domain.ledger import Ledger
-from domain.lifecycle import Action, Observation, decide
-from domain.ports import Clock, PodControl, ResultOutbox, RunMarks
+from domain.lifecycle import Action, Observation, decide, startup_expired, startup_wait
+from domain.ports import Clock, PodControl, ResultOutbox, RunMarks, StartHistory
 
 log = logging.getLogger("podworker.worker")
 
@@ -63,6 +74,9 @@ class Worker:
         clock: Clock,
         config: WorkerConfig,
         metrics: Metrics,
+        recycler: Recycler,
+        history: StartHistory,
+        scrub: Callable[[str], str],
         interrupt: threading.Event | None = None,
     ) -> None:
         self.stages = stages
@@ -77,6 +91,11 @@ class Worker:
         self._retiring = False
         self._exit_code: ExitCode | None = None  # set once the model is lost (stuck, device)
         self.model_load_error: str | None = None
+        self.startup = stages.runner.startup  # the phases of this start (read by /health)
+        self.start_failure: StartFailure | None = None
+        self.failed_starts_before = 0  # failed starts in a row before this one
+        self._recycler, self._history, self._scrub = recycler, history, scrub
+        self._recycling: str | None = None  # why this worker renews itself, once decided
         self._last_activity = self._last_finished = clock.now()
         self._board = board
         board.snapshot = Snapshot(last_activity=self._last_activity)
@@ -93,35 +112,98 @@ class Worker:
 
     # --- the controller -----------------------------------------------------------------
     def run(self) -> ExitCode:
-        """Run until stopped, retired or stuck; returns the process's exit code."""
+        """Run until stopped, retired, recycled or stuck; returns the process's exit code."""
         s = self.stages
+        tail = LogTail(self._scrub).attach()  # the start-up's log, for a failed start's job
         try:
+            self.failed_starts_before = earlier_failures(self._history)
             recovered = recover(self._outbox, self._marks)
             self._ledger.recovered(result.job_id for result in recovered)
             s.poster.resend(recovered)
             s.start_support()
-            if not self._await_model():
-                return ExitCode.MODEL_LOAD if self.model_load_error else ExitCode.OK
+            loaded = self._await_model()
+            tail.detach()
+            if self.start_failure is not None:
+                return self._fail_start(self.start_failure, tail.lines())
+            if not loaded:
+                return ExitCode.OK
             s.start_intake()
             return self._loop()
         finally:
+            tail.detach()
             self._publish(WorkerState.STOPPED)
             s.stop()
 
+    # --- start-up -------------------------------------------------------------------------
     def _await_model(self) -> bool:
+        """Wait for the model until ``STARTUP_TIMEOUT``: True once loaded; False when stopped,
+        or when the start failed (``start_failure`` says why)."""
         self._publish(WorkerState.STARTING)
+        began, timeout = self.startup.began, self._policy.startup_timeout
         while True:
-            message = self._inbox.get(timeout=None)
+            now = self.clock.now()
+            if startup_expired(began, now, timeout):
+                self.start_failure = start_failed(
+                    self.startup, self._history, timed_out=True,
+                    error=f"the start-up did not finish within STARTUP_TIMEOUT ({timeout:g} s)")
+                return False
+            wait = startup_wait(began, now, timeout)
+            message = self._inbox.get(None if wait is None else min(wait, self.config.max_wait_s))
             if isinstance(message, msg.ModelLoaded):  # the model stage logged it
                 self.model_load_error = message.error
                 self._last_activity = self._last_finished = self.clock.now()
-                return message.error is None
+                if message.error is not None:
+                    self.start_failure = start_failed(self.startup, self._history,
+                                                      error=message.error, timed_out=False)
+                    return False
+                seconds = self.startup.finish()
+                self._history.record_success()
+                log.info("started in %.1f s (%s)", seconds, self.startup.summary(),
+                         extra={"event": "started", "seconds": round(seconds, 3)})
+                return True
             if isinstance(message, msg.StopWorker):
                 log.info("stopping while the model loads: %s", message.reason,
                          extra={"event": "stop_requested"})
+                self.startup.finish()
                 return False
             if message is not None:
                 self._apply(message, self.clock.now())
+
+    def _fail_start(self, failure: StartFailure, tail: list[str]) -> ExitCode:
+        """Take one job, fail it with ``failure``, deliver, exit: the user sees why in the job's
+        status, and the queue is not drained (one job per failed start, at most)."""
+        self._exit_code = ExitCode.STARTUP_TIMEOUT if failure.timed_out else ExitCode.MODEL_LOAD
+        self._publish(WorkerState.STARTUP_FAILED)
+        error = failure_text(phase=failure.phase, seconds=failure.seconds, error=failure.error,
+                             tail=tail, scrub=self._scrub)
+        self.stages.intake.start()
+        self.stages.intake.request(job_in_progress=bool(self._ledger.undelivered), max_jobs=1)
+        for job in self._one_take():
+            if self._ledger.take(job):
+                log.info("job %s failed: the worker could not start", job.id,
+                         extra={"event": "startup_failure_reported", "job_id": job.id})
+                self._answer(job.id, job, error)
+        self._begin_stop("the start failed", self.clock.now())
+        return self._loop()  # no slot (``_exit_code`` is set): delivers, then exits
+
+    def _one_take(self) -> list[Job]:
+        """The jobs of the one take a failed start makes (it ends by the job API's deadline)."""
+        give_up = self.clock.now() + self.config.job_api.take_timeout_s + self._policy.take_grace
+        while (wait := give_up - self.clock.now()) > 0:
+            message = self._inbox.get(wait)
+            if isinstance(message, msg.Taken):
+                if message.error is not None:
+                    log.warning("the failed start's take failed: %s", message.error,
+                                extra={"event": "take_failed"})
+                self.metrics.count("jobs_taken", len(message.jobs))
+                return message.jobs
+            if message is not None:
+                self._apply(message, self.clock.now())  # deliveries, a stop: noted
+            if self._stopping_since is not None:  # stopped: the take gets take_grace, as ever
+                give_up = min(give_up, self._stopping_since + self._policy.take_grace)
+        log.warning("the failed start's take did not answer in time; exiting without it",
+                    extra={"event": "take_abandoned"})
+        return []
 
     def _loop(self) -> ExitCode:
         wait: float | None = 0.0
@@ -162,6 +244,8 @@ class Worker:
         return 0 if self._exit_code is not None else self.stages.runner.slots
 
     def _state_for(self, action: Action) -> WorkerState:
+        if self.start_failure is not None:
+            return WorkerState.STARTUP_FAILED
         if self._stopping_since is not None:
             return WorkerState.DRAINING
         busy = self._ledger.running or self._ledger.queued or self._ledger.undelivered
@@ -177,11 +261,15 @@ class Worker:
             self._taken(message, now)
         elif isinstance(message, msg.ModelDone):
             job = message.running.job
+            fresh = message.running.fresh_worker_asked
             if self._ledger.finish(job.id, message.running):
                 self._last_finished = now
                 self.stages.storer.submit(Outcome(
                     job, message.output, message.error, model_seconds=message.seconds,
-                    streamed=message.streamed, stopped=message.stopped))
+                    streamed=message.streamed, stopped=message.stopped, stop_pod=fresh))
+                # MAX_JOBS, MAX_RSS_MB, MAX_VRAM_FRACTION, or ``fresh`` (refresh_worker): drained
+                # like a SIGTERM, this result (and any other held) goes first, then exit 7
+                self._recycle(self._recycler.job_done(message.running), now)
             if message.device_lost and self._exit_code is None:  # the model stage logged it
                 self._lose_model(ExitCode.DEVICE_LOST, "the accelerator is lost", now)
         elif isinstance(message, msg.Delivered):
@@ -212,6 +300,7 @@ class Worker:
                 log.warning("job %s handed out again while this worker still holds it; its "
                             "first copy's result answers it", job.id,
                             extra={"event": "duplicate_job", "job_id": job.id})
+        self._recycle(self._recycler.taken(len(taken.jobs)), now)
 
     def _stop_job(self, job_id: str) -> None:
         running = self._ledger.running.get(job_id)
@@ -242,8 +331,10 @@ class Worker:
     def _take(self, now: float) -> None:
         held = bool(self._ledger.running or self._ledger.undelivered)
         free = self._slots() - len(self._ledger.running) - self._ledger.queued
+        budget = self._recycler.take_budget()  # MAX_JOBS: never more than that in all
         self._take_out = True
-        self.stages.intake.request(job_in_progress=held, max_jobs=max(1, free))
+        self.stages.intake.request(job_in_progress=held,
+                                   max_jobs=max(1, free if budget is None else min(free, budget)))
 
     def _start_next(self, now: float) -> None:
         job = self._ledger.next_queued()
@@ -282,6 +373,16 @@ class Worker:
             self._answer(running.job_id, running.job, error)
         self._lose_model(ExitCode.MODEL_STUCK, "the model ignored its timeout", now)
 
+    def _recycle(self, reason: str | None, now: float) -> None:
+        """Renew this worker (``reason`` is not None): take nothing more, run and deliver what is
+        held, exit 7. A worker already stopping leaves as that stop says."""
+        if reason is None or self._recycling is not None or self._stopping_since is not None:
+            return
+        self._recycling = reason
+        log.info("recycling this worker: %s; delivering what it holds, then exiting so the "
+                 "platform starts a fresh one", reason, extra={"event": "recycle"})
+        self._begin_stop(f"recycling: {reason}", now)
+
     def _lose_model(self, code: ExitCode, reason: str, now: float) -> None:
         """The model can run nothing more: answer what waits for it, drain, exit with ``code``."""
         self._exit_code = code
@@ -297,6 +398,8 @@ class Worker:
                         extra={"event": "exit_with_outbox"})
         if self._exit_code is not None:
             return self._exit_code
+        if self._recycling is not None:
+            return ExitCode.RECYCLED
         if self._retiring:
             return terminate_pod(self._pod)
         log.info("stopped", extra={"event": "exit", "reason": self.stop_reason})

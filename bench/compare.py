@@ -5,7 +5,7 @@
 
 What it does, in order:
 
-1. creates (or reuses) ``bench/.venv-runpod`` and installs the latest ``runpod`` from PyPI there;
+1. finds RunPod's SDK (pinned) in ``.venv-runpod``, which ``make setup`` made;
 2. starts the fake job API (``fakeplatform``) in this process on 127.0.0.1 with a 1 s long-poll,
    and checks that each answer comes in one packet (else delayed ACKs add about 40 ms per answer
    and every figure below is wrong);
@@ -17,9 +17,15 @@ What it does, in order:
    - no-op at concurrency 1, 8 and 64: podworker ``MODEL=echo`` with ``CONCURRENCY``, the SDK's
      handler returning its input with ``concurrency_modifier`` at the same values, and the SDK
      at higher concurrencies (512) for its best figure;
+   - no-op through a Redis queue (``JOB_QUEUE``, ``bench/redis_queue.py``) at concurrency 1
+     and 64, with the manifest's ``appendfsync always`` and Redis's default ``everysec``,
+     beside podworker's own no-op figures on the RunPod fake;
    - the 1 s I/O-bound model at concurrency 32, async and sync: podworker
      ``MODEL=bench.models:io_async`` / ``io_sync`` with ``CONCURRENCY=32``, the SDK's ``async
      def`` / ``def`` handler with a ``concurrency_modifier`` returning 32; 128 jobs;
+   - a RunPod handler file, unchanged: ``bench/sdk_handler.py`` (the SDK side's own file) under
+     podworker's ``python -m app handler``, no-op at concurrency 1 and the sync 1 s handler at
+     32, beside the SDK's runs of the same file above;
    - streaming: podworker ``MODEL=echo`` with input ``{"_echo": {"stream": N}}`` and
      ``RUNPOD_WEBHOOK_POST_STREAM`` set to the fake's stream route, the SDK's generator handler
      yielding the same chunks; chunks per second, and each job's chunks checked: in order, once,
@@ -58,7 +64,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script, sys.path[0] is bench/
     sys.path.insert(0, str(REPO))
 
-from bench import load_time, runpod_venv, sd_batching  # noqa: E402
+from bench import load_time, redis_queue, runpod_venv, sd_batching  # noqa: E402
 from bench.harness import API_KEY, LONG_POLL_S, BenchServer, check_one_packet  # noqa: E402
 from bench.report import IO_CONCURRENCY, machine, machine_busy, render, summarise  # noqa: E402
 from bench.scenarios import (  # noqa: E402
@@ -98,10 +104,10 @@ QUICK = Sizes(floor=300, noop=150, sdk_noop_cap_s=6.0, io=64, sdk_io_cap_s=10.0,
 
 
 def ensure_runpod_venv() -> tuple[Path, str, str]:
-    """``bench/.venv-runpod`` with the latest ``runpod`` from PyPI; (python, runpod version,
-    python version)."""
+    """``.venv-runpod`` (``make setup``): RunPod's SDK, pinned, with podworker beside it;
+    (python, runpod version, python version)."""
     try:
-        venv = runpod_venv.ensure_runpod_venv("runpod", say=lambda s: print(s, flush=True))
+        venv = runpod_venv.runpod_venv()
     except runpod_venv.RunpodVenvError as exc:
         raise SystemExit(f"bench: {exc}") from None
     print(f"runpod {venv.runpod_version} (Python {venv.python_version})", flush=True)
@@ -132,6 +138,14 @@ def run_all(server: BenchServer, workers: Workers, z: Sizes, sdk_cs: list[int],
         f[f"noop_podworker_c{c}"] = repeated([run_jobs(
             server, workers.podworker(f"pw-noop-c{c}-{k}", concurrency=c), f"pw-noop-c{c}-{k}",
             z.noop, 120) for k in n])
+    for fsync in ("always", "everysec"):
+        step(f"no-op through Redis (appendfsync {fsync}), concurrency "
+             f"{' and '.join(map(str, redis_queue.CONCURRENCIES))}, {z.noop} jobs, "
+             f"{z.repeats} runs each")
+        try:
+            f[f"redis_noop_{fsync}"] = redis_queue.measure(z.noop, z.repeats, fsync)
+        except (OSError, RuntimeError) as exc:  # no redis-server here: say so, go on
+            print(f"WARNING: the Redis runs were skipped: {exc}", flush=True)
     for c in sdk_cs:
         step(f"no-op, {z.noop} jobs: runpod SDK at concurrency {c} (capped at "
              f"{z.sdk_noop_cap_s:g} s)")
@@ -147,6 +161,7 @@ def run_all(server: BenchServer, workers: Workers, z: Sizes, sdk_cs: list[int],
         tag = f"rp-{kind}"
         f[f"{kind}_runpod"] = run_jobs(server, workers.runpod(
             tag, kind, concurrency=IO_CONCURRENCY), tag, z.io, z.sdk_io_cap_s)
+    run_handler_scenarios(server, workers, z, f)
     step(f"streaming, {z.stream_jobs} jobs x {z.stream_chunks} chunks: podworker, runpod SDK")
     inputs = stream_input(z.stream_chunks)
     f["stream_podworker"] = run_jobs(server, workers.podworker("pw-stream", stream=True),
@@ -181,6 +196,21 @@ def run_all(server: BenchServer, workers: Workers, z: Sizes, sdk_cs: list[int],
         weights = load_time.build(BENCH / ".sd15-weights", "fp16")
         f["load_time"] = load_time.measure(weights, rounds=z.load_rounds)
         print("   ", load_time.summary(f["load_time"]), flush=True)
+
+
+def run_handler_scenarios(server: BenchServer, workers: Workers, z: Sizes,
+                          f: dict[str, Any]) -> None:
+    """The SDK's own handler file (``bench/sdk_handler.py``), unchanged, under podworker
+    (``python -m app handler``): the no-op at concurrency 1 and the sync 1 s handler at 32,
+    beside the SDK running that file (``noop_runpod_c1``, ``io_sync_runpod``)."""
+    step(f"the SDK's handler file under podworker (python -m app handler): no-op at "
+         f"concurrency 1 ({z.noop} jobs), sync 1 s handler at {IO_CONCURRENCY} ({z.io} jobs)")
+    tag = "pwh-noop-c1"
+    f["handler_noop_c1_podworker"] = run_jobs(server, workers.handler(tag, "noop"), tag,
+                                              z.noop, 120)
+    tag = "pwh-io_sync"
+    f["handler_io_sync_podworker"] = run_jobs(server, workers.handler(
+        tag, "io_sync", IO_CONCURRENCY), tag, z.io, 60 + z.io)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -232,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
                 and v.get("delivered_once") is False]
     for problem in problems:
         print("WARNING:", problem)
-    mine = [p for p in problems if "podworker" in p or p.startswith("floor")]
+    mine = [p for p in problems if "podworker" in p or p.startswith(("floor", "redis"))]
     line = json.dumps(f, separators=(",", ":"))
     (RESULTS / "latest.json").write_text(json.dumps(f, indent=2) + "\n")
     print(line)

@@ -44,6 +44,14 @@ def markdown(f: dict[str, Any]) -> str:
                   max(noop_cs): verdict(f"noop_c{max(noop_cs)}_vs_sdk_best")}.get(c, "")
         lines.append(row(f"no-op, concurrency {c}, jobs/s", v, target,
                          capped(f"noop_runpod_c{c}"), share))
+    redis = s.get("noop_redis_jobs_per_s")
+    for key in ("c1", "c64") if redis else ():
+        v = redis[key]
+        lines.append(f"| no-op through Redis (`JOB_QUEUE`), concurrency {key[1:]}, jobs/s | "
+                     f"**{fmt(v.get('everysec'))}** (`everysec`), {fmt(v.get('always'))} "
+                     f"(`always`) | | {fmt(ratio(v.get('everysec'), v['runpod_path']), 'x')} of "
+                     f"the RunPod path's {fmt(v['runpod_path'])} | "
+                     f"{verdict(f'redis_noop_{key}_within_2x')} |")
     best = s["noop_runpod_best"]
     for key, value in s["noop_runpod_jobs_per_s"].items():
         if int(key[1:]) not in noop_cs:

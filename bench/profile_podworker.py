@@ -6,7 +6,7 @@
 Starts the fake job API (as ``bench/compare.py`` does), queues the jobs, starts ``python -m app
 run`` with ``MODEL=echo``, attaches ``py-spy record --threads --idle`` (``--cpu``: without
 ``--idle``, on-CPU samples only) (py-spy is installed into
-``bench/.venv-runpod``, not into the project's environment) for the whole run, stops the worker
+``.venv-runpod``, not into the project's environment) for the whole run, stops the worker
 with SIGTERM once every result is in, then prints for each thread the share of samples per
 function (own time, and time under it), with file and line, and writes the raw py-spy output
 (collapsed stacks, usable with speedscope or flamegraph.pl) to ``bench/results/``.

@@ -11,7 +11,13 @@ with each target met or MISSED. The targets (issue 7, then issue 15):
 - no-op at concurrency 64: >= 1.5 x the SDK's best no-op figure at any concurrency;
 - streaming: every chunk in order, once, before its job's final result;
 - start-up to first take <= 0.5 s; idle RSS of the worker's process <= 50 MB;
-- every job of every podworker run delivered exactly once.
+- every job of every podworker run delivered exactly once;
+- no-op through a Redis queue (issue 27), one worker: within 2x of the same worker's figure on
+  the RunPod fake, at concurrency 1 and 64 (with Redis's default ``appendfsync everysec``; the
+  manifest's ``always`` is shown beside it: it waits for the disk at every write).
+- a RunPod handler file (the SDK's side's own, unchanged) under ``python -m app handler``:
+  >= 200 x the SDK's jobs/s on the no-op at concurrency 1, >= 25 x on the sync 1 s handler at
+  concurrency 32 (issue 22).
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ from bench.scenarios import median_of
 from bench.workers import IO_S, MODEL_S, REPO
 
 IO_CONCURRENCY = 32
+HANDLER_NOOP_TIMES = 200  # a handler file under podworker vs the SDK: no-op, concurrency 1
+HANDLER_IO_TIMES = 25  # and the sync 1 s handler at concurrency 32
 IDEAL_IO = IO_CONCURRENCY / IO_S  # jobs/s the 1 s model allows at concurrency 32
 
 
@@ -108,6 +116,8 @@ def summarise(f: dict[str, Any], noop_cs: list[int], sdk_cs: list[int]) -> dict[
         "io_async_c32_jobs_per_s": both("io_async_podworker", "io_async_runpod"),
         "io_sync_c32_jobs_per_s": both("io_sync_podworker", "io_sync_runpod"),
         "io_ideal_jobs_per_s": IDEAL_IO,
+        "handler_noop_c1_jobs_per_s": both("handler_noop_c1_podworker", "noop_runpod_c1"),
+        "handler_io_sync_c32_jobs_per_s": both("handler_io_sync_podworker", "io_sync_runpod"),
         "stream_chunks_per_s": both("stream_podworker", "stream_runpod", "chunks_per_s"),
         "stream_in_stream_chunks_per_s": both("stream_podworker", "stream_runpod",
                                               "in_stream_chunks_per_s"),
@@ -129,8 +139,25 @@ def summarise(f: dict[str, Any], noop_cs: list[int], sdk_cs: list[int]) -> dict[
                    "runpod": start_median(rp, "stop_s")},
         "delivered_once": {who: delivered_once(f, who) for who in ("podworker", "runpod")},
     }
+    s["noop_redis_jobs_per_s"] = redis_summary(f)
     s["targets"] = targets(s, noop_cs)
     return s
+
+
+def redis_summary(f: dict[str, Any]) -> dict[str, Any] | None:
+    """No-op jobs/s through Redis at each concurrency, per fsync policy, beside the RunPod
+    fake's figure (None when the Redis runs were skipped)."""
+    if "redis_noop_everysec" not in f:
+        return None
+    out: dict[str, Any] = {}
+    for key in ("c1", "c64"):
+        out[key] = {fsync: f[f"redis_noop_{fsync}"][key]["jobs_per_s"]
+                    for fsync in ("always", "everysec") if f"redis_noop_{fsync}" in f}
+        out[key]["runpod_path"] = f[f"noop_podworker_{key}"]["jobs_per_s"]
+    out["delivered_once"] = all(f[f"redis_noop_{fsync}"][key]["delivered_once"]
+                                for fsync in ("always", "everysec") if f"redis_noop_{fsync}" in f
+                                for key in ("c1", "c64"))
+    return out
 
 
 def delivered_once(f: dict[str, Any], who: str) -> bool:
@@ -166,6 +193,12 @@ def targets(s: dict[str, Any], noop_cs: list[int]) -> dict[str, dict[str, Any]]:
         met = v["podworker"] >= 0.8 * IDEAL_IO and v["podworker"] > (v["runpod"] or 0.0)
         check(f"{kind}_c32_jobs_per_s", f">= {0.8 * IDEAL_IO:g} and ahead of the SDK",
               v["podworker"], met)
+    for key, times in (("handler_noop_c1_jobs_per_s", HANDLER_NOOP_TIMES),
+                       ("handler_io_sync_c32_jobs_per_s", HANDLER_IO_TIMES)):
+        v = s[key]
+        times_sdk = ratio(v["podworker"], v["runpod"])
+        check(key, f">= {times:g} x the SDK on the same file", v["podworker"],
+              None if times_sdk is None else times_sdk >= times)
     ok = s["stream_in_order_once"]["podworker"]
     check("stream_in_order_once", "every chunk in order, once, before the result", ok, ok)
     sl = s["sleepy_jobs_per_s"]["podworker"]
@@ -176,6 +209,12 @@ def targets(s: dict[str, Any], noop_cs: list[int]) -> dict[str, dict[str, Any]]:
     check("idle_rss_mb_one_process", "<= 50", rss, None if rss is None else rss <= 50)
     once = s["delivered_once"]["podworker"]
     check("delivered_once", "every job delivered exactly once", once, once)
+    redis = s.get("noop_redis_jobs_per_s")
+    for key in ("c1", "c64"):
+        v = redis[key] if redis else {}
+        fast, path = v.get("everysec"), v.get("runpod_path")
+        check(f"redis_noop_{key}_within_2x", "within 2x of the RunPod path's", fast,
+              None if not (fast and path) else fast >= path / 2)
     return out
 
 
@@ -232,6 +271,12 @@ def render(f: dict[str, Any], s: dict[str, Any], noop_cs: list[int], sdk_cs: lis
         rows.append(pair(f"1 s I/O-bound model, {label}, concurrency 32, jobs/s", v,
                          fmt(round(100 * v["podworker"] / IDEAL_IO), f"% of ideal {IDEAL_IO:g}"),
                          mark(f"{kind}_c32_jobs_per_s"), capped(f"{kind}_runpod")))
+    for key, label, run in (
+            ("handler_noop_c1_jobs_per_s", "no-op, concurrency 1", "noop_runpod_c1"),
+            ("handler_io_sync_c32_jobs_per_s", "sync 1 s handler, concurrency 32",
+             "io_sync_runpod")):
+        rows.append(pair(f"the SDK's handler file under `python -m app handler`: {label}, "
+                         "jobs/s", s[key], "same file, same jobs", mark(key), capped(run)))
     sp, sr = f["stream_podworker"], f["stream_runpod"]
     rows.append(pair(f"streaming, {sp['jobs']} jobs x {sp['chunks_per_job']} "
                      "chunks, concurrency 1, chunks/s", s["stream_chunks_per_s"],
@@ -258,6 +303,14 @@ def render(f: dict[str, Any], s: dict[str, Any], noop_cs: list[int], sdk_cs: lis
                      f"pipeline, {b['device']}, jobs/s", f"{fmt(b['batched']['jobs_per_s'])} "
                      f"batched, {fmt(b['one_by_one']['jobs_per_s'])} one by one", "",
                      "", fmt(b["speedup"], "x from SD_BATCH_MAX"), ""])
+    redis = s.get("noop_redis_jobs_per_s")
+    for key in ("c1", "c64") if redis else ():
+        v = redis[key]
+        rows.append([f"no-op through Redis (JOB_QUEUE), concurrency {key[1:]}, jobs/s",
+                     f"{fmt(v.get('everysec'))} (everysec), {fmt(v.get('always'))} (always)",
+                     "", "", f"{fmt(ratio(v.get('everysec'), v['runpod_path']), 'x')} of the "
+                     f"RunPod path's {fmt(v['runpod_path'])}",
+                     mark(f"redis_noop_{key}_within_2x")])
     lt = f.get("load_time")
     if lt:
         rows.append([f"SD 1.5 weights ({lt['size_gb']} GB {lt['dtype']}) loaded to "

@@ -1,24 +1,26 @@
-"""RunPod's SDK (PyPI ``runpod``) in a virtual environment of its own: ``bench/.venv-runpod``.
+"""RunPod's SDK (PyPI ``runpod``, pinned in the Makefile) in a venv of its own: ``.venv-runpod``.
 
-Shared by the benchmark (``bench/compare.py``, the latest release) and the contract tests that
-run RunPod's own worker and client against the fake platform
-(``tests/contract/test_official_runpod.py``, a pinned release). Kept apart from podworker's
-``.venv`` so the SDK's many dependencies never meet podworker's.
+``make setup`` makes it once (stamped, like ``.venv``) with podworker installed beside the SDK,
+as in a handler's image, so one interpreter runs both RunPod's worker (``python handler.py``)
+and podworker's (``python -m app handler handler.py``). Nothing installs it during a test or a
+benchmark: they find it here, or say to run ``make setup``. Shared by the benchmark
+(``bench/compare.py``), the contract tests that run RunPod's worker and client against the fake
+platform (``tests/contract/test_official_runpod.py``) and the differential tests of handlers
+(``tests/contract/test_handlers_side_by_side.py``). Kept apart from podworker's ``.venv`` so the
+SDK's many dependencies never meet torch's and diffusers'.
 """
 
 from __future__ import annotations
 
 import subprocess
-import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-RUNPOD_VENV = Path(__file__).resolve().parent / ".venv-runpod"
+RUNPOD_VENV = Path(__file__).resolve().parents[1] / ".venv-runpod"
 
 
 class RunpodVenvError(RuntimeError):
-    """The SDK could not be installed (no registry, say); the message says what pip said."""
+    """The SDK's venv is missing or broken; the message says to run ``make setup``."""
 
 
 @dataclass(frozen=True)
@@ -40,31 +42,10 @@ def installed(python: Path) -> tuple[str, str] | None:
     return tuple(probe.stdout.split()) if probe.returncode == 0 else None  # type: ignore[return-value]
 
 
-def ensure_runpod_venv(requirement: str = "runpod", *, upgrade: bool = True,
-                       say: Callable[[str], None] = print) -> RunpodVenv:
-    """``bench/.venv-runpod`` holding ``requirement`` (``runpod``: the latest release,
-    ``runpod==1.12.0``: that one). Without ``upgrade``, an install that already satisfies a
-    pinned requirement is used as it is, with no registry call. Raises ``RunpodVenvError``."""
+def runpod_venv() -> RunpodVenv:
+    """``.venv-runpod`` as ``make setup`` left it; ``RunpodVenvError`` when it is not there."""
     python = RUNPOD_VENV / "bin" / "python"
-    pinned = requirement.partition("==")[2]
     found = installed(python)
-    if found is not None and not upgrade and pinned and found[0] == pinned:
-        return RunpodVenv(python, *found)
-    if not python.exists():
-        say(f"creating {RUNPOD_VENV} ...")
-        subprocess.run([sys.executable, "-m", "venv", str(RUNPOD_VENV)], check=True, timeout=300)
-    say(f"installing {requirement} into {RUNPOD_VENV} ...")
-    pip = subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-         *(["--upgrade", "--upgrade-strategy", "only-if-needed"] if upgrade else []),
-         requirement],
-        capture_output=True, text=True, timeout=900,
-    )
-    found = installed(python)
-    if found is None or (pinned and found[0] != pinned):
-        raise RunpodVenvError(f"{requirement} is not installed in {RUNPOD_VENV}; pip said:\n"
-                              + (pip.stdout[-1500:] + pip.stderr[-1500:]).strip())
-    if pip.returncode != 0:
-        say(f"pip could not install {requirement}; using runpod {found[0]}:\n"
-            + pip.stderr[-1500:])
+    if found is None:
+        raise RunpodVenvError(f"RunPod's SDK is not installed in {RUNPOD_VENV}: run `make setup`")
     return RunpodVenv(python, *found)

@@ -1,246 +1,408 @@
-"""Stable Diffusion on CUDA: this adapter beside plain diffusers, at 512x512, 25 steps.
+"""Stable Diffusion on CUDA: this adapter beside plain diffusers, each variant in its own process.
 
 Usage (from the repository root, on a machine with a CUDA GPU)::
 
-    python -m bench.sd_gpu [--batch 1] [--runs 5] [--variants plain-fp16,eager,compile]
-                           [--out DIR] [--budget-s 420]
+    python -m bench.sd_gpu [--plan sd15:plain,eager,...;sdxl:...] [--runs 10]
+                           [--json PATH] [--deadline-s 420]
 
-It builds the full-size SD 1.5 architecture with random weights (``bench/sd15.py``: the same
-compute as the real model, no download) and times each variant, one after the other:
+Fair by construction:
 
-- ``plain-fp32`` / ``plain-fp16``: ``StableDiffusionPipeline.from_pretrained(path)`` on CUDA,
-  every other default; PNG encoding as a plain user would (Pillow's default, level 6);
-- ``eager``: ``StableDiffusionModel(path, device="cuda")``: fp16, SDPA, channels-last UNet and
-  VAE, uint8 on the device, PNG level 1 (the worker encodes on its store thread);
-- ``eager-nchw``: the same without channels-last;
-- ``compile``: with ``torch.compile`` (Inductor, default mode), every served shape compiled at
-  load; ``compile-cudagraphs``: mode ``reduce-overhead``; ``compile-max``: ``max-autotune``
-  with fused QKV projections and the VAE decoder compiled too.
+- **One process per variant, its own compile cache.** A variant's cold start (process start to
+  first image: imports, load, warm-up and compiling, the first call) is honest: nothing is
+  warm from an earlier variant, except for ``compile-warm``, which is ``compile`` again with
+  ``compile``'s cache folder (a restart, or a pod of a warmed image). Each variant is killed
+  at the deadline; its figures so far are kept.
+- **The same work on both sides**: the same prompt, size, steps, guidance and seed; every call
+  returns ``output_type="pt"`` and is turned into 8-bit pixels on the host by the worker's own
+  conversion; PNG encoding is timed apart (the worker encodes on another thread).
+- **Steady speed is the median of ``--runs`` (at least 10) timed calls** after the first; the
+  first call's time (first-job latency) and the cold start are reported apart.
 
-For each: the first-job latency (build or load, warm-up and compile included, plus the first
-call), then steady images/s over ``--runs`` timed calls after it, the PNG time per image, and
-the ratio to ``plain-fp16``. Model time and PNG time are reported apart: the worker encodes on
-another thread, so its throughput is the model's. The Inductor cache starts empty (a cold start).
-Variants left when ``--budget-s`` is spent are skipped and say so. Without CUDA it prints that
-it skipped and exits 0; ``--out DIR`` then holds ``bench.json`` saying so.
+Variants: ``plain`` (``from_pretrained`` in the family's dtype, ``.to("cuda")``, every other
+default); ``plain-compile`` (plain plus diffusers' documented ``torch.compile`` recipe:
+channels-last, fused QKV, Inductor's tuning flags, ``fullgraph=True`` on the denoiser and the
+VAE decoder); ``eager`` (``StableDiffusionModel``: SDPA, channels-last, the attention check, the
+fp16-safe VAE); ``compile``, ``compile-warm``, ``compile-tuned`` (``SD_COMPILE_TUNED``),
+``compile-cudagraphs`` (``reduce-overhead``); ``fbcache`` (``compile`` plus the lossy
+first-block cache at 0.1, Flux only; behind an image-similarity gate: its PSNR against
+``eager``'s first image must be at least :data:`GATE_PSNR_DB`). Architectures
+(:mod:`bench.architectures`): SD 1.5 512x512 25 steps, SDXL 1024x1024 30 steps, FLUX.1-schnell
+1024x1024 4 steps, full size with random weights, in that order, as time allows.
+
+Without CUDA it runs the same machinery on the tiny pipeline on the CPU (``mode: smoke``: no
+figures worth reading) so that ``make gpu-rehearsal`` proves it works. ``--json`` is rewritten
+after every variant.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
-import importlib
-import io
 import json
+import os
+import signal
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
-import warnings
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from domain.execution import DetachedContext
-
-SIZE = 512
-STEPS = 25
-GUIDANCE = 7.5
+ROOT = Path(__file__).resolve().parents[1]
 PROMPT = "a photo of an astronaut riding a horse on mars, highly detailed"
-VARIANTS = ("plain-fp32", "plain-fp16", "eager", "eager-nchw", "compile", "compile-cudagraphs",
-            "compile-max")
-DEFAULT_VARIANTS = "plain-fp16,eager,compile,compile-cudagraphs"
+SEED = 1
+GATE_PSNR_DB = 25.0
+GPU_PLAN = ("sd15:plain,eager,compile,compile-warm,plain-compile,compile-tuned;"
+            "sdxl:plain,eager,compile;flux-schnell:plain,eager,compile,fbcache")
+SMOKE_PLAN = "tiny:plain,compile"
+VARIANTS = ("plain", "plain-compile", "eager", "compile", "compile-warm", "compile-tuned",
+            "compile-cudagraphs", "fbcache")
 
 
 @dataclass
 class Row:
+    arch: str
     variant: str
-    first_job_s: float | None = None  # cold start: load (+ warm-up, compile) and one call
-    load_s: float | None = None
-    s_per_call: float | None = None  # steady, model only
-    images_per_s: float | None = None  # steady, model only
-    png_ms_per_image: float | None = None
+    cold_start_s: float | None = None  # process start -> first image
+    load_s: float | None = None  # load (with warm-up and compiling) alone
+    first_job_s: float | None = None  # the first call after the load
+    median_s: float | None = None  # steady: median seconds per call
+    images_per_s: float | None = None
+    ratio_to_plain: float | None = None
+    png_ms: float | None = None
     peak_gib: float | None = None
-    ratio_to_plain_fp16: float | None = None
+    psnr_vs_eager_db: float | None = None
+    attention: str | None = None
+    compile: dict[str, Any] = field(default_factory=dict)
     note: str = ""
 
 
-def png_ms(images: list[Any], encode: Callable[[Any], bytes]) -> float:
-    started = time.perf_counter()
-    for image in images:
-        encode(image)
-    return (time.perf_counter() - started) * 1000 / max(1, len(images))
+# --- one variant, in its own process ------------------------------------------------------
 
+def child(args: argparse.Namespace) -> int:
+    """Time one variant; print a ``ROW {json}`` line after each milestone."""
+    import torch
 
-def steady(torch: Any, call: Callable[[], object], runs: int) -> float:
-    """Seconds per call over ``runs`` calls (the caller made the first, untimed)."""
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    started = time.perf_counter()
-    for _ in range(runs):
-        call()
-    torch.cuda.synchronize()
-    return (time.perf_counter() - started) / runs
+    from bench.architectures import ARCHS
 
+    arch = ARCHS[args.arch]
+    row = Row(arch.name, args.variant)
+    cuda = args.device == "cuda"
 
-def plain_variant(torch: Any, path: str, row: Row, batch: int, runs: int) -> None:
-    diffusers: Any = importlib.import_module("diffusers")
-    from adapters.stable_diffusion.loading import dtype_argument
+    def emit() -> None:
+        print("ROW " + json.dumps(asdict(row)), flush=True)
 
     started = time.perf_counter()
-    extra = dtype_argument(torch.float16) if row.variant == "plain-fp16" else {}
-    pipe = diffusers.StableDiffusionPipeline.from_pretrained(
-        path, safety_checker=None, requires_safety_checker=False, **extra
-    ).to("cuda")
-    pipe.set_progress_bar_config(disable=True)
+    call, describe = (plain_call if args.variant.startswith("plain") else adapter_call)(
+        torch, arch, args)
     row.load_s = time.perf_counter() - started
+    emit()
+    first = time.perf_counter()
+    pixels = call()
+    sync(torch, cuda)
+    row.first_job_s = time.perf_counter() - first
+    row.cold_start_s = time.time() - args.spawned_at
+    emit()
+    if args.pixels:
+        import numpy as np
+
+        np.save(args.pixels, pixels[0])
+    times = []
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    for _ in range(args.runs):
+        begun = time.perf_counter()
+        call()
+        sync(torch, cuda)
+        times.append(time.perf_counter() - begun)
+    row.median_s = statistics.median(times)
+    row.images_per_s = 1 / row.median_s
+    row.peak_gib = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
+    row.png_ms = png_ms(pixels)
+    row.attention, row.note = describe()
+    row.compile = compile_counters()
+    emit()
+    return 0
+
+
+def plain_call(torch: Any, arch: Any, args: argparse.Namespace) -> tuple[Any, Any]:
+    import diffusers
+
+    from adapters.stable_diffusion.loading import dtype_argument, quiet_progress_bars
+    from adapters.stable_diffusion.output_images import to_pixels
+
+    quiet_progress_bars()
+    dtype = getattr(torch, arch.dtype) if args.device == "cuda" else torch.float32
+    extra = {"safety_checker": None, "requires_safety_checker": False} if arch.name in (
+        "sd15", "tiny") else {}
+    pipe = diffusers.DiffusionPipeline.from_pretrained(
+        args.weights, **dtype_argument(dtype), **extra).to(args.device)
+    pipe.set_progress_bar_config(disable=True)
+    if args.variant == "plain-compile":
+        denoiser = "transformer" if hasattr(pipe, "transformer") else "unet"
+        if denoiser == "unet":
+            pipe.unet.to(memory_format=torch.channels_last)
+        (pipe if denoiser == "unet" else pipe.transformer).fuse_qkv_projections()
+        backend = "inductor" if args.device == "cuda" else "eager"
+        if backend == "inductor":
+            for name, value in {"conv_1x1_as_mm": True, "coordinate_descent_tuning": True,
+                                "epilogue_fusion": False,
+                                "coordinate_descent_check_all_directions": True}.items():
+                setattr(torch._inductor.config, name, value)
+        setattr(pipe, denoiser, torch.compile(getattr(pipe, denoiser), fullgraph=True,
+                                              backend=backend))
+        pipe.vae.decode = torch.compile(pipe.vae.decode, fullgraph=True, backend=backend)
+    generator = torch.Generator(device="cpu")
+    call_args: dict[str, Any] = {"prompt": PROMPT, "width": arch.size, "height": arch.size,
+                                 "num_inference_steps": args.steps or arch.steps,
+                                 "guidance_scale": arch.guidance, "output_type": "pt"}
 
     def call() -> Any:
-        return pipe(PROMPT, width=SIZE, height=SIZE, num_inference_steps=STEPS,
-                    guidance_scale=GUIDANCE, num_images_per_prompt=batch).images
+        with torch.inference_mode():
+            images = pipe(**call_args, generator=generator.manual_seed(SEED)).images
+        return to_pixels(torch, images)
 
-    images = call()
-    row.first_job_s = time.perf_counter() - started
-    row.s_per_call = steady(torch, call, runs)
-
-    def encode(image: Any) -> bytes:
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")  # Pillow's default level, 6
-        return buffer.getvalue()
-
-    row.png_ms_per_image = png_ms(images, encode)
+    return call, lambda: (None, "")
 
 
-def adapter_variant(torch: Any, path: str, row: Row, batch: int, runs: int, cache: Path) -> None:
+def adapter_call(torch: Any, arch: Any, args: argparse.Namespace) -> tuple[Any, Any]:
     from adapters.stable_diffusion.acceleration import CompileOptions
     from adapters.stable_diffusion.limits import SdLimits
     from adapters.stable_diffusion.model import StableDiffusionModel
+    from domain.execution import DetachedContext
 
-    compile_options: CompileOptions | bool = False
-    if row.variant == "compile":
-        compile_options = CompileOptions(cache_dir=cache)
-    elif row.variant == "compile-cudagraphs":
-        compile_options = CompileOptions(mode="reduce-overhead", cache_dir=cache)
-    elif row.variant == "compile-max":
-        compile_options = CompileOptions(mode="max-autotune", vae=True, cache_dir=cache)
-    started = time.perf_counter()
+    compiling = args.variant.startswith("compile") or args.variant == "fbcache"
+    options: CompileOptions | bool = False
+    if compiling:
+        options = CompileOptions(
+            mode="reduce-overhead" if args.variant == "compile-cudagraphs" else "default",
+            backend="inductor" if args.device == "cuda" else "eager",
+            cache_dir=Path(args.cache), tuned=args.variant == "compile-tuned",
+            vae=args.variant == "compile-tuned")
     model = StableDiffusionModel(
-        path, device="cuda", compile=compile_options, sizes=[(SIZE, SIZE)],
-        limits=SdLimits(max_outputs=batch),  # warm only what is timed; any --batch works
-        channels_last=row.variant != "eager-nchw", fuse_qkv=row.variant == "compile-max",
-    )
+        args.weights, device=args.device, compile=options, sizes=[(arch.size, arch.size)],
+        limits=SdLimits(max_outputs=1), fuse_qkv=args.variant == "compile-tuned",
+        first_block_cache=0.1 if args.variant == "fbcache" else 0.0)
     model.load()
-    row.load_s = time.perf_counter() - started
-    job = {"prompt": PROMPT, "width": SIZE, "height": SIZE, "num_inference_steps": STEPS,
-           "guidance_scale": GUIDANCE, "num_outputs": batch, "scheduler": "PNDM", "seed": 1}
+    job: dict[str, Any] = {"prompt": PROMPT, "width": arch.size, "height": arch.size,
+                           "num_inference_steps": args.steps or arch.steps,
+                           "guidance_scale": arch.guidance, "seed": SEED}
+    if arch.scheduler:
+        job["scheduler"] = arch.scheduler
+    pixels: list[Any] = []
 
     def call() -> Any:
-        return model.run(job, DetachedContext("bench"))
+        # run() returns artifacts whose PNG is made when first read (on the worker's store
+        # thread): the pixels are taken from the artifact's pending render, not encoded here.
+        work = model.run(job, DetachedContext("bench"))
+        pixels[:] = [item["image"]._render.pixels for item in work]
+        return pixels
 
-    output = call()
-    row.first_job_s = time.perf_counter() - started
-    row.s_per_call = steady(torch, call, runs)
-    row.png_ms_per_image = png_ms([item["image"] for item in output], lambda a: a.data)
-    if model.compilation is not None and not model.compilation.active:
-        row.note = f"compile fell back to eager: {model.compilation.failure}"
+    def describe() -> tuple[str | None, str]:
+        attention = model.setup.attention.describe() if model.setup.attention else None
+        note = ""
+        if model.compilation is not None and not model.compilation.active:
+            note = f"compile fell back to eager: {model.compilation.failure}"
+        return attention, note
 
-
-def report(rows: list[Row]) -> list[str]:
-    lines = [f"{'variant':<20} {'first job s':>11} {'load s':>8} {'images/s':>9} "
-             f"{'x plain fp16':>12} {'PNG ms/img':>10} {'peak GiB':>9}  note"]
-    for r in rows:
-        def num(value: float | None, fmt: str) -> str:
-            return format(value, fmt) if value is not None else "-"
-
-        lines.append(
-            f"{r.variant:<20} {num(r.first_job_s, '11.1f')} {num(r.load_s, '8.1f')} "
-            f"{num(r.images_per_s, '9.3f')} {num(r.ratio_to_plain_fp16, '12.2f')} "
-            f"{num(r.png_ms_per_image, '10.1f')} {num(r.peak_gib, '9.2f')}  {r.note}"
-        )
-    return lines
+    return call, describe
 
 
-def write(out: Path | None, payload: dict[str, Any], lines: list[str]) -> None:
-    if out is None:
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "bench.json").write_text(json.dumps(payload, indent=2) + "\n")
-    (out / "bench.txt").write_text("\n".join(lines) + "\n")
+def sync(torch: Any, cuda: bool) -> None:
+    if cuda:
+        torch.cuda.synchronize()
+
+
+def png_ms(pixels: list[Any]) -> float:
+    from adapters.stable_diffusion.output_images import encode_png
+
+    started = time.perf_counter()
+    for image in pixels:
+        encode_png(image)
+    return (time.perf_counter() - started) * 1000 / max(1, len(pixels))
+
+
+def compile_counters() -> dict[str, Any]:
+    try:
+        from torch._dynamo.utils import counters
+    except ImportError:
+        return {}
+    wanted = {"stats": ("unique_graphs", "calls_captured"),
+              "inductor": ("fxgraph_cache_hit", "fxgraph_cache_miss", "fxgraph_cache_bypass")}
+    found = {f"{group}.{name}": int(counters[group][name])
+             for group, names in wanted.items() for name in names if counters[group][name]}
+    recompiles = sum(counters["recompiles"].values()) if "recompiles" in counters else 0
+    return {**found, "recompiles": recompiles} if found or recompiles else found
+
+
+# --- the parent: plan, processes, deadline ------------------------------------------------
+
+def parse_plan(text: str) -> list[tuple[str, str]]:
+    from bench.architectures import ARCHS
+
+    plan = []
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        arch, _, variants = part.partition(":")
+        if arch not in ARCHS:
+            raise ValueError(f"unknown architecture {arch!r}: {', '.join(ARCHS)}")
+        for variant in filter(None, (v.strip() for v in variants.split(","))):
+            if variant not in VARIANTS:
+                raise ValueError(f"unknown variant {variant!r}: {', '.join(VARIANTS)}")
+            plan.append((arch, variant))
+    return plan
+
+
+def run_process(command: list[str], deadline: float) -> tuple[int, list[str]]:
+    """Run ``command`` in its own process group until ``deadline`` (monotonic): (exit, lines)."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=os.pathsep.join(
+        p for p in (os.environ.get("PYTHONPATH", ""), str(ROOT)) if p))
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines: list[str] = []
+    try:
+        output, _ = process.communicate(timeout=max(1.0, deadline - time.monotonic()))
+        lines = output.splitlines()
+        return process.returncode, lines
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        return 124, (output or "").splitlines()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--batch", type=int, default=1, help="images per call (default 1)")
-    parser.add_argument("--runs", type=int, default=5, help="timed calls per variant (default 5)")
-    parser.add_argument("--variants", default=DEFAULT_VARIANTS,
-                        help=f"comma-separated, of: {', '.join(VARIANTS)}")
-    parser.add_argument("--out", type=Path, default=None, help="write bench.json and bench.txt")
-    parser.add_argument("--budget-s", type=float, default=None,
-                        help="skip the variants left once this many seconds have passed")
+    parser.add_argument("--plan", default=None, help=f"default on CUDA: {GPU_PLAN}")
+    parser.add_argument("--runs", type=int, default=None, help="timed calls (default 10)")
+    parser.add_argument("--steps", type=int, default=None, help="override the arch's steps")
+    parser.add_argument("--json", type=Path, default=None, help="rewritten after each variant")
+    parser.add_argument("--deadline-s", type=float, default=420.0)
+    for hidden in ("--arch", "--weights", "--cache", "--device", "--pixels", "--variant"):
+        parser.add_argument(hidden, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--spawned-at", type=float, default=0.0, help=argparse.SUPPRESS)
+    parser.add_argument("--build", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    unknown = sorted(set(variants) - set(VARIANTS))
-    if unknown or args.batch < 1 or args.runs < 1:
-        parser.error(f"unknown variants {unknown}" if unknown else "--batch and --runs >= 1")
-    started = time.monotonic()
+    if args.build:
+        import torch
+
+        from bench.architectures import ARCHS, build
+
+        build(ARCHS[args.arch], Path(args.weights), torch, args.device)
+        return 0
+    if args.variant is not None:
+        return child(args)
     try:
         import torch
     except ImportError:
         print("torch is not installed: pip install 'podworker[sd]'", file=sys.stderr)
         return 2
-    if not torch.cuda.is_available():
-        line = "SKIPPED: no CUDA device (torch.cuda.is_available() is False); nothing timed"
-        print(line)
-        write(args.out, {"skipped": line}, [line])
-        return 0
-    diffusers: Any = importlib.import_module("diffusers")
-    from adapters.stable_diffusion.loading import quiet_progress_bars
-    from bench.sd15 import build_sd15
-
-    quiet_progress_bars()
-    # Random weights overflow fp16 now and then: NaN pixels, harmless for timing, noisy in numpy.
-    warnings.filterwarnings("ignore", category=RuntimeWarning)
-    header = [
-        f"GPU: {torch.cuda.get_device_name(0)}; torch {torch.__version__}, "
-        f"diffusers {diffusers.__version__}; {time.strftime('%Y-%m-%d', time.gmtime())}",
-        f"{SIZE}x{SIZE}, {STEPS} steps, guidance {GUIDANCE}, PNDM, batch {args.batch}, "
-        f"{args.runs} timed calls after the first",
-    ]
-    print("\n".join(header), flush=True)
-    rows = [Row(v) for v in variants]
-    with tempfile.TemporaryDirectory(prefix="sd15-random-") as tmp:
-        path = str(build_sd15(Path(tmp) / "sd15", torch))
-        release(torch)
-        for row in rows:
-            if args.budget_s is not None and time.monotonic() - started > args.budget_s:
-                row.note = "skipped: out of time (--budget-s)"
+    cuda = torch.cuda.is_available()
+    mode = "gpu" if cuda else "smoke"
+    device = "cuda" if cuda else "cpu"
+    runs = args.runs or (10 if cuda else 1)
+    if cuda and runs < 10:
+        parser.error("--runs: at least 10 on a GPU (the median of fewer is not a figure)")
+    plan = parse_plan(args.plan or (GPU_PLAN if cuda else SMOKE_PLAN))
+    steps = args.steps or (None if cuda else 2)
+    deadline = time.monotonic() + args.deadline_s
+    header = {"mode": mode, "date": time.strftime("%Y-%m-%d", time.gmtime()),
+              "gpu": torch.cuda.get_device_name(0) if cuda else "none (CPU smoke run)",
+              "torch": torch.__version__, "runs": runs, "seed": SEED}
+    print(json.dumps(header), flush=True)
+    if not cuda:
+        print("no CUDA device: the tiny pipeline on the CPU, to run the machinery; no figures")
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="sd-gpu-bench-") as tmp:
+        work = Path(tmp)
+        built: dict[str, str] = {}
+        for arch, variant in plan:
+            row = Row(arch, variant)
+            rows.append(row)
+            if time.monotonic() > deadline - 5:
+                row.note = "skipped: out of time (--deadline-s)"
                 continue
-            try:
-                if row.variant.startswith("plain"):
-                    plain_variant(torch, path, row, args.batch, args.runs)
-                else:
-                    adapter_variant(torch, path, row, args.batch, args.runs,
-                                    Path(tmp) / "compile-cache")
-                row.images_per_s = args.batch / row.s_per_call if row.s_per_call else None
-                row.peak_gib = torch.cuda.max_memory_allocated() / 2**30
-            except Exception as exc:  # one broken variant must not lose the others' numbers
-                row.note = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
-            release(torch)
-            print(report([row])[-1], flush=True)
-    base = next((r.images_per_s for r in rows if r.variant == "plain-fp16"), None)
+            if arch not in built:
+                weights = work / arch
+                code, lines = run_process(
+                    [sys.executable, "-m", "bench.sd_gpu", "--build", "--arch", arch,
+                     "--weights", str(weights), "--device", device], deadline)
+                if code != 0:
+                    row.note = ("skipped: out of time (--deadline-s) while building"
+                                if code == 124 else
+                                f"failed: build exit {code}: {(lines or [''])[-1][:200]}")
+                    print("\n".join(lines[-20:]), flush=True)
+                    continue
+                built[arch] = str(weights)
+            cache = work / f"cache-{arch}-{'compile' if variant == 'compile-warm' else variant}"
+            command = [sys.executable, "-m", "bench.sd_gpu", "--arch", arch, "--variant",
+                       variant, "--weights", built[arch], "--cache", str(cache), "--device",
+                       device, "--runs", str(runs), "--pixels", str(work / f"{arch}-{variant}.npy"),
+                       "--spawned-at", str(time.time())]
+            if steps:
+                command += ["--steps", str(steps)]
+            code, lines = run_process(command, deadline)
+            reported = [line[4:] for line in lines if line.startswith("ROW ")]
+            if reported:
+                rows[-1] = row = Row(**json.loads(reported[-1]))
+            if code != 0:
+                tail = next((ln for ln in reversed(lines) if ln.strip()), "")
+                row.note = ("killed: out of time (--deadline-s)" if code == 124
+                            else f"failed (exit {code}): {tail[:200]}")
+                print("\n".join(lines[-30:]), flush=True)
+            finish(rows, work)
+            print(line_of(row), flush=True)
+            write(args.json, header, rows)
+        finish(rows, work)
+    write(args.json, header, rows)
+    print("\n".join(line_of(r) for r in rows))
+    if any(row.note.startswith("failed") for row in rows):
+        return 1
+    return 3 if any("out of time" in row.note for row in rows) else 0
+
+
+def finish(rows: list[Row], work: Path) -> None:
+    """Ratios to the arch's ``plain``, and PSNR against its ``eager`` image (the gate)."""
     for row in rows:
+        base = next((r.images_per_s for r in rows
+                     if r.arch == row.arch and r.variant == "plain"), None)
         if base and row.images_per_s:
-            row.ratio_to_plain_fp16 = row.images_per_s / base
-    lines = [*header, "", *report(rows)]
-    print("\nside by side:\n" + "\n".join(report(rows)))
-    write(args.out, {"header": header, "rows": [asdict(r) for r in rows]}, lines)
-    return 0
+            row.ratio_to_plain = round(row.images_per_s / base, 3)
+        row.psnr_vs_eager_db = psnr(work / f"{row.arch}-{row.variant}.npy",
+                                    work / f"{row.arch}-eager.npy")
+        if row.variant == "fbcache" and row.psnr_vs_eager_db is not None:
+            passed = row.psnr_vs_eager_db >= GATE_PSNR_DB
+            gate = f"similarity gate {'passed' if passed else 'FAILED'} (>= {GATE_PSNR_DB} dB)"
+            if gate not in row.note:
+                row.note = f"{row.note}; {gate}".strip("; ")
 
 
-def release(torch: Any) -> None:
-    torch._dynamo.reset()  # the next variant's model compiles afresh, within the recompile limit
-    gc.collect()
-    torch.cuda.empty_cache()
+def psnr(one: Path, two: Path) -> float | None:
+    if not (one.is_file() and two.is_file()) or one == two:
+        return None
+    import numpy as np
+
+    a, b = np.load(one).astype(float), np.load(two).astype(float)
+    if a.shape != b.shape:
+        return None
+    error = float(((a - b) ** 2).mean())
+    return 99.0 if error == 0 else round(10 * float(np.log10(255.0**2 / error)), 2)
+
+
+def line_of(row: Row) -> str:
+    def num(value: float | None, fmt: str) -> str:
+        return format(value, fmt) if value is not None else "-"
+
+    return (f"{row.arch:<12} {row.variant:<18} cold {num(row.cold_start_s, '6.1f')} s  load "
+            f"{num(row.load_s, '6.1f')} s  first {num(row.first_job_s, '6.2f')} s  median "
+            f"{num(row.median_s, '6.3f')} s  {num(row.images_per_s, '6.2f')} img/s  x"
+            f"{num(row.ratio_to_plain, '4.2f')}  psnr {num(row.psnr_vs_eager_db, '5.1f')}  "
+            f"attn {row.attention or '-'}  {row.note}")
+
+
+def write(path: Path | None, header: dict[str, Any], rows: list[Row]) -> None:
+    if path is not None:
+        path.write_text(json.dumps({**header, "rows": [asdict(r) for r in rows]}, indent=2)
+                        + "\n")
 
 
 if __name__ == "__main__":

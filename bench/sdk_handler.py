@@ -1,4 +1,4 @@
-"""The runpod SDK side of the benchmark: run by ``bench/.venv-runpod``'s Python, never imported
+"""The runpod SDK side of the benchmark: run by ``.venv-runpod``'s Python, never imported
 by podworker's.
 
 ``BENCH_HANDLER`` picks the handler, the twin of a podworker scenario:

@@ -73,7 +73,26 @@ class Workers:
     def runpod(self, tag: str, handler: str = "noop", concurrency: int = 1) -> Launch:
         """``bench/sdk_handler.py`` in the SDK's venv with ``BENCH_HANDLER=handler``."""
         run, home, log = self._dirs(tag)
-        env = self._base_env(home) | {
+        env = self._sdk_env(tag, handler, concurrency, run, home)
+        return Launch("runpod", [str(self.runpod_python), str(SDK_HANDLER)], env, run, log)
+
+    def handler(self, tag: str, handler: str = "noop", concurrency: int = 1) -> Launch:
+        """The same ``bench/sdk_handler.py``, unchanged, under podworker: ``python -m app
+        handler bench/sdk_handler.py`` in the SDK's venv (podworker is installed there too)."""
+        run, home, log = self._dirs(tag)
+        env = self._sdk_env(tag, handler, concurrency, run, home) | {
+            "STATE_DIR": str(run / "state"),
+            "TERMINATE_IDLE_TIME": "0",
+            "LOG_FORMAT": "json",
+            "PYTHONPATH": str(REPO),
+        }
+        argv = [str(self.runpod_python), "-m", "app", "handler", "--env-file",
+                str(run / "absent.env"), str(SDK_HANDLER)]
+        return Launch("podworker", argv, env, run, log)
+
+    def _sdk_env(self, tag: str, handler: str, concurrency: int, run: Path,
+                 home: Path) -> dict[str, str]:
+        return self._base_env(home) | {
             "RUNPOD_WEBHOOK_GET_JOB": self.server.take_url,
             "RUNPOD_WEBHOOK_POST_OUTPUT": self.server.result_url,
             "RUNPOD_WEBHOOK_POST_STREAM": self.server.stream_url,
@@ -90,7 +109,6 @@ class Workers:
             "BENCH_OUTPUT_DIR": str(run / "outputs"),
             "BENCH_PNG_HEX": tiny_png().hex(),
         }
-        return Launch("runpod", [str(self.runpod_python), str(SDK_HANDLER)], env, run, log)
 
     def floor(self, tag: str, count: int, seconds: float) -> Launch:
         run, home, log = self._dirs(tag)

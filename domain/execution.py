@@ -34,6 +34,7 @@ class RunningJob:
         self._clock = clock
         self._on_progress = on_progress
         self.cancel_reason: str | None = None
+        self.fresh_worker_asked = False
         self._cancel_hooks: list[Callable[[], object]] = []
 
     @property
@@ -67,6 +68,13 @@ class RunningJob:
         if self._on_progress is not None:
             self._on_progress(self.job.id, update)
 
+    def ask_for_fresh_worker(self) -> None:
+        """Replace this worker once the job's result is delivered (RunPod's ``refresh_worker``):
+        the result asks the platform for a fresh worker (``"stopPod": true``), and the controller,
+        reading the flag when the job ends, has this worker drain and exit (code 7). An optional
+        capability of a context, beyond ``JobContext``: models look it up."""
+        self.fresh_worker_asked = True
+
 
 class DetachedContext:
     """A job context outside the worker (the bake's check image, benchmarks, tests): never
@@ -80,3 +88,6 @@ class DetachedContext:
 
     def progress(self, update: Any) -> None:
         return None
+
+    def ask_for_fresh_worker(self) -> None:
+        return None  # no worker to replace

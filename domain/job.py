@@ -97,13 +97,16 @@ class JobResult:
     """The final answer for one job: an output, or an error string (never both).
 
     ``streamed`` marks the final result of a job whose output was streamed in chunks before it
-    (the job API is told with ``isStream=true``).
+    (the job API is told with ``isStream=true``). ``stop_pod`` asks the platform for a fresh
+    worker once this result is in (``"stopPod": true``, as RunPod's SDK sends for a handler's
+    ``refresh_worker``).
     """
 
     job_id: str
     output: Any = None
     error: str | None = None
     streamed: bool = False
+    stop_pod: bool = False
 
     @classmethod
     def success(cls, job_id: str, output: Any) -> JobResult:
@@ -118,10 +121,14 @@ class JobResult:
         return self.error is None
 
     def to_wire(self) -> dict[str, Any]:
-        """The body the job API expects: ``{"output": ...}`` or ``{"error": "<string>"}``."""
-        if self.error is not None:
-            return {"error": self.error}
-        return {"output": self.output}
+        """The body the job API expects: ``{"output": ...}`` or ``{"error": "<string>"}``, with
+        ``"stopPod": true`` when the worker is to be replaced after it."""
+        body: dict[str, Any] = (
+            {"error": self.error} if self.error is not None else {"output": self.output}
+        )
+        if self.stop_pod:
+            body["stopPod"] = True
+        return body
 
     def to_json(self) -> dict[str, Any]:
         """A self-contained record (job id included), as kept in the outbox."""
@@ -133,10 +140,12 @@ class JobResult:
     @classmethod
     def from_json(cls, record: dict[str, Any]) -> JobResult:
         streamed = record.get("streamed") is True
+        stop_pod = record.get("stopPod") is True
         if "error" in record:
             return cls(str(record["id"]), error=str(record["error"]) or "unknown error",
-                       streamed=streamed)
-        return cls(str(record["id"]), output=record.get("output"), streamed=streamed)
+                       streamed=streamed, stop_pod=stop_pod)
+        return cls(str(record["id"]), output=record.get("output"), streamed=streamed,
+                   stop_pod=stop_pod)
 
     def wire_size(self) -> int:
         """Bytes of the JSON body that :meth:`to_wire` produces."""

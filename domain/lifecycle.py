@@ -15,9 +15,14 @@ controller makes is one :class:`Action` of :func:`decide`, a plain function of a
   stop (``RunningJob.check_cancelled`` raises). A model that does not stop within
   ``overrun_grace`` more cannot be interrupted: the worker reports the job and exits on purpose
   (``ABANDON``) so the platform restarts it.
-- **stopping** (SIGTERM, SIGINT, SIGHUP, or retiring): take nothing new; jobs already taken are
-  run; a take still out gets ``take_grace`` to answer; then results are delivered for at most
-  ``shutdown_grace`` after the last job finished (``DRAIN``), and the worker exits.
+- **stopping** (SIGTERM, SIGINT, SIGHUP, retiring, or recycling): take nothing new; jobs already
+  taken are run; a take still out gets ``take_grace`` to answer; then results are delivered for
+  at most ``shutdown_grace`` after the last job finished (``DRAIN``), and the worker exits.
+- **start-up deadline**: the model has ``startup_timeout`` seconds from the worker's start to be
+  loaded (:func:`startup_expired`); past it the start has failed, however the load behaves.
+- **recycling**: a worker that has taken ``max_jobs`` jobs, whose memory grew past its limits
+  after a job, or whose model asked for it, stops taking and exits to be replaced by a fresh
+  process (:func:`recycle_reason`, :func:`take_budget`).
 
 :func:`decide` also says until when nothing can change without an event (``wake_at``), so the
 controller waits on its inbox until then and never polls.
@@ -50,6 +55,7 @@ class LifecyclePolicy:
     overrun_grace: float = 10.0
     shutdown_grace: float = 30.0
     take_grace: float = 2.0
+    startup_timeout: float | None = 900.0  # a large model with compile loads in minutes
 
 
 @dataclass(frozen=True)
@@ -135,3 +141,73 @@ def _stopping(obs: Observation, policy: LifecyclePolicy, deadlines: list[float])
 def idle_ttl_expired(last_activity: float, now: float, ttl: float | None) -> bool:
     """True when ``ttl`` seconds have passed since ``last_activity``. ``ttl=None`` never expires."""
     return ttl is not None and now - last_activity >= ttl
+
+
+def startup_expired(started: float, now: float, timeout: float | None) -> bool:
+    """True once ``timeout`` seconds have passed since the worker ``started``; ``None`` never
+    expires."""
+    return timeout is not None and now - started >= timeout
+
+
+def startup_wait(started: float, now: float, timeout: float | None) -> float | None:
+    """Seconds until the start-up deadline (0 once past it); ``None`` without one."""
+    return None if timeout is None else max(0.0, started + timeout - now)
+
+
+@dataclass(frozen=True)
+class RecyclePolicy:
+    """When a worker renews itself; each limit off at 0.
+
+    Long-running model processes decay (host memory, VRAM, file handles leak), so, like Celery's
+    ``worker_max_tasks_per_child`` and ``worker_max_memory_per_child``, a worker can leave after
+    ``max_jobs`` jobs, or once its resident memory (``max_rss_bytes``) or the VRAM still
+    allocated after a job (``max_vram_fraction`` of the device) is past its limit.
+    """
+
+    max_jobs: int = 0
+    max_rss_bytes: int = 0
+    max_vram_fraction: float = 0.0
+
+
+@dataclass(frozen=True)
+class Wear:
+    """What a worker has been through so far: jobs taken and, after the last job, its memory
+    (``None``: not known) and the job whose model asked for a fresh worker, if it did."""
+
+    jobs_taken: int = 0
+    rss_bytes: int | None = None
+    vram_fraction: float | None = None
+    asked_by: str | None = None
+
+
+def recycle_reason(wear: Wear, policy: RecyclePolicy) -> str | None:
+    """Why the worker must renew itself now, or None. The reason names the setting."""
+    if wear.asked_by is not None:
+        return f"job {wear.asked_by} asked for a fresh worker (refresh_worker)"
+    if policy.max_jobs and wear.jobs_taken >= policy.max_jobs:
+        return f"{wear.jobs_taken} jobs taken (MAX_JOBS={policy.max_jobs})"
+    rss = wear.rss_bytes
+    if policy.max_rss_bytes and rss is not None and rss > policy.max_rss_bytes:
+        return (f"resident memory {rss / 2**20:.0f} MB is past MAX_RSS_MB="
+                f"{policy.max_rss_bytes / 2**20:.0f}")
+    vram = wear.vram_fraction
+    if policy.max_vram_fraction and vram is not None and vram > policy.max_vram_fraction:
+        return (f"{vram:.0%} of the device's memory still allocated after a job "
+                f"(MAX_VRAM_FRACTION={policy.max_vram_fraction:g})")
+    return None
+
+
+def take_budget(jobs_taken: int, policy: RecyclePolicy) -> int | None:
+    """How many more jobs this worker may take (``None``: no limit), so a take never brings
+    more than ``max_jobs`` in all."""
+    return None if not policy.max_jobs else max(0, policy.max_jobs - jobs_taken)
+
+
+@dataclass(frozen=True)
+class FailedStarts:
+    """The starts that failed in a row before this one (a crash loop shows as a count that
+    grows), and the phase and error of the last."""
+
+    count: int = 0
+    phase: str | None = None
+    error: str | None = None

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from domain.job import Artifact, Job, JobResult
+from domain.lifecycle import FailedStarts
 
 
 class Clock(Protocol):
@@ -95,7 +96,17 @@ class PodControl(Protocol):
 
 
 class JobContext(Protocol):
-    """What a model sees of the worker while it runs one job."""
+    """What a model sees of the worker while it runs one job.
+
+    The worker's context (``domain.execution.RunningJob``) also has ``ask_for_fresh_worker()``:
+    the hook for a model that wants this worker replaced once the job is done (RunPod's
+    ``refresh_worker``; a model that knows it leaks, or broke its state). The job's result is
+    delivered as usual; the worker then takes no new job, finishes and delivers what it holds,
+    and exits with code 7 (recycled) so the platform starts a fresh process; calling it twice is
+    harmless. It is an optional capability, like ``Model.concurrency``, so that the many small
+    contexts of tests and tools need not grow: code that may get another context looks it up
+    (``getattr(ctx, "ask_for_fresh_worker", None)``).
+    """
 
     @property
     def job_id(self) -> str:
@@ -114,16 +125,42 @@ class JobContext(Protocol):
         ...
 
 
+class StartupReport(Protocol):
+    """Where a model says which phase of its start-up it is in (see ``Model.load``).
+
+    Each phase is timed, logged and shown by ``/health``, ``/metrics`` and ``doctor``; when the
+    start fails or overruns ``STARTUP_TIMEOUT``, the phase it was in is what the user is told.
+    """
+
+    def phase(self, name: str) -> None:
+        """Phase ``name`` begins now (the one before ends). The worker's names are ``import``
+        (libraries), ``weights`` (read into memory), ``device`` (moved to the accelerator) and
+        ``warmup`` (compile and warm-up); a model may use its own (lowercase letters, digits,
+        ``_``, at most 32 characters; anything else is cleaned to that). A name used again adds
+        to its time. Cheap, safe from any thread, never raises."""
+        ...
+
+
 class Model(Protocol):
     """The model the worker serves: loaded once, then run on each job's input.
 
     ``run`` may also be ``async def`` (run on the worker's event loop), a generator or an async
-    generator (its yielded values are streamed); a model may define ``concurrency(current) ->
-    int`` to say how many jobs it takes at once (asked between takes)."""
+    generator (its yielded values are streamed), and a model may say which only once loaded
+    (a RunPod handler file is known after its import); a model may define
+    ``concurrency(current) -> int`` to say how many jobs it takes at once (asked between
+    takes), and ``aggregate_stream = True`` to make a stream's final output its chunks."""
 
     def load(self) -> object:
         """Load weights and warm up. Called once, before the first job, on the thread (or the
-        event loop, for ``async def load``) that runs the jobs. Raises ``ModelError``."""
+        event loop, for ``async def load``) that runs the jobs. Raises ``ModelError``.
+
+        A model that wants its phases timed takes one argument, ``load(self, startup)``
+        (conventionally ``startup: StartupReport | None = None``), and calls
+        ``startup.phase("weights")`` and so on as it goes; the worker passes it whenever
+        ``load`` accepts a positional argument. Without it the whole load is one phase,
+        ``load``. Either way the worker bounds it by ``STARTUP_TIMEOUT``, even when it ignores
+        every signal: the worker does not wait for it to return.
+        """
         ...
 
     def run(self, job_input: dict[str, Any], ctx: JobContext) -> Any:
@@ -181,4 +218,40 @@ class RunMarks(Protocol):
 
     def interrupted(self) -> list[tuple[str, int]]:
         """Jobs marked running by an earlier process that never finished: ``(id, starts)``."""
+        ...
+
+
+class StartHistory(Protocol):
+    """Failed starts, kept across restarts (in ``STATE_DIR``), so that a worker in a crash loop
+    says so.
+
+    Promises: a failure recorded here survives the process dying, until a success resets it.
+    """
+
+    def failed_in_a_row(self) -> FailedStarts:
+        """The starts that failed in a row before now (count 0 when the last one succeeded, or
+        nothing is recorded, or the record cannot be read)."""
+        ...
+
+    def record_failure(self, phase: str, error: str) -> None:
+        """One more failed start, in ``phase``, with ``error`` (already scrubbed). Never
+        raises: a record that cannot be written is logged."""
+        ...
+
+    def record_success(self) -> None:
+        """The model loaded: the count starts again from 0. Never raises."""
+        ...
+
+
+class MemoryGauge(Protocol):
+    """The process's memory, read after each job to decide whether the worker must renew
+    itself. Each reading is cheap (microseconds) and never raises."""
+
+    def rss_bytes(self) -> int | None:
+        """Resident memory of this process, in bytes; None when it cannot be read."""
+        ...
+
+    def vram_fraction(self) -> float | None:
+        """The largest share (0-1) of any accelerator's memory that this process has allocated
+        (tensors, not the allocator's cache); None without an accelerator in use."""
         ...

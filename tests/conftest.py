@@ -23,6 +23,8 @@ pytest_plugins: list[str] = [
     "tests.support.hostile_server",
     "tests.support.dockerfile_kit",
     "tests.support.image_fetch_kit",
+    "tests.support.redis_server",
+    "tests.support.redis_queue_kit",
     "tests.support.tiny_lora",
 ]
 

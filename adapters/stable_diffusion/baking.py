@@ -3,8 +3,10 @@
 
 What :func:`bake` promises:
 
-- **One download.** ``StableDiffusionPipeline.from_pretrained`` with the given revision,
-  variant and dtype (``model`` is a hub id or a local pipeline folder, checked by the worker's
+- **One download.** ``DiffusionPipeline.from_pretrained`` (the class the weights' own
+  ``model_index.json`` names: SD, SDXL, SD3, Flux) with the given revision, variant and dtype;
+  ``auto`` is the family's dtype (read from ``model_index.json`` first), so bf16 weights stay
+  bf16 and fp16 ones fp16 (``model`` is a hub id or a local pipeline folder, checked by the worker's
   own rule, :func:`.loading.pipeline_source`). The hub token is passed as given, never printed.
 - **Whole or nothing.** The pipeline is saved (safetensors, plain file names, so the
   production load finds them without a variant) into a temporary folder beside ``dest``,
@@ -25,6 +27,7 @@ imported only inside the functions that need them.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import importlib
 import json
@@ -51,7 +54,9 @@ from domain.job import Artifact
 RECORD_NAME = "podworker-bake.json"
 """The file in a baked folder that says what was baked (model, revision, variant, dtype)."""
 
-DTYPES = ("float16", "float32")
+DTYPES = ("auto", "float16", "bfloat16", "float32")
+"""``auto`` is the family's own: bf16 for SD3 and Flux (trained in it; fp16 overflows), fp16
+for the others (what the GPU loads them in)."""
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 VERIFY_INPUT: dict[str, Any] = {
     "prompt": "a photo of a lighthouse",
@@ -113,6 +118,8 @@ def bake(
     the verification fails; ``request.dest`` is then left as it was.
     """
     say = say or (lambda message: None)
+    if request.dtype == "auto":
+        request = dataclasses.replace(request, dtype=family_dtype_name(request, token=token))
     dest = request.dest.expanduser()
     if _already_baked(dest, request):
         say(f"{dest} already holds this bake; verifying it")
@@ -178,7 +185,7 @@ def save_pipeline(
     if token:
         options["token"] = token
     try:
-        pipe = diffusers.StableDiffusionPipeline.from_pretrained(source, **options)
+        pipe = diffusers.DiffusionPipeline.from_pretrained(source, **options)
     except Exception as exc:
         if Path(source).is_dir():
             message = f"could not load the pipeline in {source!r}: {describe(exc)}"
@@ -195,6 +202,32 @@ def save_pipeline(
     finally:
         del pipe
         gc.collect()
+
+
+def family_dtype_name(request: BakeRequest, *, token: str | None) -> str:
+    """``auto`` resolved: the dtype the family's weights are kept in (see :data:`DTYPES`),
+    from the local folder's ``model_index.json`` or the hub's (one small download)."""
+    from adapters.stable_diffusion.families import detect_family
+    from adapters.stable_diffusion.pipelines import TRANSFORMER_FAMILIES
+
+    source = check_source(request.model)
+    folder = source
+    if not Path(source).is_dir():
+        try:
+            from huggingface_hub import hf_hub_download
+
+            index = hf_hub_download(source, "model_index.json", revision=request.revision,
+                                    token=token, cache_dir=request.cache_dir)
+        except Exception as exc:
+            raise BakeError(download_failure(request.model, exc, revision=request.revision,
+                                             variant=request.variant,
+                                             offline=request.hub_offline)) from None
+        folder = str(Path(index).parent)
+    try:
+        spec = detect_family(folder)
+    except ModelError as exc:
+        raise BakeError(f"--dtype auto: {exc}; give --dtype float16 or bfloat16") from None
+    return "bfloat16" if spec.family in TRANSFORMER_FAMILIES else "float16"
 
 
 def verify(folder: Path) -> float:

@@ -40,8 +40,8 @@ _OUT_OF_MEMORY = re.compile(r"out of memory|can't allocate memory|[A-Z]+_ALLOC_F
 _DEVICE_LOST = re.compile(
     r"illegal memory access|illegal instruction|illegal address|device-side assert"
     r"|unspecified launch failure|launch timed out|misaligned address|uncorrectable ecc"
-    r"|ecc error|[A-Z]+_EXECUTION_FAILED|cuda error: unknown error|device has fallen off"
-    r"|cudaErrorLaunchFailure|context is destroyed|hardware stack error",
+    r"|ecc error|[A-Z]+_EXECUTION_FAILED|cuda error: unknown error|has fallen off the bus"
+    r"|gpu is lost|cudaErrorLaunchFailure|context is destroyed|hardware stack error",
     re.IGNORECASE,
 )
 

@@ -43,14 +43,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from adapters.stable_diffusion import pipelines
-from adapters.stable_diffusion.acceleration import Compilation, CompileOptions, speed_up
+from adapters.stable_diffusion.acceleration import Compilation, CompileOptions
 from adapters.stable_diffusion.batches import Work, batch_key
 from adapters.stable_diffusion.device_queue import BatchQueue, Member
-from adapters.stable_diffusion.families import FamilySpec, detect_family
+from adapters.stable_diffusion.device_setup import DeviceSetup, place_and_speed_up
+from adapters.stable_diffusion.families import Family, FamilySpec, detect_family
 from adapters.stable_diffusion.faults import describe, free_memory, job_error
 from adapters.stable_diffusion.generation import generate, warm_up
 from adapters.stable_diffusion.input_images import ImageInputLimits, ImageLoader
@@ -72,13 +73,17 @@ from adapters.stable_diffusion.schedulers import prepare_schedulers
 from adapters.stable_diffusion.schema import FamilyInput, parse_family_input
 from adapters.stable_diffusion.steps import StepReporter
 from domain.errors import DeviceLost, InvalidInput, ModelError, OutOfMemory
-from domain.ports import JobContext
+from domain.ports import JobContext, StartupReport
 
 __all__ = ["CompileOptions", "StableDiffusionModel", "dtype_argument", "quiet_progress_bars"]
 
 log = logging.getLogger("podworker.model")
 
 NOT_LOADED = "the Stable Diffusion model is not loaded (load() was not called)"
+
+
+def _unreported(phase: str) -> None:
+    """Where phases go when ``load`` is called without a ``StartupReport``."""
 
 
 class StableDiffusionModel:
@@ -93,6 +98,8 @@ class StableDiffusionModel:
     ``channels_last`` and ``fuse_qkv`` tune CUDA. ``images`` loads ``init_image``/``mask``
     (default: base64 and data URLs only); http(s) URLs are accepted exactly when it has a
     fetcher (``INPUT_URL_FETCH``). ``refiner_path``: an SDXL refiner folder, for SDXL only.
+    ``first_block_cache``: the lossy first-block cache's threshold for a transformer (0: off;
+    ``SD_FIRST_BLOCK_CACHE``).
     ``loras`` finds the LoRA files jobs name (None: jobs' LoRA fields are refused).
     """
 
@@ -113,6 +120,7 @@ class StableDiffusionModel:
         batch_max: int = 1,
         batch_wait_s: float = 0.02,
         refiner_path: str | None = None,
+        first_block_cache: float = 0.0,
         loras: LoraLibrary | None = None,
     ) -> None:
         self.model_path = model_path
@@ -131,8 +139,17 @@ class StableDiffusionModel:
         self.fuse_qkv = fuse_qkv
         self.images = images or ImageLoader(ImageInputLimits())
         self.refiner_path = refiner_path
+        self.first_block_cache = first_block_cache
+        self.setup = DeviceSetup("none")  # where and how the pipeline runs, once loaded
         self.refiner: Refiner | None = None  # once loaded with a refiner_path
         self.loras = loras
+        if loras is not None and fuse_qkv:
+            # A LoRA's q/k/v layers would find them fused into one projection and change
+            # nothing: LoRA jobs need the projections as they were trained on.
+            log.warning("fused QKV projections skipped: LoRAs are on (LORA_DIR or "
+                        "LORA_URL_FETCH) and apply to the unfused ones",
+                        extra={"event": "fuse_qkv_skipped"})
+            self.fuse_qkv = False
         self.adapters: LoraAdapters | None = None  # once loaded with loras
         self.device: str | None = None  # the device in use, once loaded
         self.compilation: Compilation | None = None  # once loaded with compile on
@@ -148,14 +165,18 @@ class StableDiffusionModel:
 
     # --- the Model port ---------------------------------------------------------------------
 
-    def load(self) -> None:
+    def load(self, startup: StartupReport | None = None) -> None:
         """Load the pipelines and warm them up, on the device thread. A second call does
-        nothing. Raises ``ModelError``."""
-        self.device_queue.call(self._load)
+        nothing. Raises ``ModelError``. Reports its phases to ``startup``: ``import`` (torch,
+        diffusers), ``weights`` (the pipelines, the refiner's too), ``device`` (moved and
+        tuned), ``warmup`` (compile and warm-up, on CUDA or with ``compile``)."""
+        phase = startup.phase if startup is not None else _unreported
+        self.device_queue.call(lambda: self._load(phase))
 
-    def _load(self) -> None:
+    def _load(self, phase: Callable[[str], None]) -> None:
         if self._pipe is not None:
             return
+        phase("import")
         source = model_source(self.model_path)  # before seconds of imports
         spec = self.spec = pipelines.checked_family(
             self.spec, source, self.limits, allow_download=self.allow_download
@@ -165,14 +186,16 @@ class StableDiffusionModel:
         on_cuda = device.startswith("cuda")
         quiet_progress_bars()
         dtype = pipelines.family_dtype(torch, spec, on_cuda=on_cuda)
+        phase("weights")
         pipe = pipelines.load_pipeline(
-            diffusers, spec, source, dtype=dtype, allow_download=self.allow_download,
-            device=device,
+            diffusers, spec, source, dtype=dtype, allow_download=self.allow_download
         )
+        phase("device")
         try:
-            pipe = pipe.to(device)
-            if on_cuda:
-                speed_up(torch, pipe, channels_last=self.channels_last, fuse_qkv=self.fuse_qkv)
+            pipe, self.setup = place_and_speed_up(
+                torch, pipe, source=source, device=device, dtype=dtype,
+                channels_last=self.channels_last, fuse_qkv=self.fuse_qkv,
+                batch_rows=self._max_rows, upcasting_vae=spec.family == Family.SDXL)
         except Exception as exc:
             error = job_error(torch, exc, device=device, oom_advice="moving the pipeline there")
             raise type(error)(f"could not move the pipeline to {device}: {describe(exc)}") from None
@@ -182,6 +205,7 @@ class StableDiffusionModel:
             self.adapters.prepare(pipe)
         self._variants, unavailable = pipelines.make_variants(diffusers, spec, pipe)
         if self.refiner_path is not None:
+            phase("weights")
             self.refiner = load_refiner(
                 torch, diffusers, spec, self.refiner_path, pipe, dtype=dtype, device=device,
                 allow_download=self.allow_download, tuning=(self.channels_last, self.fuse_qkv))
@@ -191,16 +215,23 @@ class StableDiffusionModel:
         if spec.default_scheduler:
             self._schedulers, self._unavailable = prepare_schedulers(pipe.scheduler.config)
         self._unavailable |= unavailable
-        if self.compile_options is not None:
+        if on_cuda or self.compile_options is not None:
+            phase("warmup")
+        if self.compile_options is not None and not self.setup.offloaded:
             self.compilation = pipelines.compile_denoiser(
                 torch, spec, pipe, self.compile_options, sizes=self._warm_sizes(),
-                max_outputs=self._max_rows,
+                max_outputs=self._max_rows, device=device, model=source,
             )
+        if self.first_block_cache:
+            pipelines.first_block_cache(diffusers, spec, pipe, self.first_block_cache)
         if on_cuda or self.compilation is not None:
+            warming = (self.compilation.warming() if self.compilation is not None
+                       else contextlib.nullcontext())
             try:
-                warm_up(lambda works: self._generate(works, None, warming=True), spec,
-                        self._warm_sizes(), max_rows=self._max_rows,
-                        compiled=self.compilation is not None)
+                with warming:
+                    warm_up(lambda works: self._generate(works, None, warming=True), spec,
+                            self._warm_sizes(), max_rows=self._max_rows,
+                            compiled=self.compilation is not None and self.compilation.active)
             except ModelError:
                 self._pipe = None  # a later load() starts again rather than keep a broken pipe
                 self._variants = {}

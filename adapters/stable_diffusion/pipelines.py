@@ -96,16 +96,29 @@ def _index_folder(source: str) -> str:
 
 def compile_denoiser(
     torch: Any, spec: FamilySpec, pipe: Any, options: CompileOptions, *,
-    sizes: tuple[tuple[int, int], ...], max_outputs: int,
-) -> Compilation | None:
-    """The UNet compiled (see :mod:`.acceleration`), or None with a log line for a family whose
-    denoiser is a transformer: its graphs (joint attention, packed latents) are not planned."""
-    if spec.family in TRANSFORMER_FAMILIES:
-        log.warning("torch.compile skipped: it covers UNets, and %s pipelines have a "
-                    "transformer; running uncompiled", spec.label,
-                    extra={"event": "compile_skipped"})
-        return None
-    return Compilation(torch, pipe, options, graphs=unet_graphs(sizes, max_outputs))
+    sizes: tuple[tuple[int, int], ...], max_outputs: int, device: str = "cpu", model: str = "",
+) -> Compilation:
+    """The denoiser compiled (see :mod:`.acceleration`): a UNet whole, a transformer (SD3,
+    Flux) by its repeated blocks. ``device`` and ``model`` key the compile cache."""
+    return Compilation(torch, pipe, options, graphs=unet_graphs(sizes, max_outputs),
+                       denoiser=denoiser_name(spec), device=device, model=model)
+
+
+def first_block_cache(diffusers: Any, spec: FamilySpec, pipe: Any, threshold: float) -> bool:
+    """Turn on diffusers' first-block cache (lossy: a step whose first block changed less than
+    ``threshold`` reuses the rest of the last step's residual) on a transformer that offers it;
+    False, with a warning, for a denoiser that does not (UNets, SD3 in this diffusers)."""
+    denoiser = getattr(pipe, denoiser_name(spec))
+    config_class = getattr(diffusers, "FirstBlockCacheConfig", None)
+    if config_class is None or not hasattr(denoiser, "enable_cache"):
+        log.warning("SD_FIRST_BLOCK_CACHE ignored: %s's %s has no first-block cache in this "
+                    "diffusers", spec.label, type(denoiser).__name__,
+                    extra={"event": "first_block_cache_unavailable"})
+        return False
+    denoiser.enable_cache(config_class(threshold=threshold))
+    log.info("first-block cache on (threshold %s): faster, images differ slightly", threshold,
+             extra={"event": "first_block_cache"})
+    return True
 
 
 def load_pipeline(

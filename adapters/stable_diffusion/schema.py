@@ -1,37 +1,27 @@
 """A Stable Diffusion job's input, checked before any GPU work: the family's fields and defaults.
 
-Names and defaults follow RunPod's Stable Diffusion worker templates, so inputs users already
-send keep working. Decisions a caller can rely on:
+Names and defaults follow RunPod's SD worker templates, so inputs users already send keep working.
 
-- **Every problem is reported at once**, as one line: ``invalid input: width: must be a
-  multiple of 8 (got 100); num_outputs: must be at most 4 (got 9); ...``. Never a pydantic URL,
-  never a traceback, never the prompt's text.
-- **Types are strict.** Numbers must be JSON numbers: ``"512"`` and ``true`` are refused
-  (``width: must be an integer (got '512')``); a whole float such as ``512.0`` is accepted.
-  ``null`` means "use the default" for every field except ``prompt``.
-- **Unknown fields are refused**, with a suggestion for near misses and the family's own field
-  list: a typo such as ``num_inference_step`` silently ignored would produce a different image
-  with no hint why. A field the family does not have (Flux's ``negative_prompt``, a
-  ``scheduler`` for SD3 or Flux) is refused by name; diffusers' own names (``image``,
-  ``mask_image``, ``strength``) point to the template's.
+- **Every problem at once**, in one line: ``invalid input: width: must be a multiple of 8 (got
+  100); num_outputs: must be at most 4 (got 9)``. Never a pydantic URL, a traceback or the prompt.
+- **Strict types.** ``"512"`` and ``true`` are not numbers; ``512.0`` is a whole number; ``null``
+  means "the default" for every field but ``prompt``.
+- **Unknown fields are refused**, with a "did you mean" and the family's field list (a silently
+  ignored typo changes the image with no hint why); a field the family lacks (Flux's
+  ``negative_prompt``, SD3's and Flux's ``scheduler``) is refused by name, and diffusers' own
+  names (``image``, ``mask_image``, ``strength``) point to the template's.
 - Limits come from :class:`~.limits.SdLimits`, built from settings and handed in.
 
-Defaults are the spec's: a Flux schnell job (:data:`.families.FLUX_SCHNELL`) that leaves them
-out runs 4 steps with ``guidance_scale`` 0.0. Schnell still accepts a ``guidance_scale`` (the
-templates send one), within the same bounds, but its transformer embeds no guidance, so
-diffusers ignores the value: the image is the same whatever it is.
-
-Every family takes ``init_image`` (image-to-image), ``mask`` (inpainting, with ``init_image``)
-and ``prompt_strength`` (0 to 1, default 0.8, only with ``init_image``; diffusers runs
-``int(num_inference_steps * prompt_strength)`` steps, which must be at least 1). Images are
-checked here for their shape only (base64, a data URL, or a URL when ``fetch_urls``); they are
-loaded by :func:`.job_images.prepare_images`. ``width``/``height`` left out with an
-``init_image`` stay None: the image's own size is used. No environment, no torch, no Pillow.
-
-SDXL also takes the refiner's fields (:mod:`.refiner_fields`: ``use_refiner``,
-``refiner_inference_steps``, ``high_noise_frac``); whether a refiner is loaded is passed in.
+Defaults are the spec's: Flux schnell (:data:`.families.FLUX_SCHNELL`) runs 4 steps at guidance
+0.0; a ``guidance_scale`` sent to it is accepted and has no effect (its transformer embeds none).
+Every family takes ``init_image``, ``mask`` (with ``init_image``) and ``prompt_strength`` (0 to 1,
+default 0.8, only with ``init_image``; ``int(steps * prompt_strength)`` must be at least 1).
+Images are checked here for their shape only (base64, a data URL, or a URL when
+``fetch_urls``) and loaded by :func:`.job_images.prepare_images`; without width/height an
+``init_image``'s own size is used. SDXL also takes the refiner's fields (:mod:`.refiner_fields`).
 Every family takes the LoRA fields (:mod:`.lora_fields`: ``loras``, and the shorthand ``lora``
 with ``lora_scale``); what the worker's LoRA set-up allows is passed in as a ``LoraPolicy``.
+No environment, no torch, no Pillow.
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ stops a job the platform cancels. Its client (``runpod.Endpoint``) runs jobs tha
 podworker process (``MODEL=echo``) or the SDK's own streaming worker does. Whatever the
 official code sends that the fake answers differently is a bug in the fake.
 
-The SDK runs from ``bench/.venv-runpod`` (built on first use, about a minute); where it cannot
-be installed the tests skip, except in CI (``CI=true``), where they fail.
+The SDK runs from ``.venv-runpod`` (``make setup`` makes it); where it is missing the tests
+skip, except in CI (``CI=true``), where they fail.
 """
 
 from __future__ import annotations

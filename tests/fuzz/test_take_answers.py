@@ -119,6 +119,9 @@ def deeply_nested(body: bytes) -> bool:
     return max(body.count(b"["), body.count(b"{")) > 400
 
 
+# thousands of cases through a real worker: minutes on a loaded 2-core machine (a safety net,
+# not a time budget)
+@pytest.mark.timeout(900)
 def test_every_take_answer_gives_answerable_jobs_and_a_short_warning_for_each_drop(
     records: Records,
 ) -> None:

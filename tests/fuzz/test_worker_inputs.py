@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given
 
 from adapters.local.storage import LocalFolderStorage
@@ -55,6 +56,9 @@ def expected_error(job_input: Any) -> str | None:
     return None
 
 
+# thousands of cases through a real worker: minutes on a loaded 2-core machine (a safety net,
+# not a time budget)
+@pytest.mark.timeout(900)
 def test_every_fuzzed_job_gets_one_clear_answer_and_the_worker_keeps_running(
     tmp_path: Path,
 ) -> None:

@@ -145,10 +145,13 @@ class Build:
 
 
 def build_image(context: Path, tag: str, *, revision: str = "tiny",
-                secrets: Sequence[str] = (), timeout: float = 1800) -> Build:
-    """Build the Dockerfile in ``context`` as the test image: CPU torch, the tiny pipeline."""
+                secrets: Sequence[str] = (), timeout: float = 1800,
+                target: str | None = None) -> Build:
+    """Build the Dockerfile in ``context`` as the test image: CPU torch, the tiny pipeline
+    (``target``: that stage, such as ``worker``, instead of the final one)."""
     args = [
         "build", "--progress=plain", "--network", "host", "--tag", tag,
+        *(["--target", target] if target else []),
         "--build-arg", f"BASE_IMAGE={BASE_IMAGE}",
         "--build-arg", "TORCH_WHEEL_DIR=build-inputs/torch-wheels",
         "--build-arg", "MODEL_ID=build-inputs/tiny-sd",

@@ -118,16 +118,21 @@ def test_without_webhooks_the_container_runs_test_inputs_through_the_baked_weigh
     assert loaded, container.logs()
 
 
-def test_a_pod_without_a_gpu_exits_4_at_start_as_the_image_asks_for_cuda_and_takes_no_job(
+def test_a_pod_without_a_gpu_exits_4_at_start_telling_one_job_why_and_taking_no_other(
     image: str, start: Callable[..., Container], fake_api: FakeApi
 ) -> None:
     env = worker_env(fake_api, docker_kit.free_port())
     del env["MODEL_DEVICE"]  # the image's own MODEL_DEVICE=cuda, on a machine with no GPU
-    job = fake_api.submit(SMALL_JOB)
+    told = fake_api.submit(SMALL_JOB)
+    waiting = fake_api.submit(SMALL_JOB)
     container = start(image, env)
 
     assert container.wait_exit(timeout=300) == 4, container.logs()
-    assert fake_api.status(job)["status"] == "IN_QUEUE"
+    status = fake_api.status(told)
+    assert status["status"] == "FAILED"
+    assert status["error"].startswith("the worker could not start: "), status
+    assert "(phase " in status["error"]
+    assert fake_api.status(waiting)["status"] == "IN_QUEUE"
     assert any(e.get("event") == "model_load_failed" for e in container.events())
 
 

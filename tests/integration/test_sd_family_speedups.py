@@ -2,14 +2,13 @@
 
 SD3's and Flux's transformers keep their own attention processors (joint attention) and layout;
 their VAEs, like SD's and SDXL's UNets and VAEs, get SDPA and channels-last. ``torch.compile``
-covers UNets: SDXL's is compiled and warmed (eager backend here) and its jobs compile nothing
-new; for SD3 and Flux compiling is skipped with one log line and jobs run uncompiled. The
+compiles SDXL's UNet whole and SD3's and Flux's transformers by their repeated blocks, at load
+(eager backend here), and their jobs compile nothing new. The
 family's CUDA dtype is fp16 for SD and SDXL, bf16 for SD3 and Flux.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -47,7 +46,7 @@ def test_a_transformer_keeps_its_attention_processors_and_the_vae_gets_sdpa(
     pipe = model.pipeline
     before = {name: type(p) for name, p in pipe.transformer.attn_processors.items()}
 
-    speed_up(torch, pipe, channels_last=True, fuse_qkv=True)
+    speed_up(torch, pipe, channels_last=True, fuse_qkv=False)
 
     assert {name: type(p) for name, p in pipe.transformer.attn_processors.items()} == before
     assert all(isinstance(p, AttnProcessor2_0) for p in pipe.vae.attn_processors.values())
@@ -55,6 +54,24 @@ def test_a_transformer_keeps_its_attention_processors_and_the_vae_gets_sdpa(
     result = model.run(JOB, StepContext())
     with decode(result[0]["image"]) as image:
         assert image.size == (64, 64)
+
+
+@pytest.mark.parametrize("family", ["sd3", "flux"])
+def test_fused_qkv_reaches_a_transformers_attention_and_its_images_stay_the_same(
+    family: str, tiny_family_path: Callable[[str], Path]
+) -> None:
+    model = fresh(tiny_family_path(family))
+    pipe = model.pipeline
+    before = model.run(JOB, StepContext())
+
+    speed_up(torch, pipe, channels_last=False, fuse_qkv=True)
+
+    fused = [m for m in pipe.transformer.modules() if getattr(m, "fused_projections", False)]
+    assert fused, "no attention of the transformer was fused"
+    after = model.run(JOB, StepContext())
+    with decode(before[0]["image"]) as one, decode(after[0]["image"]) as two:
+        difference = [abs(a - b) for a, b in zip(one.tobytes(), two.tobytes(), strict=True)]
+    assert max(difference) <= 2
 
 
 def test_sdxls_unet_gets_the_fast_path_too(tiny_family_path: Callable[[str], Path]) -> None:
@@ -70,17 +87,25 @@ def test_sdxls_unet_gets_the_fast_path_too(tiny_family_path: Callable[[str], Pat
     assert len(model.run(JOB, StepContext())) == 1
 
 
+@pytest.mark.timeout(600)
 @pytest.mark.parametrize("family", ["sd3", "flux"])
-def test_compiling_is_skipped_with_one_log_line_for_transformer_families(
-    family: str, tiny_family_path: Callable[[str], Path], caplog: pytest.LogCaptureFixture
+def test_a_transformers_repeated_blocks_are_compiled_at_load_and_its_jobs_compile_nothing_new(
+    family: str, tiny_family_path: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="podworker.model"):
-        model = fresh(tiny_family_path(family), compile=CompileOptions(backend="eager"))
+    monkeypatch.setattr(acceleration, "JOB_STANCE", "fail_on_recompile")
+    torch._dynamo.reset()
+    counters.clear()
+    model = fresh(tiny_family_path(family), limits=SdLimits(max_outputs=1), sizes=[(64, 64)],
+                  compile=CompileOptions(backend="eager"))
+    warmed = int(counters["stats"]["unique_graphs"])
 
-    skipped = [r for r in caplog.records if getattr(r, "event", "") == "compile_skipped"]
-    assert len(skipped) == 1 and "transformer" in skipped[0].getMessage()
-    assert model.compilation is None
     assert len(model.run(JOB, StepContext())) == 1
+
+    assert model.compilation is not None and model.compilation.active
+    blocks = acceleration.repeated_blocks(model.pipeline.transformer)
+    assert blocks and all(isinstance(b.forward, acceleration._CompiledForward) for b in blocks)
+    assert warmed > 0
+    assert int(counters["stats"]["unique_graphs"]) == warmed
 
 
 @pytest.mark.timeout(600)

@@ -131,6 +131,10 @@ def test_other_runtime_errors_stay_plain_model_errors(model: StableDiffusionMode
         (torch.AcceleratorError("CUDA error: no kernel image is available for execution"),
          False, False),
         (torch.AcceleratorError("CUDA error: out of memory"), True, False),
+        (RuntimeError("Unable to determine the device handle for GPU0000:1B:00.0: GPU is lost. "
+                      "Reboot the system to recover this GPU"), False, True),
+        (RuntimeError("CUDA error: GPU has fallen off the bus"), False, True),
+        (RuntimeError("CUDA error: the GPU device has fallen off the bus"), False, True),
     ],
 )
 def test_the_classification_of_cuda_errors(exc: BaseException, oom: bool, lost: bool) -> None:

@@ -7,9 +7,11 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+from domain.execution import DetachedContext
 from domain.lifecycle import LifecyclePolicy
 from tests.support.harness import make_harness
 
@@ -80,15 +82,20 @@ def test_a_timeout_below_the_jobs_length_stops_it_at_a_denoising_step_and_the_ne
 ) -> None:
     from PIL import Image
 
-    policy = LifecyclePolicy(idle_ttl=None, execution_timeout=0.3)
+    # The timeout is sized from this machine's own speed: eight times a whole short job (so a
+    # loaded machine still finishes it in time), and far below 500 steps.
+    short = {"prompt": "short", "width": 64, "height": 64, "num_inference_steps": 2}
+    started = time.monotonic()
+    tiny_sd_model.run(dict(short), DetachedContext())
+    timeout_s = max(0.3, 8 * (time.monotonic() - started))
+    policy = LifecyclePolicy(idle_ttl=None, execution_timeout=timeout_s)
     h = make_harness(tmp_path, model=tiny_sd_model, policy=policy).start()
     h.api.submit({"prompt": "long", "width": 64, "height": 64, "num_inference_steps": 500},
                  job_id="long")
-    h.api.submit({"prompt": "short", "width": 64, "height": 64, "num_inference_steps": 2},
-                 job_id="short")
+    h.api.submit(short, job_id="short")
     assert h.api.wait_for_results(2, timeout=120)
     h.stop()
-    assert h.api.results["long"].error == "execution timeout after 300 ms"
+    assert h.api.results["long"].error == f"execution timeout after {round(timeout_s * 1000)} ms"
     steps = [u["step"] for job_id, u in h.api.progress if job_id == "long"]
     assert steps and max(steps) < 500  # it stopped part-way, at a step
     ref = h.api.results["short"].output[0]["image"]

@@ -172,10 +172,11 @@ def lock_entries() -> dict[str, Pin]:
 
 
 def runtime_requirements() -> list[Requirement]:
-    """pyproject.toml's runtime set (core, s3, sd) as the image gets it: without torch."""
+    """pyproject.toml's runtime set (core, s3, sd, redis) as the image gets it: without
+    torch."""
     project = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["project"]
     extras = project["optional-dependencies"]
-    texts = [*project["dependencies"], *extras["s3"], *extras["sd"]]
+    texts = [*project["dependencies"], *extras["s3"], *extras["sd"], *extras["redis"]]
     environment = {"python_version": "3.11", "sys_platform": "linux",
                    "platform_machine": "x86_64"}
     requirements = [Requirement(text) for text in texts]

@@ -21,8 +21,8 @@ from app.config import WorkerConfig
 from app.metrics import Metrics
 from app.stages import ExitCode
 from app.worker import Worker
-from domain.lifecycle import LifecyclePolicy
-from domain.ports import Clock, Model, Storage
+from domain.lifecycle import LifecyclePolicy, RecyclePolicy
+from domain.ports import Clock, MemoryGauge, Model, StartHistory, Storage
 from domain.scrubbing import Scrubber
 
 
@@ -93,6 +93,9 @@ def make_harness(
     stream_aggregate: bool = False,
     pod: RecordingPodControl | None = None,
     min_poll_interval_s: float = 0.0,
+    recycle: RecyclePolicy | None = None,
+    history: StartHistory | None = None,
+    memory: MemoryGauge | None = None,
 ) -> Harness:
     """A worker on in-memory fakes (the job API long-polls ``poll_timeout``), built as bootstrap
     builds it."""
@@ -107,10 +110,12 @@ def make_harness(
     config = WorkerConfig(lifecycle=policy, ping_interval_s=ping_interval_s,
                           max_input_bytes=max_input_bytes, max_result_bytes=max_result_bytes,
                           max_wait_s=0.02, slots=slots, stream_aggregate=stream_aggregate,
-                          min_poll_interval_s=min_poll_interval_s)
+                          min_poll_interval_s=min_poll_interval_s,
+                          recycle=recycle or RecyclePolicy())
     worker = assemble(
         config=config, job_api=api, stop_source=api,
         storage=storage or LocalFolderStorage(tmp_path / "outputs"), pod_control=pod,
         model=model, outbox=outbox, clock=clock, metrics=Metrics(), scrub=Scrubber(secrets),
+        history=history, memory=memory,
     )
     return Harness(worker=worker, api=api, pod=pod, model=model, outbox=outbox)

@@ -1,9 +1,9 @@
 """RunPod's own code (PyPI ``runpod``, pinned) against the fake platform, for contract tests.
 
-The SDK lives in ``bench/.venv-runpod`` (built by ``bench/runpod_venv.py``); its worker and its
-client run there in subprocesses, from small scripts written here. ``RecordingPlatform`` is the
-fake platform noting every exchange (request and answer), from which ``contracts/`` files are
-written.
+The SDK lives in ``.venv-runpod`` (made by ``make setup``; ``bench/runpod_venv.py``); its
+worker and its client run there in subprocesses, from small scripts written here.
+``RecordingPlatform`` is the fake platform noting every exchange (request and answer), from
+which ``contracts/`` files are written.
 """
 
 from __future__ import annotations
@@ -20,12 +20,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from bench.runpod_venv import RunpodVenvError, ensure_runpod_venv
+from bench.runpod_venv import RunpodVenvError, runpod_venv
 from fakeplatform import FakeJobApiServer, Reply
 from tests.support.harness import wait_until
 from tests.support.replay_server import Captured
 
-RUNPOD_REQUIREMENT = "runpod==1.12.0"
 SDK_API_KEY = "contract-job-api-key"
 
 SDK_WORKER = '''\
@@ -108,13 +107,14 @@ for step in json.loads(sys.argv[1]):
 
 
 def runpod_python() -> Path:
-    """The SDK venv's python; in CI a failed install fails the test, elsewhere it skips."""
+    """``.venv-runpod``'s python (``make setup`` made it): RunPod's SDK with podworker beside
+    it. Nothing is installed here; without it the test fails in CI and skips elsewhere."""
     try:
-        return ensure_runpod_venv(RUNPOD_REQUIREMENT, upgrade=False, say=lambda _: None).python
+        return runpod_venv().python
     except (RunpodVenvError, OSError, subprocess.SubprocessError) as exc:
         if os.environ.get("CI") == "true":
-            pytest.fail(f"RunPod's SDK is needed in CI and could not be installed: {exc}")
-        pytest.skip(f"RunPod's SDK ({RUNPOD_REQUIREMENT}) could not be installed: {exc}")
+            pytest.fail(f"RunPod's SDK is needed in CI: {exc}")
+        pytest.skip(str(exc))
 
 
 @dataclass(frozen=True)
@@ -172,9 +172,9 @@ class SdkWorker:
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp),
             "LANG": "C.UTF-8",
             "RUNPOD_WEBHOOK_GET_JOB": take,
-            "RUNPOD_WEBHOOK_POST_OUTPUT": _same_query(platform.result_url, take),
-            "RUNPOD_WEBHOOK_POST_STREAM": _same_query(platform.stream_url, take),
-            "RUNPOD_WEBHOOK_PING": _same_query(platform.ping_url, take),
+            "RUNPOD_WEBHOOK_POST_OUTPUT": same_query(platform.result_url, take),
+            "RUNPOD_WEBHOOK_POST_STREAM": same_query(platform.stream_url, take),
+            "RUNPOD_WEBHOOK_PING": same_query(platform.ping_url, take),
             "RUNPOD_AI_API_KEY": SDK_API_KEY, "RUNPOD_POD_ID": pod_id,
             "RUNPOD_PING_INTERVAL": "1000",
             "RUNPOD_SKIP_AUTO_SYSTEM_CHECKS": "true", "RUNPOD_SKIP_GPU_CHECK": "true",
@@ -203,7 +203,7 @@ class SdkWorker:
         self._log.close()
 
 
-def _same_query(template: str, take: str) -> str:
+def same_query(template: str, take: str) -> str:
     """``template`` under the take template's base (endpoint id, query), as RunPod sets them."""
     take_split, split = urlsplit(take), urlsplit(template)
     parts = take_split.path.split("/")  # ['', 'v2', '<endpoint>', 'job-take', '$ID']

@@ -154,7 +154,7 @@ def test_a_generator_models_chunks_arrive_in_order_each_once_before_the_final_re
     h.stop()
     assert [chunk for job, chunk in h.api.streamed if job == "s"] == [
         {"token": n} for n in range(5)]
-    assert h.api.results["s"] == JobResult("s", output=None, streamed=True)
+    assert h.api.results["s"] == JobResult("s", output=[], streamed=True)
     assert h.api.events.index(("result", "s")) > max(
         i for i, e in enumerate(h.api.events) if e == ("stream", "s"))
 

@@ -117,7 +117,7 @@ def sent_to_the_builder(path: str) -> bool:
     [
         ".venv/bin/python", ".git/HEAD", ".env", ".env.local", "outputs/LOCAL-TEST-0.png",
         ".podworker/outbox/job.json", ".podworker/tiny-sd/model_index.json",
-        "bench/.venv-runpod/bin/python", "bench/results/run.json", "tests/unit/test_job.py",
+        ".venv-runpod/bin/python", "bench/results/run.json", "tests/unit/test_job.py",
         ".pytest_cache/v/cache", ".mypy_cache/3.11/x.json", ".hypothesis/examples/x",
         "podworker.egg-info/PKG-INFO", "app/__pycache__/cli.cpython-311.pyc",
         "adapters/stable_diffusion/__pycache__/model.cpython-311.pyc",

@@ -135,7 +135,7 @@ def test_a_job_that_crashed_the_worker_twice_is_not_run_a_third_time(tmp_path: P
     assert h.model.runs == 0
 
 
-def test_a_model_that_cannot_load_ends_the_worker_with_code_4_before_taking_a_job(
+def test_a_model_that_cannot_load_tells_one_waiting_job_why_and_ends_the_worker_with_code_4(
     tmp_path: Path,
 ) -> None:
     class Broken:
@@ -149,7 +149,9 @@ def test_a_model_that_cannot_load_ends_the_worker_with_code_4_before_taking_a_jo
     h.api.submit({}, job_id="waiting")
     h.start()
     assert h.join() is ExitCode.MODEL_LOAD
-    assert h.api.taken == []
+    assert h.api.taken == ["waiting"]  # one job, told why (tests/unit/test_failed_start.py)
+    assert (h.api.results["waiting"].error or "").startswith(
+        "the worker could not start: OSError: weights not found (phase load, after ")
     assert h.worker.model_load_error == "OSError: weights not found"
 
 

@@ -1,0 +1,62 @@
+"""The pipeline put on its device and made fast there, in one place for the model's load.
+
+In order: placed (all on the GPU, or with model CPU offload when the weights do not fit its
+free memory, :mod:`.placement`), sped up (SDPA, channels-last, fused QKV, :mod:`.acceleration`),
+the VAE made fp16-safe and sliced for batches (:mod:`.vae_precision`), and attention checked
+(:mod:`.attention_check`). On the CPU only placement happens. What was decided is returned, for
+the log, the tests and the benchmark.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from adapters.stable_diffusion import placement
+from adapters.stable_diffusion.acceleration import speed_up
+from adapters.stable_diffusion.attention_check import AttentionReport, check_attention
+from adapters.stable_diffusion.vae_precision import fp16_safe_vae
+
+log = logging.getLogger("podworker.model")
+
+
+@dataclass
+class DeviceSetup:
+    device: str
+    offloaded: bool = False  # model CPU offload instead of all weights on the GPU
+    attention: AttentionReport | None = None  # CUDA only
+    vae: str | None = None  # what was done to the VAE, if anything
+
+
+def place_and_speed_up(
+    torch: Any, pipe: Any, *, source: str, device: str, dtype: Any, channels_last: bool,
+    fuse_qkv: bool, batch_rows: int, upcasting_vae: bool = False,
+    free_bytes: Callable[[], int] | None = None,
+) -> tuple[Any, DeviceSetup]:
+    """``pipe`` on ``device`` and made fast there (module docstring); ``upcasting_vae`` says
+    the pipeline honours its VAE's ``force_upcast`` (SDXL's do; SD 1.x's never upcast);
+    ``free_bytes`` tells the GPU's free memory (default: CUDA's own count). Raises what torch
+    or diffusers raise."""
+    setup = DeviceSetup(device)
+    if not device.startswith("cuda"):
+        return pipe.to(device), setup
+    free = free_bytes() if free_bytes is not None else int(torch.cuda.mem_get_info(device)[0])
+    weights = (placement.weights_bytes(Path(source), dtype.itemsize)
+               if Path(source).is_dir() else 0)
+    if placement.needs_offload(weights, free):
+        log.warning(
+            "the weights (%s) do not fit the GPU's free memory (%s) with room to run: loading "
+            "with model CPU offload (each part moves to the GPU while it runs; slower)",
+            placement.gib(weights), placement.gib(free), extra={"event": "model_cpu_offload"})
+        pipe.enable_model_cpu_offload(device=device)
+        setup.offloaded = True
+    else:
+        pipe = pipe.to(device)
+    speed_up(torch, pipe, channels_last=channels_last, fuse_qkv=fuse_qkv)
+    setup.vae = fp16_safe_vae(torch, pipe.vae, on_cuda=True, batch_rows=batch_rows,
+                              upcasting=upcasting_vae)
+    setup.attention = check_attention(torch, device, dtype)
+    return pipe, setup
