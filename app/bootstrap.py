@@ -70,8 +70,14 @@ def redactor_for(settings: Settings) -> Scrubber:
     )
 
 
+PROCESS_WORKER_ID = f"podworker-{uuid.uuid4().hex[:12]}"
+"""This process's worker id when RUNPOD_POD_ID is unset: made once, so the ``pod_id`` in the logs
+and the ``workerId`` the platform sees (take, ping and result URLs) are the same id."""
+
+
 def worker_id(settings: Settings) -> str:
-    return settings.RUNPOD_POD_ID or f"podworker-{uuid.uuid4().hex[:12]}"
+    """RUNPOD_POD_ID, else this process's own random id (the same on every call)."""
+    return settings.RUNPOD_POD_ID or PROCESS_WORKER_ID
 
 
 def build_job_api(settings: Settings, clock: Clock, pod_id: str) -> RunPodJobApi:

@@ -132,6 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigurationError as exc:
         print(f"podworker: {exc}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as exc:  # a Python without podworker's dependencies
+        from app.setup_hint import missing_dependency
+
+        print(missing_dependency(exc), file=sys.stderr)
+        return 2
 
 
 def _queue(argv: list[str]) -> int:
@@ -151,12 +156,15 @@ def _queue(argv: list[str]) -> int:
 def _run(args: argparse.Namespace) -> int:
     from app.local_run import run_local
     from app.settings import load_settings
+    from app.start_notes import log_start
 
     settings = load_settings(env_file=args.env_file)
     if not settings.local_mode:
-        return serve(settings)
+        return serve(settings, env_file=args.env_file)
     configure_for(settings, local=True)
-    code = run_local(settings, getattr(args, "test_input", None))
+    test_input = getattr(args, "test_input", None)
+    log_start(settings, test_input=test_input, env_file=args.env_file, environ=os.environ)
+    code = run_local(settings, test_input)
     leave(code)
     return code  # not reached
 
@@ -179,14 +187,16 @@ def configure_for(settings: Settings, *, local: bool) -> None:
 
 
 def serve(settings: Settings, *, model: Model | None = None,
-          storage: Storage | None = None) -> int:
+          storage: Storage | None = None, env_file: str | None = ".env") -> int:
     """The worker on the job API (``model`` and ``storage``, or those the settings name),
-    until it stops."""
+    until it stops. ``env_file`` is the settings file, checked for mistyped names."""
     from app.bootstrap import build_worker
     from app.signals import install_stop_handlers
+    from app.start_notes import log_start
     from app.startup import HardDeadline
 
     configure_for(settings, local=False)
+    log_start(settings, test_input=None, env_file=env_file, environ=os.environ)
     deadline = HardDeadline(settings.STARTUP_TIMEOUT / 1000).arm()  # the last resort
     try:
         worker = build_worker(settings, model=model, storage=storage)

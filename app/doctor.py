@@ -1,23 +1,27 @@
 """``python -m app doctor``: is this pod ready to work? A table of checks, and what to fix.
 
-It checks the configuration, that the job API and the bucket answer (without taking a job),
-the GPU, which weights were found where (a folder, or a hub id in which cache) and the LoRA
-folder, that the weights load, and the free disk and memory. It connects only to what the
-configuration names (the job API's host, the bucket's endpoint) and prints no secret. The exit
-code is 0 only when no check failed (warnings allowed).
+It checks the configuration (and names that look like mistyped settings), that the job API
+and the bucket answer (without taking a job), that outputs outlive the pod and an idle pod can
+delete itself, the GPU, which weights were found where (a folder, or a hub id in which cache)
+and the LoRA folder, that the weights load, and the free disk and memory. It connects only to
+what the configuration names (the job API's host, the bucket's endpoint) and prints no secret.
+The exit code is 0 only when no check failed (warnings allowed).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 from urllib.parse import urlsplit
 
 from app.settings import Settings, load_settings
+from app.settings_typos import suspicious_settings
+from app.setup_hint import SETUP
 from domain.errors import ConfigurationError, PodworkerError
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "FAIL", "skip"
@@ -82,6 +86,11 @@ def check_storage(settings: Settings) -> Check:
     check = getattr(storage, "check", None)
     if kind is None or not callable(check):
         where = getattr(storage, "root", None)
+        if where is not None and not settings.local_mode:  # a pod's disk goes with the pod
+            return Check("storage", WARN, f"local folder {where}: the images stay on this "
+                         "pod's disk, which is deleted with the pod, and clients get a path "
+                         "they cannot open", "set the BUCKET_* settings (or STORAGE=base64 for "
+                         "small images)")
         if where is not None:
             return Check("storage", OK, f"local folder {where}")
         return Check("storage", OK, f"{settings.STORAGE} (no check available)")
@@ -91,6 +100,24 @@ def check_storage(settings: Settings) -> Check:
         return Check("storage", FAIL, str(exc), "fix the BUCKET_* settings or the bucket")
     endpoint = urlsplit(settings.BUCKET_ENDPOINT_URL or "").netloc
     return Check("storage", OK, f"bucket answers at {endpoint}")
+
+
+def check_self_termination(settings: Settings) -> Check:
+    """Can an idle pod delete itself? It needs RUNPOD_API_KEY and RUNPOD_POD_ID."""
+    if settings.local_mode:
+        return Check("pod control", SKIP, "local mode: no pod to delete")
+    if settings.WORKER_ZERO or settings.TERMINATE_IDLE_TIME == 0:
+        why = "WORKER_ZERO=true" if settings.WORKER_ZERO else "TERMINATE_IDLE_TIME=0"
+        return Check("pod control", OK, f"this pod never deletes itself ({why})")
+    missing = [name for name, value in (("RUNPOD_API_KEY", settings.RUNPOD_API_KEY),
+                                        ("RUNPOD_POD_ID", settings.RUNPOD_POD_ID))
+               if value is None]
+    if missing:
+        return Check("pod control", WARN, f"{' and '.join(missing)} not set: when idle, the "
+                     "worker exits but cannot delete its pod, which goes on costing money",
+                     "set RUNPOD_API_KEY (RunPod sets RUNPOD_POD_ID on its pods)")
+    return Check("pod control", OK, f"idle for {settings.TERMINATE_IDLE_TIME / 1000:g} s, the "
+                 f"pod deletes itself through {urlsplit(settings.RUNPOD_API_URL).netloc}")
 
 
 def check_gpu(settings: Settings) -> Check:
@@ -180,6 +207,9 @@ def check_model(settings: Settings) -> Check:
         load(*((phases,) if accepts_report(load) else ()))
     except ConfigurationError as exc:
         return Check("model", FAIL, str(exc), "fix MODEL / MODEL_PATH")
+    except ModuleNotFoundError as exc:
+        return Check("model", FAIL, f"the module {exc.name!r} is not installed in this Python",
+                     SETUP)
     except Exception as exc:
         where, scrub = phases.current()[0], redactor_for(settings)  # a model's error may
         return Check("model", FAIL,  # carry a key: scrubbed like every other text
@@ -235,27 +265,47 @@ def _available_memory() -> int | None:
 
 
 CHECKS: list[Callable[[Settings], Check]] = [
-    check_job_api, check_storage, check_gpu, check_weights, check_loras, check_model,
-    check_disk, check_memory, check_start_history,
+    check_job_api, check_storage, check_self_termination, check_gpu, check_weights,
+    check_loras, check_model, check_disk, check_memory, check_start_history,
 ]
 
 
-def run_doctor(env_file: str | None = ".env", out: TextIO | None = None) -> int:
+def run_doctor(
+    env_file: str | None = ".env", out: TextIO | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> int:
     out = out or sys.stdout
+    typos = check_setting_names(os.environ if environ is None else environ, env_file)
     try:
         settings = load_settings(env_file=env_file)
     except ConfigurationError as exc:
-        _print_table([Check("settings", FAIL, str(exc), "fix the variable named")], out)
+        _print_table([Check("settings", FAIL, str(exc), "fix the variable named"), typos], out)
         return 1
-    checks = [Check("settings", OK, "valid" + (" (local mode)" if settings.local_mode else ""))]
+    mode = "local mode: no take webhook or JOB_QUEUE is set" if settings.local_mode else "pod mode"
+    if settings.TEST_LOCAL:
+        mode = "local mode: TEST_LOCAL=true"
+    checks = [Check("settings", OK, f"valid ({mode})"), typos]
     for check in CHECKS:
         try:
             checks.append(check(settings))
+        except ModuleNotFoundError as exc:
+            checks.append(Check(check.__name__.removeprefix("check_"), FAIL,
+                                f"the module {exc.name!r} is not installed in this Python",
+                                SETUP))
         except Exception as exc:  # a check must never crash the doctor
             checks.append(Check(check.__name__.removeprefix("check_"), FAIL,
                                 f"{type(exc).__name__}: {exc}"))
     _print_table(checks, out)
     return 1 if any(c.status == FAIL for c in checks) else 0
+
+
+def check_setting_names(environ: Mapping[str, str], env_file: str | None) -> Check:
+    """Names in the environment or ``.env`` that look like settings but are none (typos)."""
+    suspects = suspicious_settings(environ, env_file)
+    if not suspects:
+        return Check("setting names", OK, "no unknown name that looks like a setting")
+    return Check("setting names", WARN, "; ".join(s.describe() for s in suspects),
+                 "rename or remove them: podworker reads only the names in the README's table")
 
 
 def _print_table(checks: list[Check], out: TextIO) -> None:

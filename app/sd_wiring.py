@@ -63,9 +63,12 @@ def build_stable_diffusion(settings: Settings) -> Model:
     path = settings.MODEL_PATH
     if path is None:
         if not settings.local_mode:
+            tiny = settings.STATE_DIR / "tiny-sd"
             raise ConfigurationError(
                 "invalid setting MODEL_PATH: required for MODEL=stable_diffusion (a folder of "
-                "diffusers weights, such as the ones baked into the image)"
+                "diffusers weights, such as the ones baked into the image); to try the worker "
+                "without weights, use the local run's tiny random pipeline: "
+                f"`.venv/bin/podworker make-tiny-model {tiny}` and MODEL_PATH={tiny}"
             )
         from adapters.stable_diffusion.tiny import make_tiny_model
 

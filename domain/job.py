@@ -169,8 +169,29 @@ def job_from_wire(payload: object, now: float) -> Job | None:
     raw_input = payload.get("input")
     if not isinstance(raw_input, dict):
         kind = "missing" if raw_input is None else f"a JSON {_json_kind(raw_input)}"
-        return Job(job_id, {}, now, problem=f"input must be a JSON object, got {kind}")
+        problem = f"input must be a JSON object, got {kind}"
+        if "input" not in payload:
+            problem += unwrapped_hint(payload)
+        return Job(job_id, {}, now, problem=problem)
     return Job(job_id, raw_input, now)
+
+
+ENVELOPE_KEYS = frozenset({"id", "input", "webhook", "policy", "s3Config"})
+"""Keys a job may carry beside its ``input`` (the platform's own)."""
+
+
+def unwrapped_hint(payload: dict[str, object]) -> str:
+    """How to wrap a job sent without its ``{"input": ...}`` envelope, naming the fields that
+    were sent at the top level instead (at most five, each cut short)."""
+    stray = [str(key)[:40] for key in payload if key not in ENVELOPE_KEYS]
+    if not stray:
+        return ': send the job as {"input": {...}}, its fields inside "input"'
+    # one line, whatever the keys hold: unprintable ones are shown JSON-escaped
+    shown = ", ".join(key if key.isprintable() else json.dumps(key) for key in stray[:5])
+    shown += ", ..." if len(stray) > 5 else ""
+    example = ", ".join(f"{json.dumps(key)}: ..." for key in stray[:2])
+    return (f': its fields ({shown}) belong inside "input": send {{"input": {{{example}}}}}, '
+            f"not {{{example}}}")
 
 
 def _json_kind(value: object) -> str:

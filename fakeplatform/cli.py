@@ -1,8 +1,12 @@
 """``python -m app fake-api`` (or ``python -m fakeplatform``): serve the fake platform.
 
-Prints the base URL and the settings a worker (podworker, or RunPod's SDK worker) and a client
-(``runpod.endpoint_url_base``) need, one ``NAME='value'`` a line, values single-quoted so the
-``$ID`` placeholders survive a shell or a ``.env`` file.
+Prints what to paste next, ready as it is: ``export NAME='value'`` lines (values single-quoted,
+so the ``$ID`` placeholders survive a shell) that point a worker at it, ending with the command
+that starts podworker on the tiny pipeline with images inside the results (``STORAGE=base64``),
+and the lines for a client, RunPod's own ``runpod`` package (its endpoint id and key included),
+ending with the command that sends ``test_inputs.json``'s input with ``run_sync``. The worker's
+names are the ones RunPod's platform sets (``RUNPOD_WEBHOOK_*``), which podworker and RunPod's
+SDK worker both read. Lines that are not for pasting start with ``#``.
 """
 
 from __future__ import annotations
@@ -16,24 +20,61 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fakeplatform.server import RUNSYNC_WAIT_S, FakeJobApiServer
+from fakeplatform.server import ENDPOINT_ID, RUNSYNC_WAIT_S, FakeJobApiServer
+
+TINY_MODEL = ".podworker/tiny-sd"
+"""Where the worker command builds (once) and finds the tiny pipeline: the local run's own."""
+
+WORKER_COMMAND = (f".venv/bin/podworker make-tiny-model {TINY_MODEL} && "
+                  ".venv/bin/podworker run")
+CLIENT_COMMAND = ".venv-runpod/bin/python examples/runpod_client.py"
+"""RunPod's client in the venv ``make setup`` makes for RunPod's SDK (any Python with the
+``runpod`` package will do)."""
+CLIENT_KEY = "fake-api-client-key"  # any key: the fake checks none on the client API
 
 
-def settings(server: FakeJobApiServer) -> list[tuple[str, str]]:
-    """The settings that point a worker and a client at ``server``, both namings."""
-    return [
-        ("FAKE_API_URL", server.url),
-        ("RUNPOD_ENDPOINT_URL_BASE", server.endpoint_url),
-        ("WEBHOOK_GET_WORK", server.take_url),
-        ("WEBHOOK_POST_OUTPUT", server.result_url),
-        ("WEBHOOK_POST_STREAM", server.stream_url),
-        ("WEBHOOK_PING", server.ping_url),
+def worker_settings(server: FakeJobApiServer, api_key: str | None = None) -> list[tuple[str, str]]:
+    """The settings that point a worker at ``server`` (RunPod's names), then podworker's own
+    for a try-out: the tiny pipeline, images inside the results, never idle out."""
+    job_api = [
         ("RUNPOD_WEBHOOK_GET_JOB", server.take_url),
         ("RUNPOD_WEBHOOK_POST_OUTPUT", server.result_url),
         ("RUNPOD_WEBHOOK_POST_STREAM", server.stream_url),
         ("RUNPOD_WEBHOOK_PING", server.ping_url),
+        *([("RUNPOD_AI_API_KEY", api_key)] if api_key else []),
         ("RUNPOD_API_URL", server.graphql_url),
     ]
+    return [*job_api, ("MODEL_PATH", TINY_MODEL), ("STORAGE", "base64"),
+            ("TERMINATE_IDLE_TIME", "0")]
+
+
+def client_settings(server: FakeJobApiServer) -> list[tuple[str, str]]:
+    """The settings of RunPod's client (``runpod`` reads RUNPOD_ENDPOINT_BASE_URL itself)."""
+    return [
+        ("RUNPOD_ENDPOINT_BASE_URL", server.endpoint_url),
+        ("RUNPOD_ENDPOINT_ID", ENDPOINT_ID),
+        ("RUNPOD_API_KEY", CLIENT_KEY),
+    ]
+
+
+def instructions(server: FakeJobApiServer, api_key: str | None = None) -> list[str]:
+    """The lines printed once listening: comments, ``export`` lines and the two commands."""
+    return [
+        f"# fake RunPod platform listening on {server.url} (Ctrl-C to stop)",
+        "#",
+        "# A worker: paste these lines into another shell, in this folder",
+        *exports(worker_settings(server, api_key)),
+        WORKER_COMMAND,
+        "#",
+        "# A client, RunPod's own runpod package: paste these lines into a third shell, in this "
+        "folder",
+        *exports(client_settings(server)),
+        CLIENT_COMMAND,
+    ]
+
+
+def exports(pairs: list[tuple[str, str]]) -> list[str]:
+    return [f"export {name}='{value}'" for name, value in pairs]
 
 
 def load_jobs(server: FakeJobApiServer, path: Path) -> list[str | None]:
@@ -86,10 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"fake-api: {exc}", file=sys.stderr)
                 return 2
             print(f"# queued {count} job(s) from {args.jobs}")
-        print(f"# fake RunPod platform listening on {server.url} (Ctrl-C to stop)")
-        for name, value in settings(server):
-            print(f"{name}='{value}'")
-        sys.stdout.flush()
+        print("\n".join(instructions(server, args.api_key)), flush=True)
         while not done.wait(1.0):
             pass
     return 0

@@ -33,9 +33,13 @@ class LocalFolderStorage:
     ) -> list[str]:
         return store_one_by_one(self.store, job_id, artifacts, first_index)
 
+    def folder_of(self, job_id: str) -> Path:
+        """The folder ``job_id``'s outputs are written into."""
+        return self.root / safe_name(job_id)
+
     def store(self, job_id: str, index: int, artifact: Artifact) -> str:
         name = output_file_name(index, artifact)
-        folder = self.root / safe_name(job_id)
+        folder = self.folder_of(job_id)
         target = folder / name
         tmp: str | None = None
         try:

@@ -168,7 +168,7 @@ def _index_path(source: str | Path, cache_dir: str | Path | None) -> Path:
     """Where ``model_index.json`` of ``source`` is (a folder, else a hub id's cached copy)."""
     if Path(source).is_dir():
         return Path(source) / "model_index.json"
-    return _cached_index(str(source), cache_dir) or Path(source) / "model_index.json"
+    return cached_index(str(source), cache_dir) or Path(source) / "model_index.json"
 
 
 def _flux_variant(spec: FamilySpec, index: Path) -> FamilySpec:
@@ -184,7 +184,7 @@ def _flux_variant(spec: FamilySpec, index: Path) -> FamilySpec:
     return FLUX_SCHNELL if schnell else spec
 
 
-def _cached_index(repo_id: str, cache_dir: str | Path | None) -> Path | None:
+def cached_index(repo_id: str, cache_dir: str | Path | None = None) -> Path | None:
     """``model_index.json`` of hub id ``repo_id`` in the local cache, if it is there."""
     try:
         from huggingface_hub import try_to_load_from_cache

@@ -57,17 +57,20 @@ def describe_problems(
     exc: ValidationError,
     field_names: Sequence[str],
     extra_field: Callable[[str], tuple[str, bool]],
+    sent_as: Mapping[str, str] | None = None,
 ) -> str:
     """``invalid input: <field>: <problem>; <field>: <problem>; ...`` for every problem.
 
     ``field_names`` (listed when a key is unknown) and ``extra_field`` (the message for a key the
-    schema does not take, and whether it is simply unknown) are the schema's own.
+    schema does not take, and whether it is simply unknown) are the schema's own; ``sent_as``
+    names a field by the name the job sent it under (a template's ``image_url``).
     """
     explain = extra_field
     problems: list[str] = []
     unknown = False
     for err in exc.errors(include_url=False):
         field = ".".join(show_key(part) for part in err["loc"]) or "input"
+        field = (sent_as or {}).get(field, field)
         kind = err["type"]
         if kind in ("sd_pixels", "sd_whole"):
             problems.append(str(err["msg"]))

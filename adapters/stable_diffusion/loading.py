@@ -115,6 +115,20 @@ def quiet_progress_bars() -> None:
     for library in ("diffusers", "transformers"):
         logging: Any = importlib.import_module(f"{library}.utils.logging")
         logging.disable_progress_bar()
+    quiet_hub_logs()
+
+
+def quiet_hub_logs() -> None:
+    """huggingface_hub's log records through the worker's own handler only, each once.
+
+    When first imported, huggingface_hub gives its logger a handler of its own (plain lines on
+    standard error) and lets records propagate too, so every warning (a download retried, say)
+    was printed twice, once not as JSON. Its handlers are dropped; propagation stays."""
+    import huggingface_hub.utils.logging as hub_logging  # its import adds the handler
+
+    library = hub_logging.get_logger("huggingface_hub")
+    for handler in list(library.handlers):
+        library.removeHandler(handler)
 
 
 def download_failure(
@@ -132,10 +146,10 @@ def download_failure(
     elif "RevisionNotFoundError" in names:
         hint = f"the hub has no revision {revision!r} of it"
     elif "OfflineModeIsEnabled" in names or offline:
-        hint = "downloads are off (HF_HUB_OFFLINE is set): unset it for the bake"
+        hint = "downloads are off (HF_HUB_OFFLINE is set): unset it to download"
     elif names & {"ConnectError", "ConnectionError", "ConnectTimeout", "gaierror", "timeout",
                   "TimeoutError", "ReadTimeout", "LocalEntryNotFoundError"}:
-        hint = "the Hugging Face Hub could not be reached: does the build have network access?"
+        hint = "the Hugging Face Hub could not be reached: does this machine have network access?"
     elif variant and "variant" in text:
         hint = f"the model may have no {variant!r} variant: try --variant ''"
     else:

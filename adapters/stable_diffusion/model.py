@@ -35,6 +35,8 @@ from the same weights (:mod:`.pipelines`); inputs checked by the family's schema
   and every later job gets it at once; anything else is ``ModelError("<class>: <message>")``.
 - **Outputs are Artifacts.** ``run`` returns ``[{"image": Artifact, "seed": n}, ...]``: 8-bit
   pixels made on the device, PNG-encoded when the store stage reads them, on its own thread.
+  Each entry also carries ``"notes"`` when the job sent fields that were ignored (a template's
+  refiner settings on a worker without a refiner, say), saying which and why.
   The safety checker (SD 1.x only) is not loaded, like RunPod's templates.
 """
 
@@ -264,8 +266,9 @@ class StableDiffusionModel:
         work = Work(params, images, seeds, stages, loras)
         pixels = self.device_queue.submit(work, key=batch_key(work), rows=len(seeds), ctx=ctx)
         ctx.check_cancelled()
+        notes = {"notes": list(params.notes)} if params.notes else {}  # what was ignored, why
         return [
-            {"image": png_artifact(image, self.png_compression), "seed": seed}
+            {"image": png_artifact(image, self.png_compression), "seed": seed, **notes}
             for image, seed in zip(pixels, seeds, strict=True)
         ]
 

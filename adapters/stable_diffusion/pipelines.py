@@ -23,11 +23,22 @@ from pathlib import Path
 from typing import Any
 
 from adapters.stable_diffusion.acceleration import Compilation, CompileOptions, unet_graphs
-from adapters.stable_diffusion.families import Family, FamilySpec, check_limits, detect_family
+from adapters.stable_diffusion.families import (
+    Family,
+    FamilySpec,
+    cached_index,
+    check_limits,
+    detect_family,
+)
 from adapters.stable_diffusion.faults import describe, forget
 from adapters.stable_diffusion.job_images import JobImages, pipeline_arguments, task_of
 from adapters.stable_diffusion.limits import SdLimits
-from adapters.stable_diffusion.loading import dtype_argument, load_failure
+from adapters.stable_diffusion.loading import (
+    download_failure,
+    dtype_argument,
+    load_failure,
+    quiet_hub_logs,
+)
 from adapters.stable_diffusion.schedulers import SCHEDULER_NAMES
 from adapters.stable_diffusion.schema import FamilyInput
 from domain.errors import ModelError
@@ -61,12 +72,8 @@ def checked_family(
     ``allow_download``); ``ModelError`` when it cannot be told or when ``limits`` would refuse
     a job that takes the family's defaults."""
     if spec is None:
-        try:
-            spec = detect_family(_index_folder(source) if allow_download else source)
-        except ModelError as exc:
-            if Path(source).is_dir():
-                raise
-            raise ModelError(load_failure(source, exc, allow_download=allow_download)) from None
+        folder = source if Path(source).is_dir() else hub_index_folder(source, allow_download)
+        spec = detect_family(folder)
     try:
         check_limits(spec, limits)
     except ValueError as exc:
@@ -74,21 +81,36 @@ def checked_family(
     return spec
 
 
-def _index_folder(source: str) -> str:
-    """``source``, or for a hub id the folder its downloaded ``model_index.json`` is in, with
-    ``transformer/config.json`` beside it when the hub has one (what tells Flux schnell from
-    dev; best effort: without it, Flux is dev)."""
-    if Path(source).is_dir():
-        return source
-    try:
-        from huggingface_hub import hf_hub_download
+def hub_index_folder(source: str, allow_download: bool) -> str:
+    """The folder that holds hub id ``source``'s ``model_index.json``: its copy in the local
+    cache, or, with ``allow_download``, one downloaded, with ``transformer/config.json`` beside
+    it when the hub has one (what tells Flux schnell from dev; best effort: without it, Flux is
+    dev). Raises ``ModelError`` saying what to do when neither can be had.
 
-        folder = str(Path(hf_hub_download(source, "model_index.json")).parent)
-    except Exception as exc:  # reported by detect_family on the hub id itself
-        forget(exc)
-        return source
+    Before downloading, one request that is not retried asks the hub for the file: without a
+    network it fails at once, where ``hf_hub_download`` would retry for half a minute."""
+    where = f"could not load a Stable Diffusion pipeline from {source!r}"
+    if not allow_download:
+        cached = cached_index(source)
+        if cached is None:
+            raise ModelError(
+                f"{where}: not a local folder, not in the local Hugging Face cache, and "
+                "downloads are off: allow them with MODEL_ALLOW_DOWNLOAD=true, or set "
+                "MODEL_PATH to a folder of diffusers weights")
+        return str(cached.parent)
+    quiet_hub_logs()
+    import huggingface_hub
+
     try:
-        hf_hub_download(source, "transformer/config.json")
+        huggingface_hub.get_hf_file_metadata(huggingface_hub.hf_hub_url(source, "model_index.json"))
+        folder = str(Path(huggingface_hub.hf_hub_download(source, "model_index.json")).parent)
+    except Exception as exc:
+        message = download_failure(source, exc, revision=None, variant=None, offline=False)
+        forget(exc)
+        raise ModelError(f"{where} (not a local folder, not in the local Hugging Face cache): "
+                         f"{message}") from None
+    try:
+        huggingface_hub.hf_hub_download(source, "transformer/config.json")
     except Exception as exc:  # no transformer (SD, SDXL), or not reachable: not needed
         forget(exc)
     return folder

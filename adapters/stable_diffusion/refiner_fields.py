@@ -10,10 +10,14 @@ field                         default                            accepted
                                                                  and 1
 ============================  =================================  ==============================
 
-The last two only when the refiner runs (a value that changes nothing is refused, as
-``prompt_strength`` without ``init_image`` is). Families other than SDXL refuse all three by
-name. Whether a refiner is loaded (``SD_REFINER_PATH``) comes in the validation context, as
-``fetch_urls`` does. Pure: no torch, no environment.
+The last two are used only when the refiner runs. RunPod's worker-sdxl template sends both
+with every job (its ``test_input.json`` does), so when the refiner does not run (no refiner
+loaded, ``use_refiner`` false, an image job, a family other than SDXL) they are still checked,
+then ignored, and :func:`ignored_note` says so in the job's output, rather than the job being
+refused. ``use_refiner`` is a request, not a setting: ``true`` is refused when no refiner can
+run, and families other than SDXL refuse it by name. Whether a refiner is loaded
+(``SD_REFINER_PATH``) comes in the validation context, as ``fetch_urls`` does. Pure: no torch,
+no environment.
 """
 
 from __future__ import annotations
@@ -49,10 +53,11 @@ def checked_refiner_field(
     name: str, value: Any, *, spec: FamilySpec, given: frozenset[str], loaded: bool,
     data: Mapping[str, Any], max_steps: int,
 ) -> Any:
-    """The accepted value of refiner field ``name``, or raise :func:`.field_checks.field_problem`.
+    """The accepted value of refiner field ``name`` (None for one ignored because the refiner
+    does not run), or raise :func:`.field_checks.field_problem`.
 
     ``data`` holds the fields already accepted (``use_refiner`` comes before the other two)."""
-    if spec.family is not Family.SDXL:
+    if name == "use_refiner" and spec.family is not Family.SDXL:
         raise field_problem(f"not supported by {spec.label} pipelines (only SDXL has a refiner)")
     if name == "use_refiner":
         if not isinstance(value, bool):
@@ -63,13 +68,30 @@ def checked_refiner_field(
             raise field_problem("the refiner runs for text-to-image jobs only (not with "
                                 "init_image)")
         return value
-    refused = "use_refiner" in given and "use_refiner" not in data  # reported on its own
-    if not refused and data.get("use_refiner") is not True:
-        raise field_problem("only when the refiner runs (use_refiner)")
     if name == "refiner_inference_steps":
-        return within_bounds(checked_integer(value), 1, max_steps)
+        steps = within_bounds(checked_integer(value), 1, max_steps)
+        return steps if data.get("use_refiner") is True else None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise field_problem(f"must be a number (got {show_value(value)})")
     if not math.isfinite(value) or not 0 < value < 1:
         raise field_problem(f"must be between 0 and 1, both excluded (got {show_value(value)})")
-    return float(value)
+    return float(value) if data.get("use_refiner") is True else None
+
+
+def ignored_note(
+    spec: FamilySpec, given: frozenset[str], loaded: bool, used: Mapping[str, Any]
+) -> str | None:
+    """The note for the job's output when it sent refiner settings that were ignored, saying
+    why; None when it sent none, or they are used. ``used`` holds the accepted values."""
+    ignored = [name for name in REFINER_FIELDS[1:] if name in given and used.get(name) is None]
+    if not ignored:
+        return None
+    if spec.family is not Family.SDXL:
+        why = f"only SDXL has a refiner, and this worker runs {spec.label}"
+    elif not loaded:
+        why = "this worker has no refiner loaded (SD_REFINER_PATH is not set)"
+    elif "init_image" in given:
+        why = "the refiner runs for text-to-image jobs only"
+    else:
+        why = "use_refiner is false"
+    return f"{', '.join(ignored)}: ignored: {why}"

@@ -2,9 +2,10 @@
 
 Why a whitelist: diffusers has dozens of schedulers, some of which do not fit a text-to-image SD
 pipeline, and a class name taken from user input must never be looked up freely. The names are
-the ones RunPod's Stable Diffusion worker templates accept, with their common spellings as
-aliases; matching ignores case, ``-``, ``_`` and spaces, so ``k_euler_ancestral``,
-``EULER-A`` and ``Euler A`` all mean the same scheduler.
+the ones RunPod's Stable Diffusion worker templates accept (worker-sdxl 2.1.0's
+``DPMSolverSinglestep`` and worker-stable_diffusion_v1's ``DPM-M``/``DPM-S``/``EULER-D``
+included), with their common spellings as aliases; matching ignores case, ``-``, ``_`` and
+spaces, so ``k_euler_ancestral``, ``EULER-A`` and ``Euler A`` all mean the same scheduler.
 
 This module is pure: it names diffusers classes as strings and imports diffusers only inside
 :func:`scheduler_class`, so the input schema can validate a name without importing torch.
@@ -21,12 +22,14 @@ _SCHEDULERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "DDPM": ("DDPMScheduler", ()),
     "PNDM": ("PNDMScheduler", ()),
     "K-LMS": ("LMSDiscreteScheduler", ("KLMS", "K_LMS", "LMS")),
-    "EULER": ("EulerDiscreteScheduler", ("K_EULER", "K-EULER")),
+    "EULER": ("EulerDiscreteScheduler", ("K_EULER", "K-EULER", "EULER-D")),
     "EULER-A": (
         "EulerAncestralDiscreteScheduler",
         ("EULER_A", "K_EULER_ANCESTRAL", "EULER-ANCESTRAL", "K_EULER_A"),
     ),
-    "DPM++": ("DPMSolverMultistepScheduler", ("DPMSolverMultistep", "DPM++ 2M", "DPMPP")),
+    "DPM++": ("DPMSolverMultistepScheduler",
+              ("DPMSolverMultistep", "DPM++ 2M", "DPMPP", "DPM-M")),
+    "DPM-S": ("DPMSolverSinglestepScheduler", ("DPMSolverSinglestep", "DPM++ S")),
     "HEUN": ("HeunDiscreteScheduler", ("K_HEUN", "K-HEUN")),
 }
 

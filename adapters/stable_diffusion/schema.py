@@ -9,7 +9,10 @@ Names and defaults follow RunPod's SD worker templates, so inputs users already 
 - **Unknown fields are refused**, with a "did you mean" and the family's field list (a silently
   ignored typo changes the image with no hint why); a field the family lacks (Flux's
   ``negative_prompt``, SD3's and Flux's ``scheduler``) is refused by name, and diffusers' own
-  names (``image``, ``mask_image``, ``strength``) point to the template's.
+  names (``image``, ``mask_image``) point to the template's.
+- **Templates' jobs run as they are**: their names for our fields (``image_url``, ``strength``)
+  are accepted, and what they send that does nothing here is ignored with a note
+  (:mod:`.template_fields`, :mod:`.refiner_fields`; :attr:`FamilyInput.notes`, for the output).
 - Limits come from :class:`~.limits.SdLimits`, built from settings and handed in.
 
 Defaults are the spec's: Flux schnell (:data:`.families.FLUX_SCHNELL`) runs 4 steps at guidance
@@ -37,6 +40,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_serializer,
@@ -45,7 +49,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from adapters.stable_diffusion import lora_fields, refiner_fields
+from adapters.stable_diffusion import lora_fields, refiner_fields, template_fields
 from adapters.stable_diffusion.families import SPECS, Family, FamilySpec
 from adapters.stable_diffusion.field_checks import (
     checked_integer,
@@ -108,9 +112,16 @@ class FamilyInput(BaseModel):
         """Every LoRA the job asks for (``loras``, or the ``lora`` shorthand), in order."""
         return lora_fields.requested(self.loras, self.lora, self.lora_scale)
 
+    _notes: tuple[str, ...] = PrivateAttr(default=())
+
     @property
     def refiner_steps(self) -> int:  # the refiner's num_inference_steps: its own, or the base's
         return self.refiner_inference_steps or self.num_inference_steps
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """What the job sent that was ignored, and why: for the job's output."""
+        return self._notes
 
     @model_validator(mode="before")
     @classmethod
@@ -271,16 +282,21 @@ def parse_family_input(
     """
     if not isinstance(raw, Mapping):
         raise InvalidInput(f"invalid input: must be a JSON object (got {show_value(raw)})")
-    given = frozenset(k for k, v in raw.items() if v is not None)
+    job, sent_as, notes = template_fields.translated(raw)
+    given = frozenset(k for k, v in job.items() if v is not None)
     context = {"spec": spec, "limits": limits or DEFAULT_LIMITS, "given": given,
                "fetch_urls": fetch_urls, "refiner": refiner, "loras": loras}
     try:
-        return FamilyInput.model_validate(dict(raw), context=context)
+        params = FamilyInput.model_validate(job, context=context)
     except ValidationError as exc:
         names = field_names(spec)
         raise InvalidInput(
-            describe_problems(exc, names, lambda key: _extra_field(key, names))
+            describe_problems(exc, names, lambda key: _extra_field(key, names), sent_as)
         ) from None
+    used = {name: getattr(params, name) for name in refiner_fields.REFINER_FIELDS}
+    ignored = refiner_fields.ignored_note(spec, given, refiner, used)
+    params._notes = (*notes, *([ignored] if ignored else []))
+    return params
 
 
 def field_names(spec: FamilySpec) -> tuple[str, ...]:
@@ -294,13 +310,15 @@ def field_names(spec: FamilySpec) -> tuple[str, ...]:
     )
 
 
-_RENAMED = {"image": "init_image", "mask_image": "mask", "strength": "prompt_strength"}
+_RENAMED = {"image": "init_image", "mask_image": "mask"}
 """diffusers' own names for the template's image fields."""
 
 
 def _extra_field(key: str, names: tuple[str, ...]) -> tuple[str, bool]:
     if key in ("num_outputs", "num_images"):
         return "give num_outputs or num_images, not both", False
+    if key in template_fields.TEMPLATE_NAMES:  # sent beside our name for the same field
+        return f"give {template_fields.TEMPLATE_NAMES[key]} or {key}, not both", False
     if key in _RENAMED:
         return f"unknown field (this worker calls it {_RENAMED[key]})", False
     if key in UNSUPPORTED_FIELDS:

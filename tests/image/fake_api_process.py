@@ -33,11 +33,11 @@ class FakeApi:
             cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT,
         )
         printed = wait_for(self._settings, timeout=60, what="the fake API to listen")
-        self.url = printed["FAKE_API_URL"]
+        self.url = printed["RUNPOD_ENDPOINT_BASE_URL"].removesuffix("/v2")
         self.worker_env = {
-            "RUNPOD_WEBHOOK_GET_JOB": printed["WEBHOOK_GET_WORK"],
-            "RUNPOD_WEBHOOK_POST_OUTPUT": printed["WEBHOOK_POST_OUTPUT"],
-            "RUNPOD_WEBHOOK_PING": printed["WEBHOOK_PING"],
+            "RUNPOD_WEBHOOK_GET_JOB": printed["RUNPOD_WEBHOOK_GET_JOB"],
+            "RUNPOD_WEBHOOK_POST_OUTPUT": printed["RUNPOD_WEBHOOK_POST_OUTPUT"],
+            "RUNPOD_WEBHOOK_PING": printed["RUNPOD_WEBHOOK_PING"],
             "RUNPOD_AI_API_KEY": self.API_KEY,
             "RUNPOD_API_URL": printed["RUNPOD_API_URL"],
         }
@@ -47,10 +47,10 @@ class FakeApi:
             raise AssertionError(f"fake-api exited: {self.log_path.read_text()}")
         values = {}
         for line in self.log_path.read_text().splitlines():
-            name, sep, value = line.partition("=")
-            if sep and not line.startswith("#"):
+            name, sep, value = line.removeprefix("export ").partition("=")
+            if sep and line.startswith("export "):
                 values[name] = value.strip("'")
-        return values if "RUNPOD_API_URL" in values else None
+        return values if "RUNPOD_ENDPOINT_BASE_URL" in values else None
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
         data = None if body is None else json.dumps(body).encode()

@@ -136,7 +136,7 @@ def test_purge_queue_drops_the_queued_jobs_only(
     assert take(http, fake_api).status_code == 204
 
 
-def test_the_fake_api_command_prints_the_settings_serves_and_stops_on_sigterm(
+def test_the_fake_api_command_prints_export_lines_serves_and_stops_on_sigterm(
     tmp_path: Path,
 ) -> None:
     jobs = tmp_path / "jobs.json"
@@ -149,24 +149,31 @@ def test_the_fake_api_command_prints_the_settings_serves_and_stops_on_sigterm(
     )
     try:
         assert proc.stdout is not None
-        printed: dict[str, str] = {}
-        while "RUNPOD_API_URL" not in printed:
+        lines: list[str] = []
+        while not lines or not lines[-1].endswith("runpod_client.py"):
             line = proc.stdout.readline()
             assert line, proc.stderr.read() if proc.stderr else "no output"
-            if "=" in line and not line.startswith("#"):
-                name, _, value = line.strip().partition("=")
+            lines.append(line.rstrip("\n"))
+        printed = {}
+        for line in lines:
+            if line.startswith("export "):
+                name, _, value = line.removeprefix("export ").partition("=")
                 printed[name] = value.strip("'")
-        base = printed["FAKE_API_URL"]
-        for prefix in ("", "RUNPOD_"):
-            assert printed[f"{prefix}WEBHOOK_POST_OUTPUT"] == \
-                f"{base}/v2/fake/job-done/$RUNPOD_POD_ID/$ID?gpu=fake"
-            assert printed[f"{prefix}WEBHOOK_POST_STREAM"] == \
-                f"{base}/v2/fake/job-stream/$RUNPOD_POD_ID/$ID?gpu=fake"
-            assert printed[f"{prefix}WEBHOOK_PING"] == \
-                f"{base}/v2/fake/ping/$RUNPOD_POD_ID?gpu=fake"
-        assert printed["WEBHOOK_GET_WORK"] == printed["RUNPOD_WEBHOOK_GET_JOB"] == \
-            f"{base}/v2/fake/job-take/$ID?gpu=fake"
-        assert printed["RUNPOD_ENDPOINT_URL_BASE"] == f"{base}/v2"
+            else:  # a comment or one of the two commands: nothing else to paste
+                assert line.startswith(("#", ".venv/bin/podworker ", ".venv-runpod/")), line
+        base = printed["RUNPOD_ENDPOINT_BASE_URL"].removesuffix("/v2")
+        assert printed["RUNPOD_WEBHOOK_GET_JOB"] == f"{base}/v2/fake/job-take/$ID?gpu=fake"
+        assert printed["RUNPOD_WEBHOOK_POST_OUTPUT"] == \
+            f"{base}/v2/fake/job-done/$RUNPOD_POD_ID/$ID?gpu=fake"
+        assert printed["RUNPOD_WEBHOOK_POST_STREAM"] == \
+            f"{base}/v2/fake/job-stream/$RUNPOD_POD_ID/$ID?gpu=fake"
+        assert printed["RUNPOD_WEBHOOK_PING"] == f"{base}/v2/fake/ping/$RUNPOD_POD_ID?gpu=fake"
+        assert printed["RUNPOD_AI_API_KEY"] == API_KEY
+        assert printed["RUNPOD_API_URL"] == f"{base}/graphql"
+        assert (printed["RUNPOD_ENDPOINT_ID"], printed["STORAGE"]) == ("fake", "base64")
+        assert printed["RUNPOD_API_KEY"]  # the client's key: runpod refuses to run without one
+        assert lines[-1] == ".venv-runpod/bin/python examples/runpod_client.py"
+        assert (ROOT / "examples" / "runpod_client.py").is_file()
         taken = requests.get(f"{base}/v2/fake/job-take/w", headers=AUTH, timeout=5)
         assert taken.json() == {"id": "from-file", "input": {"x": 1}}
         proc.send_signal(signal.SIGTERM)

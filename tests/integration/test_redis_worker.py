@@ -138,11 +138,12 @@ def test_an_idle_worker_takes_over_a_job_a_dead_worker_left_before_it_retires(
     queue_apis: QueueApis, start_worker: Any,
 ) -> None:
     queue_client.submit({"left": "behind"}, "orphan")
-    dead = queue_apis("dead", lease_s=2.0)
+    dead = queue_apis("dead", lease_s=4.0)
     assert [j.id for j in dead.take(job_in_progress=False)] == ["orphan"]  # then it dies
-    # idle for 1.2 s: by then the orphan went unrenewed for over half its 2 s lease
-    run = start_worker(queue_settings(redis_server, redis_queue, tmp_path, JOB_LEASE=2000,
-                                      TERMINATE_IDLE_TIME=1200))
+    # idle for 2.4 s: by then the orphan went unrenewed for over half its 4 s lease (windows
+    # of seconds, so a loaded machine's scheduling delays do not decide the outcome)
+    run = start_worker(queue_settings(redis_server, redis_queue, tmp_path, JOB_LEASE=4000,
+                                      TERMINATE_IDLE_TIME=2400))
     assert run.wait(30) is ExitCode.OK  # it retired only after taking the orphan over
     state = queue_client.status("orphan")
     assert (state.status, state.output, state.attempt) == (layout.COMPLETED,

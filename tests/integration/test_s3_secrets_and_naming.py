@@ -36,16 +36,17 @@ def test_monthly_bucket_names_are_the_seeds_mm_yy() -> None:
 def test_monthly_naming_stores_in_this_months_bucket_and_follows_the_date(
     make_storage: MakeStorage, s3_server: S3Server
 ) -> None:
-    today = [datetime.date(2026, 11, 30)]
-    s3_server.create_bucket("11-26")
+    # Months far from today: a test sharing this S3 server may create this month's bucket.
+    today = [datetime.date(2031, 11, 30)]
+    s3_server.create_bucket("11-31")
     storage = make_storage(bucket_naming="monthly", today=lambda: today[0])
 
     url = storage.store("job-1", 0, PNG)
 
-    assert urlsplit(url).path == "/11-26/job-1/0.png"
-    assert s3_server.keys("11-26") == ["job-1/0.png"]
-    today[0] = datetime.date(2026, 12, 1)  # December's bucket was never created
-    with pytest.raises(UploadFailed, match="bucket '12-26' does not exist"):
+    assert urlsplit(url).path == "/11-31/job-1/0.png"
+    assert s3_server.keys("11-31") == ["job-1/0.png"]
+    today[0] = datetime.date(2031, 12, 1)  # December's bucket was never created
+    with pytest.raises(UploadFailed, match="bucket '12-31' does not exist"):
         storage.store("job-2", 0, PNG)
 
 

@@ -8,7 +8,6 @@ resets dynamo first: its caches are process-wide.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -152,17 +151,17 @@ def test_compiled_and_uncompiled_models_make_the_same_pixels(tiny_sd_path: Path)
         assert a == b, scheduler
 
 
-def test_the_inductor_cache_goes_under_the_given_folder(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_sd_path: Path
+def test_compiling_raises_dynamos_recompile_limit_to_cover_every_planned_graph(
+    tmp_path: Path, tiny_sd_path: Path
 ) -> None:
-    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    # Where Inductor's files go (each compilation its own folder, restored after) is checked
+    # with real Inductor in test_sd_compile_safety.py.
     model = StableDiffusionModel(str(tiny_sd_path), device="cpu")
     model.load()
     options = CompileOptions(cache_dir=tmp_path / "compile-cache")
 
     acceleration.Compilation(torch, model.pipeline, options, graphs=40)
     try:
-        assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "compile-cache/inductor")
         assert torch._dynamo.config.recompile_limit >= 48
     finally:
         del model.pipeline.unet.forward  # the compiled forward is not used here

@@ -169,6 +169,7 @@ def hub(
                               "someone/dev": tiny_family_path("flux"),
                               "someone/sd": tiny_family_path("sd")})
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake)
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", lambda url: None)  # reachable
     return fake
 
 

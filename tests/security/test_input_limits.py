@@ -112,6 +112,7 @@ def test_no_input_field_can_name_an_image_to_download_while_url_fetching_is_off(
 ) -> None:
     url = f"{image_host.url}/cat.png"
     refusals = {"init_image": "init_image: URLs are not fetched by this worker",
+                "image_url": "image_url: URLs are not fetched by this worker",  # worker-sdxl's
                 "image": "image: unknown field (this worker calls it init_image)",
                 "mask_image": "mask_image: unknown field (this worker calls it mask)"}
     refiner_fields = {"use_refiner", "refiner_inference_steps", "high_noise_frac"}
@@ -119,8 +120,11 @@ def test_no_input_field_can_name_an_image_to_download_while_url_fetching_is_off(
                  for field in UNSUPPORTED_FIELDS - {"init_image", "image", "mask", "mask_image",
                                                     "prompt_strength", "strength"}
                  - refiner_fields}
-    refusals |= {field: f"{field}: not supported by Stable Diffusion 1.x/2.x pipelines (only "
-                 "SDXL has a refiner)" for field in refiner_fields}
+    refusals |= {  # the refiner's settings are checked even where they are ignored
+        "use_refiner": "use_refiner: not supported by Stable Diffusion 1.x/2.x pipelines (only "
+        "SDXL has a refiner)",
+        "refiner_inference_steps": "refiner_inference_steps: must be an integer (got 'http",
+        "high_noise_frac": "high_noise_frac: must be a number (got 'http"}
     refusals |= {field: f"{field}: LoRA is off on this worker" for field in ("lora", "loras")}
     for field, message in sorted(refusals.items()):
         job_input: dict[str, Any] = {"prompt": "a cat", field: url}

@@ -34,7 +34,8 @@ def test_payloads_without_a_readable_id_are_rejected(payload: Any) -> None:
 @pytest.mark.parametrize(
     ("raw_input", "problem"),
     [
-        (None, "input must be a JSON object, got missing"),
+        (None, 'input must be a JSON object, got missing: send the job as {"input": {...}}, '
+               'its fields inside "input"'),
         ([1], "input must be a JSON object, got a JSON array"),
         ("s", "input must be a JSON object, got a JSON string"),
         (1.5, "input must be a JSON object, got a JSON number"),
@@ -47,6 +48,28 @@ def test_a_job_with_a_bad_input_keeps_its_id_and_says_what_is_wrong(
     payload = {"id": "j"} if raw_input is None else {"id": "j", "input": raw_input}
     job = job_from_wire(payload, now=0)
     assert job is not None and job.id == "j" and job.problem == problem
+
+
+def test_a_job_sent_without_its_input_envelope_is_told_how_to_wrap_its_fields() -> None:
+    job = job_from_wire({"id": "j", "prompt": "a cat", "width": 64, "webhook": "x"}, now=0)
+
+    assert job is not None and job.problem == (
+        'input must be a JSON object, got missing: its fields (prompt, width) belong inside '
+        '"input": send {"input": {"prompt": ..., "width": ...}}, not {"prompt": ..., '
+        '"width": ...}')
+
+
+def test_the_wrapping_hint_stays_one_line_whatever_the_stray_keys_hold() -> None:
+    job = job_from_wire({"id": "j", "a\nb": 1, "\u2028": 2}, now=0)
+
+    assert job is not None and job.problem is not None
+    assert job.problem.isprintable()
+    assert 'its fields ("a\\nb", "\\u2028") belong inside "input"' in job.problem
+
+
+def test_an_input_that_is_null_is_not_mistaken_for_a_missing_envelope() -> None:
+    job = job_from_wire({"id": "j", "input": None}, now=0)
+    assert job is not None and job.problem == "input must be a JSON object, got missing"
 
 
 def test_results_go_on_the_wire_as_output_or_a_string_error() -> None:

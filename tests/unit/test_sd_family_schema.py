@@ -86,12 +86,10 @@ def test_an_unknown_field_gets_a_suggestion_and_the_familys_own_field_list() -> 
 
 
 def test_diffusers_own_names_point_to_the_template_names() -> None:
-    message = problems({"prompt": "a", "image": PNG_B64, "mask_image": PNG_B64,
-                        "strength": 0.5}, "sdxl")
+    message = problems({"prompt": "a", "image": PNG_B64, "mask_image": PNG_B64}, "sdxl")
 
     assert "image: unknown field (this worker calls it init_image)" in message
     assert "mask_image: unknown field (this worker calls it mask)" in message
-    assert "strength: unknown field (this worker calls it prompt_strength)" in message
     assert "known fields" not in message  # nothing simply unknown
 
 
@@ -141,11 +139,19 @@ def test_with_an_init_image_and_one_side_given_the_other_is_the_default() -> Non
     assert (parsed.width, parsed.height) == (768, 1024)
 
 
-def test_a_mask_or_a_strength_without_an_init_image_is_refused() -> None:
+def test_a_mask_without_an_init_image_is_refused() -> None:
     message = problems({"prompt": "a", "mask": PNG_B64, "prompt_strength": 0.5}, "sd")
 
-    assert "mask: needs init_image" in message
-    assert "prompt_strength: only with init_image" in message
+    assert message == "invalid input: mask: needs init_image (the image to paint into)"
+
+
+def test_a_strength_without_an_init_image_is_ignored_with_a_note() -> None:
+    parsed = parse_family_input({"prompt": "a", "prompt_strength": 0.8}, spec("sd"))
+
+    assert parsed.prompt_strength is None
+    assert parsed.notes == ("prompt_strength: ignored: it sets how far an image-to-image job "
+                            "moves from its image, and this job has none (RunPod's templates "
+                            "send it with text-to-image jobs too)",)
 
 
 def test_a_mask_next_to_a_bad_init_image_is_not_blamed_for_it() -> None:

@@ -1,5 +1,6 @@
-"""The SDXL refiner's job fields: defaults, one line naming every bad field, and refusals for
-the other families and for workers with no refiner loaded."""
+"""The SDXL refiner's job fields: defaults, one line naming every bad field, ``use_refiner``
+refused where no refiner can run, and the refiner's settings (which RunPod's worker-sdxl sends
+with every job) ignored with a note where it does not run."""
 
 from __future__ import annotations
 
@@ -85,25 +86,46 @@ def test_the_refiner_is_for_text_to_image_only() -> None:
         message)
 
 
-def test_refiner_settings_that_would_change_nothing_are_refused() -> None:
-    off = problem({"use_refiner": False, "refiner_inference_steps": 10, "high_noise_frac": 0.7})
-    no_refiner = problem({"high_noise_frac": 0.7}, refiner=False)
+def test_refiner_settings_that_would_change_nothing_are_ignored_with_a_note_saying_why() -> None:
+    off = parse({"use_refiner": False, "refiner_inference_steps": 10, "high_noise_frac": 0.7})
+    no_refiner = parse({"high_noise_frac": 0.7}, refiner=False)
+    with_image = parse({"init_image": IMAGE, "refiner_inference_steps": 10})
 
-    assert off == ("invalid input: refiner_inference_steps: only when the refiner runs "
-                   "(use_refiner); high_noise_frac: only when the refiner runs (use_refiner)")
-    assert no_refiner == "invalid input: high_noise_frac: only when the refiner runs (use_refiner)"
+    assert (off.refiner_inference_steps, off.high_noise_frac) == (None, None)
+    assert off.notes == ("refiner_inference_steps, high_noise_frac: ignored: use_refiner is "
+                         "false",)
+    assert no_refiner.high_noise_frac is None and no_refiner.notes == (
+        "high_noise_frac: ignored: this worker has no refiner loaded (SD_REFINER_PATH is not "
+        "set)",)
+    assert with_image.notes == ("refiner_inference_steps: ignored: the refiner runs for "
+                                "text-to-image jobs only",)
+
+
+def test_ignored_refiner_settings_are_still_checked() -> None:
+    message = problem({"refiner_inference_steps": 0, "high_noise_frac": 1.5}, refiner=False)
+
+    assert message == ("invalid input: refiner_inference_steps: must be at least 1 (got 0); "
+                       "high_noise_frac: must be between 0 and 1, both excluded (got 1.5)")
+
+
+def test_refiner_settings_that_are_used_leave_no_note() -> None:
+    assert parse({"refiner_inference_steps": 12, "high_noise_frac": 0.7}).notes == ()
 
 
 @pytest.mark.parametrize("spec", [SPECS[Family.SD], SPECS[Family.SD3], SPECS[Family.FLUX],
                                   FLUX_SCHNELL], ids=lambda spec: spec.name)
-def test_other_families_refuse_every_refiner_field_by_name(spec: FamilySpec) -> None:
-    message = problem({"use_refiner": False, "refiner_inference_steps": 10,
-                       "high_noise_frac": 0.7}, spec=spec)
+def test_other_families_refuse_use_refiner_and_ignore_the_refiners_settings_with_a_note(
+    spec: FamilySpec,
+) -> None:
+    message = problem({"use_refiner": False}, spec=spec)
+    params = parse({"refiner_inference_steps": 10, "high_noise_frac": 0.7}, spec=spec)
 
-    for field in ("use_refiner", "refiner_inference_steps", "high_noise_frac"):
-        assert f"{field}: not supported by {spec.label} pipelines (only SDXL has a refiner)" in (
-            message)
+    assert message == (f"invalid input: use_refiner: not supported by {spec.label} pipelines "
+                       "(only SDXL has a refiner)")
     assert "use_refiner" not in field_names(spec)
+    assert (params.refiner_inference_steps, params.high_noise_frac) == (None, None)
+    assert params.notes == (f"refiner_inference_steps, high_noise_frac: ignored: only SDXL has "
+                            f"a refiner, and this worker runs {spec.label}",)
     assert not parse({}, spec=spec).use_refiner  # a refiner loaded changes nothing for them
 
 

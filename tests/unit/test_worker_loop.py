@@ -92,7 +92,8 @@ def test_a_job_with_a_malformed_envelope_is_answered_without_running_the_model(
         "invalid input: input must be a JSON object, got a JSON array"
     )
     assert h.api.results["no-input"].error == (
-        "invalid input: input must be a JSON object, got missing"
+        'invalid input: input must be a JSON object, got missing: send the job as '
+        '{"input": {...}}, its fields inside "input"'
     )
     assert h.api.results["fine"].ok
     assert h.model.runs == 1
