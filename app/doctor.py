@@ -2,9 +2,10 @@
 
 It checks the configuration (and names that look like mistyped settings), that the job API
 and the bucket answer (without taking a job), that outputs outlive the pod and an idle pod can
-delete itself, the GPU, that the weights load, and the free disk and memory. It connects only
-to what the configuration names (the job API's host, the bucket's endpoint) and prints no
-secret. The exit code is 0 only when no check failed (warnings allowed).
+delete itself, the GPU, which weights were found where (a folder, or a hub id in which cache)
+and the LoRA folder, that the weights load, and the free disk and memory. It connects only to
+what the configuration names (the job API's host, the bucket's endpoint) and prints no secret.
+The exit code is 0 only when no check failed (warnings allowed).
 """
 
 from __future__ import annotations
@@ -133,6 +134,64 @@ def check_gpu(settings: Settings) -> Check:
     return Check("GPU", OK, f"{name}, {free / 1024**3:.1f} of {total / 1024**3:.1f} GiB free")
 
 
+def check_weights(settings: Settings) -> Check:
+    """Which weights MODEL_PATH names, and where they were found (without loading them)."""
+    from app.sd_wiring import found_weights, hub_caches
+
+    if settings.MODEL != "stable_diffusion":
+        return Check("weights", SKIP, f"MODEL={settings.MODEL} brings its own")
+    path = settings.MODEL_PATH
+    if path is None:
+        status = OK if settings.local_mode else FAIL
+        return Check("weights", status, "MODEL_PATH unset: a tiny random pipeline (local runs "
+                     "only)", "set MODEL_PATH to a folder of weights or a hub id")
+    folder = Path(path).expanduser()
+    if folder.is_dir():
+        if not (folder / "model_index.json").is_file():
+            return Check("weights", FAIL, f"folder {folder} has no model_index.json",
+                         "MODEL_PATH must be a diffusers pipeline folder")
+        return Check("weights", OK, f"folder {folder} ({_weights_size(folder)})")
+    found = found_weights(path, settings)
+    if found is None:
+        searched = ", ".join(f"{cache}{'' if cache.is_dir() else ' (absent)'}"
+                             for cache in hub_caches(settings))
+        status = WARN if settings.MODEL_ALLOW_DOWNLOAD else FAIL
+        return Check("weights", status, f"{path} is not a folder and is in no cache searched: "
+                     f"{searched}", "bake the weights, put them on the volume, add their cache "
+                     "to MODEL_CACHE_DIRS, or allow downloads (MODEL_ALLOW_DOWNLOAD=true)")
+    from adapters.stable_diffusion.weights_cache import missing_parts
+
+    missing = missing_parts(found.snapshot)
+    detail = (f"{found.hub_id} found in {found.cache} (snapshot {found.revision[:12]}, "
+              f"{_weights_size(found.snapshot)})")
+    if missing:
+        return Check("weights", FAIL, f"{detail}, without {', '.join(missing)}",
+                     "the cached copy is incomplete: download it again")
+    return Check("weights", OK, detail)
+
+
+def check_loras(settings: Settings) -> Check:
+    """The LoRA folder and whether URL LoRAs are fetched."""
+    if settings.MODEL != "stable_diffusion":
+        return Check("LoRAs", SKIP, f"MODEL={settings.MODEL}")
+    urls = "URLs fetched" if settings.LORA_URL_FETCH else "no URLs"
+    if settings.LORA_DIR is None:
+        return Check("LoRAs", SKIP if not settings.LORA_URL_FETCH else OK,
+                     f"no LORA_DIR; {urls}")
+    if not settings.LORA_DIR.is_dir():
+        return Check("LoRAs", FAIL, f"LORA_DIR {settings.LORA_DIR} is not a folder",
+                     "mount the volume holding the LoRAs, or fix LORA_DIR")
+    count = sum(1 for _ in settings.LORA_DIR.rglob("*.safetensors"))
+    return Check("LoRAs", OK, f"{count} .safetensors file(s) in {settings.LORA_DIR}; {urls}")
+
+
+def _weights_size(folder: Path) -> str:
+    files = [f for f in folder.rglob("*") if f.is_file()]
+    size = sum(f.stat().st_size for f in files)
+    tensors = sum(1 for f in files if f.suffix == ".safetensors")
+    return f"{size / 1024**3:.2f} GiB, {tensors} safetensors file(s)"
+
+
 def check_model(settings: Settings) -> Check:
     """Build and load the model as the worker does, timing each start-up phase."""
     from adapters.clock import SystemClock
@@ -206,8 +265,8 @@ def _available_memory() -> int | None:
 
 
 CHECKS: list[Callable[[Settings], Check]] = [
-    check_job_api, check_storage, check_self_termination, check_gpu, check_model, check_disk,
-    check_memory, check_start_history,
+    check_job_api, check_storage, check_self_termination, check_gpu, check_weights,
+    check_loras, check_model, check_disk, check_memory, check_start_history,
 ]
 
 

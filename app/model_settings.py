@@ -41,8 +41,9 @@ class ModelSettings(BaseSettings):
     )
     MODEL_PATH: str | None = Field(
         None,
-        description="Weights: a local folder or a hub id in the local cache. Unset in a local "
-        "run: a tiny random pipeline is built and used.",
+        description="Weights: a local folder (a network volume's too) or a hub id, found "
+        "offline in MODEL_CACHE_DIRS or Hugging Face's cache (HF_HOME). Unset in a local run: a "
+        "tiny random pipeline is built and used.",
     )
     MODEL_ALLOW_DOWNLOAD: bool = Field(
         False, description="Let diffusers download weights (off: local files only)."

@@ -12,6 +12,12 @@ cannot be read yet, the model finds it at load and reports what is missing. Inpu
 (``init_image``, ``mask``) are loaded under INPUT_IMAGE_MAX_*; URLs are fetched only with
 INPUT_URL_FETCH, through the SSRF-safe fetcher. SD_REFINER_PATH (SDXL's refiner) is refused
 at start with any other family; its folder is checked when the model loads.
+
+A MODEL_PATH that is a hub id (not a folder) is looked for offline in MODEL_CACHE_DIRS (RunPod's
+model cache by default), then in Hugging Face's own cache (HF_HOME), and the snapshot folder
+found is loaded as a folder (:func:`weights_path`). LoRAs: LORA_DIR, and URLs with
+LORA_URL_FETCH through the same SSRF-safe fetcher, kept under STATE_DIR/lora-cache
+(:func:`lora_library`).
 """
 
 from __future__ import annotations
@@ -25,9 +31,13 @@ from domain.errors import ConfigurationError
 from domain.ports import Model
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from adapters.stable_diffusion.families import FamilySpec
     from adapters.stable_diffusion.input_images import ImageLoader
     from adapters.stable_diffusion.limits import SdLimits
+    from adapters.stable_diffusion.lora_sources import LoraLibrary
+    from adapters.stable_diffusion.weights_cache import FoundWeights
 
 log = logging.getLogger("podworker.model")
 
@@ -70,6 +80,7 @@ def build_stable_diffusion(settings: Settings) -> Model:
             "will be noise", family, folder, extra={"event": "tiny_model"},
         )
         path = str(folder)
+    path = weights_path(path, settings)
     from adapters.stable_diffusion.acceleration import CompileOptions
 
     limits = sd_limits(settings)
@@ -108,8 +119,70 @@ def build_stable_diffusion(settings: Settings) -> Model:
         refiner_path=settings.SD_REFINER_PATH,
         fuse_qkv=settings.MODEL_COMPILE and settings.SD_COMPILE_TUNED,
         first_block_cache=settings.SD_FIRST_BLOCK_CACHE,
+        loras=lora_library(settings),
     )
     return model
+
+
+def hub_caches(settings: Settings) -> tuple[Path, ...]:
+    """Where a hub id is looked for, in order: MODEL_CACHE_DIRS, then Hugging Face's own cache
+    (HF_HUB_CACHE, or HF_HOME/hub, as huggingface_hub reads them)."""
+    from pathlib import Path
+
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        return settings.model_cache_dirs
+    own = Path(constants.HF_HUB_CACHE)
+    return (*settings.model_cache_dirs, *(() if own in settings.model_cache_dirs else (own,)))
+
+
+def found_weights(path: str, settings: Settings) -> FoundWeights | None:
+    """Where the hub id ``path`` is cached (None for a folder, or a hub id in no cache)."""
+    from pathlib import Path
+
+    from adapters.stable_diffusion.loading import is_hub_id
+    from adapters.stable_diffusion.weights_cache import find_in_caches
+
+    if Path(path).expanduser().exists() or not is_hub_id(path.strip()):
+        return None
+    return find_in_caches(path.strip(), hub_caches(settings))
+
+
+def weights_path(path: str, settings: Settings) -> str:
+    """MODEL_PATH as the model loads it: a hub id found in a cache becomes its snapshot folder;
+    anything else is left for the model's load to read (or refuse, or download)."""
+    found = found_weights(path, settings)
+    if found is None:
+        return path
+    log.info("weights of %s found in %s (snapshot %s%s)", found.hub_id, found.cache,
+             found.revision[:12], f", newest of {found.snapshots}" if found.snapshots > 1 else "",
+             extra={"event": "weights_found", "cache": str(found.cache)})
+    return str(found.snapshot)
+
+
+def lora_library(settings: Settings) -> LoraLibrary | None:
+    """The LoRA files jobs may name: LORA_DIR, and URLs with LORA_URL_FETCH (None: neither).
+    ``ConfigurationError`` when LORA_CACHE_MAX is below LORA_MAX_PER_JOB."""
+    if settings.LORA_DIR is None and not settings.LORA_URL_FETCH:
+        return None
+    from adapters.http.safe_fetch import FetchPolicy, SafeFetcher
+    from adapters.stable_diffusion.lora_sources import LoraLibrary, LoraLimits
+
+    try:
+        limits = LoraLimits(max_bytes=settings.LORA_MAX_BYTES, max_rank=settings.LORA_MAX_RANK,
+                            max_per_job=settings.LORA_MAX_PER_JOB,
+                            cache_max=settings.LORA_CACHE_MAX)
+    except ValueError as exc:
+        raise ConfigurationError(f"invalid setting LORA_CACHE_MAX: {exc}") from None
+    fetcher = None
+    if settings.LORA_URL_FETCH:
+        fetcher = SafeFetcher(FetchPolicy(
+            deadline_s=settings.LORA_URL_TIMEOUT / 1000,
+            max_bytes=settings.LORA_MAX_BYTES,
+            allow_private=settings.INPUT_URL_ALLOW_PRIVATE,
+        ))
+    return LoraLibrary(settings.LORA_DIR, settings.STATE_DIR / "lora-cache", limits, fetcher)
 
 
 def family_of(path: str, settings: Settings, limits: SdLimits) -> FamilySpec | None:

@@ -22,6 +22,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import SettingsConfigDict
 
 from app.model_settings import ModelSettings
+from app.weights_settings import WeightsSettings
 from domain.errors import ConfigurationError
 from streamqueue.layout import DEFAULT_QUEUE, DEFAULT_RESULT_TTL_S, queue_name_problem
 
@@ -58,8 +59,9 @@ def _env(*names: str) -> Any:
     return AliasChoices(*names) if len(names) > 1 else names[0]
 
 
-class Settings(ModelSettings):
-    """Every setting podworker reads (the model's are in ``ModelSettings``). Field descriptions
+class Settings(ModelSettings, WeightsSettings):
+    """Every setting podworker reads (the model's are in ``ModelSettings``, where weights and
+    LoRAs come from in ``WeightsSettings``). Field descriptions
     are the README's table."""
 
     model_config = SettingsConfigDict(

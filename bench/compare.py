@@ -40,6 +40,9 @@ What it does, in order:
      (against ``MAX_UNDELIVERED``) and the worker's memory, sampled throughout;
    - Stable Diffusion dynamic batching (``bench/sd_batching.py``, in this process): 8 small
      jobs at once on the tiny pipeline (64x64, 4 steps, CPU), ``SD_BATCH_MAX=8`` vs 1;
+   - loading full-size SD 1.5 weights (``bench/load_time.py``, each load in its own process):
+     podworker's loader vs plain ``from_pretrained(...).to(device)``, on the CPU (``--quick``:
+     skipped; the weights, about 2 GB, are built once under ``bench/.sd15-weights``);
 
    every run checks that each job was delivered exactly once (``bench/scenarios.py``);
 4. prints a table and one JSON line, and writes the JSON to ``bench/results/latest.json``.
@@ -64,7 +67,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script, sys.path[0] is bench/
     sys.path.insert(0, str(REPO))
 
-from bench import backlog, redis_queue, runpod_venv, sd_batching  # noqa: E402
+from bench import backlog, load_time, redis_queue, runpod_venv, sd_batching  # noqa: E402
 from bench.harness import API_KEY, LONG_POLL_S, BenchServer, check_one_packet  # noqa: E402
 from bench.report import IO_CONCURRENCY, machine, machine_busy, render, summarise  # noqa: E402
 from bench.scenarios import (  # noqa: E402
@@ -97,10 +100,12 @@ class Sizes:
     sdk_concurrencies: tuple[int, ...] = (512,)
     batching_jobs: int = 8  # SD dynamic batching: jobs at once, on the tiny pipeline
     backlog: int = 20_000  # no-op jobs at concurrency 32 against a job-done taking 20 ms
+    load_rounds: int = 3  # loads of SD 1.5's weights per loader (0: not measured)
 
 
 QUICK = Sizes(floor=300, noop=150, sdk_noop_cap_s=6.0, io=64, sdk_io_cap_s=10.0, stream_jobs=3,
-              stream_chunks=100, sleepy=10, repeats=1, sdk_concurrencies=(), backlog=2_000)
+              stream_chunks=100, sleepy=10, repeats=1, sdk_concurrencies=(), backlog=2_000,
+              load_rounds=0)
 
 
 def ensure_runpod_venv() -> tuple[Path, str, str]:
@@ -193,6 +198,12 @@ def run_all(server: BenchServer, workers: Workers, z: Sizes, sdk_cs: list[int],
     with tempfile.TemporaryDirectory(prefix="podworker-batching-") as folder:
         f["sd_batching"] = sd_batching.measure(sd_batching.tiny_model(Path(folder)),
                                                jobs=z.batching_jobs, runs=z.repeats)
+    if z.load_rounds:
+        step(f"loading SD 1.5's weights (random, fp16): podworker's loader vs plain "
+             f"from_pretrained().to(), {z.load_rounds} loads each, in turns")
+        weights = load_time.build(BENCH / ".sd15-weights", "fp16")
+        f["load_time"] = load_time.measure(weights, rounds=z.load_rounds)
+        print("   ", load_time.summary(f["load_time"]), flush=True)
 
 
 def run_handler_scenarios(server: BenchServer, workers: Workers, z: Sizes,

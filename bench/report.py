@@ -325,6 +325,13 @@ def render(f: dict[str, Any], s: dict[str, Any], noop_cs: list[int], sdk_cs: lis
                      "", "", f"{fmt(ratio(v.get('everysec'), v['runpod_path']), 'x')} of the "
                      f"RunPod path's {fmt(v['runpod_path'])}",
                      mark(f"redis_noop_{key}_within_2x")])
+    lt = f.get("load_time")
+    if lt:
+        rows.append([f"SD 1.5 weights ({lt['size_gb']} GB {lt['dtype']}) loaded to "
+                     f"{lt['device']}, s (median of {lt['rounds']})",
+                     fmt(lt["podworker"]["seconds_median"]),
+                     f"{fmt(lt['plain']['seconds_median'])} (plain from_pretrained().to())",
+                     "", fmt(lt["podworker_over_plain"], "x the time"), ""])
     once = s["delivered_once"]
     rows.append(["every job delivered exactly once (all runs)", str(once["podworker"]),
                  str(once["runpod"]), "", "", mark("delivered_once")])

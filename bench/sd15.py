@@ -1,8 +1,9 @@
 """Stable Diffusion 1.5's architecture with random weights, saved as a diffusers pipeline.
 
 The same compute as the real model (UNet 860M, VAE 84M, CLIP ViT-L/14 text encoder 123M
-parameters) and no download: what the GPU benchmark times. Needs CUDA (weights are initialised
-on the GPU, much faster than on a CPU).
+parameters) and no download: what the GPU benchmark times. Weights are initialised on the GPU by
+default (much faster); ``device="cpu"`` builds them on the host (the load-time benchmark on a
+machine without one), ``dtype`` is what they are saved in.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 
-def build_sd15(target: Path, torch: Any) -> Path:
+def build_sd15(target: Path, torch: Any, *, device: str = "cuda", dtype: Any = None) -> Path:
     """Save a StableDiffusionPipeline with SD 1.5's architecture and random weights."""
     diffusers: Any = importlib.import_module("diffusers")
     transformers: Any = importlib.import_module("transformers")
@@ -20,7 +21,7 @@ def build_sd15(target: Path, torch: Any) -> Path:
     from adapters.stable_diffusion.tiny.sd1 import sd1_pipeline
 
     tokenizer = make_clip_tokenizer(target.parent / "tokenizer-source")
-    with torch.device("cuda"):  # initialising 1B parameters is much faster on the GPU
+    with torch.device(device):  # initialising 1B parameters is much faster on the GPU
         unet = diffusers.UNet2DConditionModel(
             sample_size=64,
             in_channels=4,
@@ -75,5 +76,7 @@ def build_sd15(target: Path, torch: Any) -> Path:
         print(f"  {name:<13} {count / 1e6:7.1f} M parameters")
     pipeline = sd1_pipeline(diffusers, unet=unet, vae=vae, text_encoder=text_encoder,
                             tokenizer=tokenizer)
+    if dtype is not None:
+        pipeline.to(dtype=dtype)
     pipeline.save_pretrained(str(target))
     return target

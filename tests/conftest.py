@@ -27,6 +27,7 @@ pytest_plugins: list[str] = [
     "tests.support.hostile_s3",
     "tests.support.redis_server",
     "tests.support.redis_queue_kit",
+    "tests.support.tiny_lora",
 ]
 
 

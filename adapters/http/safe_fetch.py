@@ -49,6 +49,9 @@ from adapters.http.client import (
     Response,
 )
 
+IMAGE_TYPES = "image/png, image/jpeg, image/webp"
+"""The ``Accept`` header of a fetch unless the caller names another."""
+
 Resolver = Callable[[str, int], list[str]]
 """``(host, port) -> addresses``: how host names are resolved (tests pass their own)."""
 
@@ -107,8 +110,10 @@ class SafeFetcher:
         self._monotonic = monotonic
         self._classify = classify
 
-    def fetch(self, url: str) -> Fetched:
-        """The body at ``url``, following redirects. Raises :class:`FetchRefused`."""
+    def fetch(self, url: str, *, accept: str = IMAGE_TYPES) -> Fetched:
+        """The body at ``url``, following redirects. Raises :class:`FetchRefused`.
+
+        ``accept`` is the ``Accept`` header sent (images by default)."""
         deadline = self._monotonic() + self.policy.deadline_s
         for _hop in range(self.policy.max_redirects + 1):
             host, port = _checked_url(url)
@@ -116,7 +121,8 @@ class SafeFetcher:
             left = deadline - self._monotonic()
             if left <= 0:
                 raise FetchRefused(f"{host}: no answer within {self.policy.deadline_s:g} s")
-            response = _get(url, address, left, self.policy.max_bytes, self.policy.deadline_s)
+            response = _get(url, address, left, self.policy.max_bytes, self.policy.deadline_s,
+                            accept)
             if response.status in self.REDIRECTS:
                 location = response.headers.get("location")
                 if not location:
@@ -187,12 +193,13 @@ def _resolve_by(resolve: Resolver, host: str, port: int, timeout_s: float) -> li
     return list(result["addresses"])
 
 
-def _get(url: str, address: str, left_s: float, max_bytes: int, whole_s: float) -> Response:
+def _get(url: str, address: str, left_s: float, max_bytes: int, whole_s: float,
+         accept: str) -> Response:
     host = urlsplit(url).hostname or "?"
     client = _PinnedClient(address)
     try:
         return client.request("GET", url, deadline_s=left_s, max_answer_bytes=max_bytes,
-                              headers={"Accept": "image/png, image/jpeg, image/webp"})
+                              headers={"Accept": accept})
     except DeadlineExceeded:
         raise FetchRefused(f"{host}: no complete answer within {whole_s:g} s") from None
     except HttpFailure as exc:

@@ -23,19 +23,22 @@ from typing import Any
 
 from adapters.stable_diffusion.families import FamilySpec
 from adapters.stable_diffusion.job_images import JobImages
+from adapters.stable_diffusion.lora_sources import ResolvedLora
 from adapters.stable_diffusion.pipelines import call_arguments
 from adapters.stable_diffusion.schema import FamilyInput
 
 
 @dataclass(frozen=True)
 class Work:
-    """One job, ready for the device: its inputs, its images, its seeds, and the steps of each
-    pipeline call it makes (``stages``: one call's, or the base's then the refiner's)."""
+    """One job, ready for the device: its inputs, its images, its seeds, the steps of each
+    pipeline call it makes (``stages``: one call's, or the base's then the refiner's), and its
+    checked LoRA files with their scales."""
 
     params: FamilyInput
     images: JobImages
     seeds: list[int]
     stages: tuple[int, ...]
+    loras: tuple[ResolvedLora, ...] = ()
 
     @property
     def steps(self) -> int:
@@ -50,7 +53,7 @@ def batch_key(work: Work) -> Hashable:
             params.scheduler, params.guidance_scale, params.prompt_strength,
             bool(params.negative_prompt), params.use_refiner,
             params.refiner_steps if params.use_refiner else None, params.high_noise_frac,
-            work.stages)
+            work.stages, tuple((lora.key, lora.scale) for lora in work.loras))
 
 
 def batch_arguments(

@@ -21,6 +21,12 @@ def field_problem(message: str) -> PydanticCustomError:
     return PydanticCustomError("sd_input", "{message}", {"message": message})
 
 
+def whole_problem(message: str) -> PydanticCustomError:
+    """An error reported as ``message`` alone, not under the field's name: for a field whose
+    message names its own parts (``loras[1].scale: ...; loras[2]: ...``)."""
+    return PydanticCustomError("sd_whole", "{message}", {"message": message})
+
+
 def checked_text(value: Any, max_chars: int) -> str:
     if not isinstance(value, str):
         raise field_problem(f"must be a string (got {show_value(value)})")
@@ -66,7 +72,7 @@ def describe_problems(
         field = ".".join(show_key(part) for part in err["loc"]) or "input"
         field = (sent_as or {}).get(field, field)
         kind = err["type"]
-        if kind == "sd_pixels":
+        if kind in ("sd_pixels", "sd_whole"):
             problems.append(str(err["msg"]))
         elif kind == "missing":
             problems.append(f"{field}: is required")

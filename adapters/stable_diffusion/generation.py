@@ -9,7 +9,8 @@ What a call promises (the model runs it on its device thread):
   the memory given back first; ``PodworkerError``s from the step callback (a job stopped, every
   job of a batch stopped) pass unchanged;
 - with ``compilation``, no graph is compiled during a job (``serving``); while ``warming``, they
-  are;
+  are; with ``eager`` (jobs with LoRAs, whose layers the graphs were not traced on) the compiled
+  forwards are not used at all (dynamo's ``force_eager`` stance);
 - jobs with ``use_refiner`` (one key: all of them or none) go through two calls, both in
   ``inference_mode``: the base to ``high_noise_frac`` as latents, then ``refiner`` from there
   (:mod:`.refiner`), on the same generators, the step reporter moved to its second stage.
@@ -36,6 +37,7 @@ from domain.errors import DeviceLost, ModelError, OutOfMemory, PodworkerError
 def generate(
     torch: Any, pipe: Any, spec: FamilySpec, works: list[Work], on_step: StepReporter | None, *,
     device: str, compilation: Compilation | None, warming: bool = False, refiner: Any = None,
+    eager: bool = False,
 ) -> Any:
     """uint8 pixels (rows x H x W x 3) for ``works`` from one call of ``pipe`` (two, with
     ``refiner``, the refiner pipeline, when the jobs ask for it)."""
@@ -46,8 +48,9 @@ def generate(
     refining = refiner is not None and first.params.use_refiner
     if refining:
         arguments |= {"denoising_end": first.params.high_noise_frac, "output_type": "latent"}
-    serving = (contextlib.nullcontext() if compilation is None or warming
-               else compilation.serving())
+    serving: Any = (contextlib.nullcontext() if compilation is None or warming
+                    else torch.compiler.set_stance("force_eager") if eager
+                    else compilation.serving())
     try:
         with torch.inference_mode(), serving:
             images = pipe(**arguments).images

@@ -19,7 +19,7 @@ MIN_SIDE = 64
 MAX_GUIDANCE = 20.0
 """Largest ``guidance_scale`` (the templates' bound; beyond it images burn out)."""
 
-UNSUPPORTED_FIELDS = frozenset({"lora", "lora_scale", "controlnet", "ip_adapter_image"})
+UNSUPPORTED_FIELDS = frozenset({"controlnet", "ip_adapter_image"})
 """Fields RunPod's templates know that this worker does not implement: refused by name."""
 
 

@@ -18,6 +18,11 @@ from the same weights (:mod:`.pipelines`); inputs checked by the family's schema
   ``InvalidInput``) and the ones compiled at load. torch and diffusers are imported by ``load``.
 - **SDXL's refiner** (``refiner_path``, ``SD_REFINER_PATH``; :mod:`.refiner`), loaded with the
   base and sharing its VAE and second text encoder, finishes ``use_refiner`` jobs.
+- **LoRAs per job** (``loras``, a :class:`.lora_sources.LoraLibrary`): a job's LoRA files are
+  found and checked on its own thread; the device thread loads them into an LRU and activates
+  the job's set with its scales before its call (:mod:`.loras`). Jobs batch only with jobs of
+  the same set and scales. With compilation, LoRA jobs run eager and the base model is restored
+  (adapters unloaded) before a job without LoRA, so it runs the graphs compiled at load.
 - **Interruptible and observable.** Every denoising step checks ``ctx.check_cancelled()`` (a
   work timeout or job-stop ends the job at the next step: ``ExecutionTimeout``/``JobCancelled``)
   and reports ``ctx.progress({"step": k, "of": n})``, ``n`` the steps the job runs (both stages'
@@ -61,6 +66,9 @@ from adapters.stable_diffusion.loading import (
     quiet_progress_bars,
     resolve_device,
 )
+from adapters.stable_diffusion.lora_fields import OFF, LoraPolicy
+from adapters.stable_diffusion.lora_sources import LoraLibrary
+from adapters.stable_diffusion.loras import LoraAdapters
 from adapters.stable_diffusion.output_images import PNG_COMPRESS_LEVEL, png_artifact
 from adapters.stable_diffusion.refiner import Refiner, job_stages, load_refiner
 from adapters.stable_diffusion.schedulers import prepare_schedulers
@@ -94,6 +102,7 @@ class StableDiffusionModel:
     fetcher (``INPUT_URL_FETCH``). ``refiner_path``: an SDXL refiner folder, for SDXL only.
     ``first_block_cache``: the lossy first-block cache's threshold for a transformer (0: off;
     ``SD_FIRST_BLOCK_CACHE``).
+    ``loras`` finds the LoRA files jobs name (None: jobs' LoRA fields are refused).
     """
 
     def __init__(
@@ -114,6 +123,7 @@ class StableDiffusionModel:
         batch_wait_s: float = 0.02,
         refiner_path: str | None = None,
         first_block_cache: float = 0.0,
+        loras: LoraLibrary | None = None,
     ) -> None:
         self.model_path = model_path
         self.spec: FamilySpec | None = family if isinstance(family, FamilySpec) else None
@@ -134,6 +144,15 @@ class StableDiffusionModel:
         self.first_block_cache = first_block_cache
         self.setup = DeviceSetup("none")  # where and how the pipeline runs, once loaded
         self.refiner: Refiner | None = None  # once loaded with a refiner_path
+        self.loras = loras
+        if loras is not None and fuse_qkv:
+            # A LoRA's q/k/v layers would find them fused into one projection and change
+            # nothing: LoRA jobs need the projections as they were trained on.
+            log.warning("fused QKV projections skipped: LoRAs are on (LORA_DIR or "
+                        "LORA_URL_FETCH) and apply to the unfused ones",
+                        extra={"event": "fuse_qkv_skipped"})
+            self.fuse_qkv = False
+        self.adapters: LoraAdapters | None = None  # once loaded with loras
         self.device: str | None = None  # the device in use, once loaded
         self.compilation: Compilation | None = None  # once loaded with compile on
         self._torch: Any = None
@@ -182,6 +201,10 @@ class StableDiffusionModel:
         except Exception as exc:
             error = job_error(torch, exc, device=device, oom_advice="moving the pipeline there")
             raise type(error)(f"could not move the pipeline to {device}: {describe(exc)}") from None
+        if self.loras is not None:
+            self.adapters = LoraAdapters(self.loras.limits.cache_max, family_label=spec.label,
+                                         unload_for_base=self.compile_options is not None)
+            self.adapters.prepare(pipe)
         self._variants, unavailable = pipelines.make_variants(diffusers, spec, pipe)
         if self.refiner_path is not None:
             phase("weights")
@@ -227,9 +250,12 @@ class StableDiffusionModel:
         if spec is None:  # unknown until the weights are read, by load()
             raise ModelError(NOT_LOADED)
         params = parse_family_input(job_input, spec, self.limits, fetch_urls=self.fetch_urls,
-                                    refiner=self.refiner_path is not None)
+                                    refiner=self.refiner_path is not None,
+                                    loras=self.lora_policy)
         self._require_loaded()
         self._check_servable(params)
+        ctx.check_cancelled()
+        loras = self.loras.resolve(params.adapters) if self.loras and params.adapters else ()
         ctx.check_cancelled()
         images = prepare_images(params, spec, self.images, self.limits)
         self._check_servable(params, images)
@@ -237,7 +263,7 @@ class StableDiffusionModel:
         first = params.seed if params.seed is not None else secrets.randbelow(SEED_MAX + 1)
         seeds = [(first + i) % (SEED_MAX + 1) for i in range(params.num_outputs)]
         stages = job_stages(self.refiner, self._schedulers, params, images)
-        work = Work(params, images, seeds, stages)
+        work = Work(params, images, seeds, stages, loras)
         pixels = self.device_queue.submit(work, key=batch_key(work), rows=len(seeds), ctx=ctx)
         ctx.check_cancelled()
         notes = {"notes": list(params.notes)} if params.notes else {}  # what was ignored, why
@@ -259,6 +285,11 @@ class StableDiffusionModel:
     def fetch_urls(self) -> bool:
         """Whether ``init_image``/``mask`` may be http(s) URLs (the loader has a fetcher)."""
         return self.images.fetcher is not None
+
+    @property
+    def lora_policy(self) -> LoraPolicy:
+        """Which LoRA sources jobs may name (none without a LoRA library)."""
+        return self.loras.policy if self.loras is not None else OFF
 
     @property
     def variants(self) -> dict[str, Any]:
@@ -319,9 +350,12 @@ class StableDiffusionModel:
         if first.params.scheduler is not None:
             pipe.scheduler = self._schedulers[first.params.scheduler]
         try:
+            if self.adapters is not None:  # every job of a batch has the same LoRA set
+                self.adapters.activate(self._torch, self._pipe, first.loras,
+                                       device=str(self.device))
             return generate(self._torch, pipe, self.spec, works, on_step,
                             device=str(self.device), compilation=self.compilation,
-                            warming=warming, refiner=refiner)
+                            warming=warming, refiner=refiner, eager=bool(first.loras))
         except DeviceLost as exc:
             self._lost = str(exc)
             raise

@@ -46,6 +46,9 @@ from domain.errors import ModelError
 log = logging.getLogger("podworker.model")
 
 TRANSFORMER_FAMILIES = frozenset({Family.SD3, Family.FLUX})
+DIRECT_DEVICE = "cuda"
+"""The device weights are loaded straight onto (diffusers' ``device_map`` takes "cuda", not
+"cuda:N")."""
 WARMUP_STEPS = 2
 
 
@@ -141,13 +144,21 @@ def first_block_cache(diffusers: Any, spec: FamilySpec, pipe: Any, threshold: fl
 
 
 def load_pipeline(
-    diffusers: Any, spec: FamilySpec, source: str, *, dtype: Any, allow_download: bool
+    diffusers: Any, spec: FamilySpec, source: str, *, dtype: Any, allow_download: bool,
+    device: str | None = None,
 ) -> Any:
-    """The family's text-to-image pipeline from ``source``. Raises ``ModelError``."""
+    """The family's text-to-image pipeline from ``source``. Raises ``ModelError``.
+
+    On ``device="cuda"`` the weights are read from their safetensors files straight onto the
+    GPU (diffusers' ``device_map="cuda"``: modules made empty, then filled on the device), with
+    no full copy in host memory first; any other device loads on the host (the caller moves the
+    pipeline). ``bench/load_time.py`` times both."""
     pipeline_class = getattr(diffusers, spec.text2img)
     extra: dict[str, Any] = {}
     if spec.family is Family.SD:  # the only family with a safety checker: not loaded
         extra = {"safety_checker": None, "requires_safety_checker": False}
+    if device == DIRECT_DEVICE:
+        extra["device_map"] = device
     try:
         pipe = pipeline_class.from_pretrained(
             source, **dtype_argument(dtype), local_files_only=not allow_download, **extra

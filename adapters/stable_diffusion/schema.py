@@ -22,11 +22,14 @@ default 0.8, only with ``init_image``; ``int(steps * prompt_strength)`` must be 
 Images are checked here for their shape only (base64, a data URL, or a URL when
 ``fetch_urls``) and loaded by :func:`.job_images.prepare_images`; without width/height an
 ``init_image``'s own size is used. SDXL also takes the refiner's fields (:mod:`.refiner_fields`).
+Every family takes the LoRA fields (:mod:`.lora_fields`: ``loras``, and the shorthand ``lora``
+with ``lora_scale``); what the worker's LoRA set-up allows is passed in as a ``LoraPolicy``.
 No environment, no torch, no Pillow.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
 from collections.abc import Mapping
@@ -40,12 +43,13 @@ from pydantic import (
     PrivateAttr,
     ValidationError,
     ValidationInfo,
+    field_serializer,
     field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
-from adapters.stable_diffusion import refiner_fields, template_fields
+from adapters.stable_diffusion import lora_fields, refiner_fields, template_fields
 from adapters.stable_diffusion.families import SPECS, Family, FamilySpec
 from adapters.stable_diffusion.field_checks import (
     checked_integer,
@@ -95,6 +99,18 @@ class FamilyInput(BaseModel):
     use_refiner: bool = False
     refiner_inference_steps: int | None = None
     high_noise_frac: float | None = None
+    loras: tuple[lora_fields.LoraRequest, ...] = ()
+    lora: str | None = None
+    lora_scale: float | None = None
+
+    @field_serializer("loras")
+    def _loras_out(self, loras: tuple[lora_fields.LoraRequest, ...]) -> list[dict[str, Any]]:
+        return [dataclasses.asdict(lora) for lora in loras]
+
+    @property
+    def adapters(self) -> tuple[lora_fields.LoraRequest, ...]:
+        """Every LoRA the job asks for (``loras``, or the ``lora`` shorthand), in order."""
+        return lora_fields.requested(self.loras, self.lora, self.lora_scale)
 
     _notes: tuple[str, ...] = PrivateAttr(default=())
 
@@ -234,6 +250,20 @@ class FamilyInput(BaseModel):
             max_steps=limits.max_steps)
 
 
+    @field_validator(*lora_fields.LORA_FIELDS, mode="plain")
+    @classmethod
+    def _lora(cls, value: Any, info: ValidationInfo) -> Any:
+        context = info.context if isinstance(info.context, dict) else {}
+        policy = context.get("loras")
+        policy = policy if isinstance(policy, lora_fields.LoraPolicy) else lora_fields.OFF
+        given = _context(info)[2]
+        if info.field_name == "loras":
+            return lora_fields.checked_loras(value, policy=policy, given=given)
+        if info.field_name == "lora":
+            return lora_fields.checked_lora(value, policy=policy)
+        return lora_fields.checked_lora_scale(value, given=given)
+
+
 def parse_family_input(
     raw: Mapping[str, Any],
     spec: FamilySpec,
@@ -241,19 +271,21 @@ def parse_family_input(
     *,
     fetch_urls: bool = False,
     refiner: bool = False,
+    loras: lora_fields.LoraPolicy = lora_fields.OFF,
 ) -> FamilyInput:
     """Validate one job's input for ``spec``'s family against ``limits``.
 
     ``fetch_urls`` is the setting ``INPUT_URL_FETCH``: without it an image given as a URL is
     refused here, before any work; ``refiner`` (an SDXL refiner is loaded) makes
-    ``use_refiner`` default to true. Raises ``InvalidInput`` naming every bad field, in one line.
+    ``use_refiner`` default to true; ``loras`` says which LoRA sources the worker takes (none
+    by default). Raises ``InvalidInput`` naming every bad field, in one line.
     """
     if not isinstance(raw, Mapping):
         raise InvalidInput(f"invalid input: must be a JSON object (got {show_value(raw)})")
     job, sent_as, notes = template_fields.translated(raw)
     given = frozenset(k for k, v in job.items() if v is not None)
     context = {"spec": spec, "limits": limits or DEFAULT_LIMITS, "given": given,
-               "fetch_urls": fetch_urls, "refiner": refiner}
+               "fetch_urls": fetch_urls, "refiner": refiner, "loras": loras}
     try:
         params = FamilyInput.model_validate(job, context=context)
     except ValidationError as exc:

@@ -110,7 +110,7 @@ def test_every_fuzzed_job_gets_one_clear_answer_and_the_worker_keeps_running(
             assert result.error == error
         else:
             assert result.error is None, result.error
-            assert result.output["input"] == parse_sd(job_input).model_dump()
+            assert result.output["input"] == parse_sd(job_input).model_dump(mode="json")
             stored = Path(result.output["image"]).resolve()
             assert stored.is_relative_to(outputs.resolve()) and stored.is_file()
         if result.error is not None:

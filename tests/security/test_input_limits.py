@@ -125,6 +125,7 @@ def test_no_input_field_can_name_an_image_to_download_while_url_fetching_is_off(
         "SDXL has a refiner)",
         "refiner_inference_steps": "refiner_inference_steps: must be an integer (got 'http",
         "high_noise_frac": "high_noise_frac: must be a number (got 'http"}
+    refusals |= {field: f"{field}: LoRA is off on this worker" for field in ("lora", "loras")}
     for field, message in sorted(refusals.items()):
         job_input: dict[str, Any] = {"prompt": "a cat", field: url}
         with pytest.raises(InvalidInput, match=re.escape(message)):

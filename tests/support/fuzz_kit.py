@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from adapters.local.echo_model import TINY_PNG
 from adapters.stable_diffusion.families import Family, family_spec
 from adapters.stable_diffusion.limits import UNSUPPORTED_FIELDS, SdLimits
+from adapters.stable_diffusion.lora_fields import LORA_FIELDS
 from adapters.stable_diffusion.schedulers import SCHEDULER_NAMES
 from adapters.stable_diffusion.schema import FamilyInput, field_names, parse_family_input
 from domain.job import MAX_ANSWERED_ID_LENGTH, MAX_JOB_ID_LENGTH, Artifact
@@ -120,9 +121,10 @@ def runnable_id(job_id: str) -> bool:
 # --- Stable Diffusion inputs ---------------------------------------------------------------
 FUZZ_LIMITS = SdLimits(max_prompt_chars=300, max_pixels=512 * 768, max_outputs=3, max_steps=40)
 SD = family_spec(Family.SD.value)
-FIELD_NAMES = field_names(SD)
+FIELD_NAMES = tuple(name for name in field_names(SD) if name not in LORA_FIELDS)
 """The fields an SD 1.x job may send, as the production schema (:mod:`adapters.stable_diffusion.
-schema`) has them."""
+schema`) has them, but the LoRA fields: the fuzzed schema has no LoRA set-up, so it refuses them
+whatever they hold (tests/unit/test_sd_lora_fields.py checks them)."""
 _PNG_B64 = base64.b64encode(TINY_PNG).decode()
 
 

@@ -94,7 +94,8 @@ def test_diffusers_own_names_point_to_the_template_names() -> None:
 
 
 def test_template_fields_this_worker_lacks_are_called_unsupported() -> None:
-    assert "lora: not supported by this worker" in problems({"prompt": "a", "lora": "x"}, "sd")
+    assert "controlnet: not supported by this worker" in problems(
+        {"prompt": "a", "controlnet": "x"}, "sd")
 
 
 def test_types_are_strict_as_in_the_sd_schema() -> None:

@@ -38,6 +38,9 @@ def test_a_prompt_alone_gets_the_documented_defaults() -> None:
         "use_refiner": False,
         "refiner_inference_steps": None,
         "high_noise_frac": None,
+        "loras": [],
+        "lora": None,
+        "lora_scale": None,
     }
 
 
