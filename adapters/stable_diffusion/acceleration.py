@@ -12,14 +12,17 @@ What compiling promises (``MODEL_COMPILE=true``):
   (``DeviceLost``, the pod restarts). Falling back frees the CUDA graphs' memory pools.
 - **No compile inside a job.** Graphs are static (``dynamic=False``) and made at load, on the
   model thread, for every shape a job can ask for: each size in ``SD_SIZES`` (512x512 when
-  unset) times every denoiser batch (``n`` images without guidance, ``2n`` with, for ``n`` up
-  to ``SD_MAX_OUTPUTS``). The UNet's timestep is handed over as float32 whatever the
-  scheduler's dtype (int64 for DDIM, PNDM, DPM++; float for Euler, Heun, K-LMS): the UNet embeds
-  it in float32 anyway, so one graph serves every scheduler. Inputs are handed over contiguous,
-  whatever layout the pipeline made them in (img2img's latents come from a channels-last VAE),
-  so the layout the warm-up compiled for is the layout every job brings. Jobs run under
-  dynamo's ``eager_on_recompile`` stance: a shape nobody warmed runs uncompiled rather than
-  compiling mid-job, where a cancel could not interrupt it.
+  unset) times every denoiser batch (``n`` images without guidance, ``2n`` with). A call is
+  padded to a few row counts (:func:`batch_rows`: 1, 2, 4, 8... up to the most images a call may
+  make), its extra rows dropped after, so 8 images take 5 UNet graphs per size, not 12. A row
+  count that runs out of memory at warm-up is dropped with the larger ones (see
+  :func:`.generation.warm_up`): the worker serves the rest. The UNet's timestep is handed over
+  as float32 whatever the scheduler's dtype (int64 for DDIM, PNDM, DPM++; float for Euler, Heun,
+  K-LMS): the UNet embeds it in float32 anyway, so one graph serves every scheduler. Inputs are
+  handed over contiguous, whatever layout the pipeline made them in (img2img's latents come from
+  a channels-last VAE), so the layout the warm-up compiled for is the layout every job brings.
+  Jobs run under dynamo's ``eager_on_recompile`` stance: a shape nobody warmed runs uncompiled
+  rather than compiling mid-job, where a cancel could not interrupt it.
 - **UNets whole, transformers by block.** A UNet is compiled as one graph; a transformer (SD3,
   Flux) has its repeated blocks compiled (regional compilation: one graph serves every block of
   a kind, so compiling takes seconds, not minutes).
@@ -122,16 +125,29 @@ def speed_up(torch: Any, pipe: Any, *, channels_last: bool, fuse_qkv: bool) -> N
             module.to(memory_format=torch.channels_last)
 
 
+def batch_rows(max_rows: int) -> list[int]:
+    """The rows a compiled call is padded to: the powers of two below ``max_rows``, then
+    ``max_rows`` itself (1, 2, 4, 8 for 8; 1, 2, 4, 6 for 6), so a worker compiles a few graphs
+    per size rather than one per row count, and a call never has more rows than it allows."""
+    rows = [1 << k for k in range(max(1, max_rows).bit_length()) if 1 << k < max_rows]
+    return [*rows, max(1, max_rows)]
+
+
+def padded_rows(rows: int, max_rows: int) -> int:
+    """The smallest of :func:`batch_rows` that holds ``rows`` (``rows`` itself beyond them)."""
+    return next((n for n in batch_rows(max_rows) if n >= rows), rows)
+
+
 def warmup_plan(
     sizes: Sequence[tuple[int, int]], max_outputs: int
 ) -> list[tuple[int, int, int, bool]]:
-    """``(width, height, outputs, guided)`` jobs that make every graph a job can need, each
-    once: per size, ``n`` outputs with guidance (UNet batch 2n, VAE batch n), and without
-    (UNet batch n) when no earlier job made that UNet batch."""
+    """``(width, height, outputs, guided)`` jobs that make every graph a padded call can need
+    (:func:`batch_rows`), each once: per size, ``n`` outputs with guidance (UNet batch 2n, VAE
+    batch n), and without (UNet batch n) when no earlier job made that UNet batch."""
     plan: list[tuple[int, int, int, bool]] = []
     for width, height in sizes:
         unet_batches: set[int] = set()
-        for n in range(1, max_outputs + 1):
+        for n in batch_rows(max_outputs):
             plan.append((width, height, n, True))
             unet_batches.add(2 * n)
             if n not in unet_batches:
@@ -142,8 +158,8 @@ def warmup_plan(
 
 def unet_graphs(sizes: Sequence[tuple[int, int]], max_outputs: int) -> int:
     """How many UNet graphs :func:`warmup_plan` makes."""
-    batches = {n for n in range(1, max_outputs + 1)} | {2 * n for n in range(1, max_outputs + 1)}
-    return len(sizes) * len(batches)
+    served = batch_rows(max_outputs)
+    return len(sizes) * len(set(served) | {2 * n for n in served})
 
 
 def repeated_blocks(module: Any) -> list[Any]:
@@ -174,15 +190,17 @@ class Compilation:
 
     ``denoiser`` is ``"unet"`` (compiled whole) or ``"transformer"`` (its repeated blocks);
     ``device`` and ``model`` key the compile cache; ``probe`` tells whether the device still
-    answers (default :func:`device_alive`)."""
+    answers (default :func:`device_alive`); calls are padded to :func:`batch_rows` of
+    ``max_rows``."""
 
     def __init__(
         self, torch: Any, pipe: Any, options: CompileOptions, *, graphs: int,
         denoiser: str = "unet", device: str = "cpu", model: str = "",
-        probe: Callable[[], bool] | None = None,
+        probe: Callable[[], bool] | None = None, max_rows: int = 1,
     ) -> None:
         self.torch = torch
         self.options = options
+        self.max_rows = max_rows  # the most rows a call makes (lowered by a warm-up's OOM)
         self.device = device
         self.probe = probe or (lambda: device_alive(torch, device))
         self.failure: str | None = None  # why compiling was turned off, once it was
@@ -216,6 +234,10 @@ class Compilation:
     @property
     def active(self) -> bool:
         return self.failure is None
+
+    def padded(self, rows: int) -> int:
+        """The rows a compiled call of ``rows`` images runs with (:func:`padded_rows`)."""
+        return padded_rows(rows, self.max_rows)
 
     def fail(self, exc: Exception) -> None:
         """Turn compiling off for good (one warning), keeping the uncompiled forwards, and give

@@ -9,8 +9,10 @@ What a call promises (the model runs it on its device thread):
   the memory given back first; ``PodworkerError``s from the step callback (a job stopped, every
   job of a batch stopped) pass unchanged;
 - with ``compilation``, no graph is compiled during a job (``serving``); while ``warming``, they
-  are; with ``eager`` (jobs with LoRAs, whose layers the graphs were not traced on) the compiled
-  forwards are not used at all (dynamo's ``force_eager`` stance);
+  are; a compiled call is padded to the next of its few row counts (``Compilation.padded``: the
+  last job's last seed repeated) and the extra images dropped; with ``eager`` (jobs with LoRAs,
+  whose layers the graphs were not traced on) the compiled forwards are not used at all
+  (dynamo's ``force_eager`` stance);
 - jobs with ``use_refiner`` (one key: all of them or none) go through two calls, both in
   ``inference_mode``: the base to ``high_noise_frac`` as latents, then ``refiner`` from there
   (:mod:`.refiner`), on the same generators, the step reporter moved to its second stage.
@@ -19,11 +21,13 @@ What a call promises (the model runs it on its device thread):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from adapters.stable_diffusion import pipelines
-from adapters.stable_diffusion.acceleration import Compilation, warmup_plan
+from adapters.stable_diffusion.acceleration import Compilation, batch_rows, warmup_plan
 from adapters.stable_diffusion.batches import Work, batch_arguments
 from adapters.stable_diffusion.families import FamilySpec
 from adapters.stable_diffusion.faults import free_memory, job_error
@@ -33,6 +37,8 @@ from adapters.stable_diffusion.refiner import refiner_arguments
 from adapters.stable_diffusion.steps import StepReporter
 from domain.errors import DeviceLost, ModelError, OutOfMemory, PodworkerError
 
+log = logging.getLogger("podworker.model")
+
 
 def generate(
     torch: Any, pipe: Any, spec: FamilySpec, works: list[Work], on_step: StepReporter | None, *,
@@ -41,6 +47,9 @@ def generate(
 ) -> Any:
     """uint8 pixels (rows x H x W x 3) for ``works`` from one call of ``pipe`` (two, with
     ``refiner``, the refiner pipeline, when the jobs ask for it)."""
+    rows = sum(len(work.seeds) for work in works)
+    if compilation is not None and compilation.active and not eager:
+        works = padded(works, compilation.padded(rows) - rows)
     first = works[0]
     seeds = [seed for work in works for seed in work.seeds]
     generators = [torch.Generator(device="cpu").manual_seed(seed) for seed in seeds]
@@ -59,14 +68,14 @@ def generate(
                     on_step.next_stage()
                 images = refiner(**refiner_arguments(works, images, generators=generators,
                                                      on_step=on_step)).images
-            return to_pixels(torch, images)
+            return to_pixels(torch, images[:rows])
     except PodworkerError:
         raise  # ExecutionTimeout / JobCancelled / BatchAbandoned from the step callback
     except Exception as exc:
         jobs = f" for {len(works)} jobs" if len(works) > 1 else ""
         error = job_error(
             torch, exc, device=device,
-            oom_advice=f"making {len(seeds)} image(s) of {first.images.width}x"
+            oom_advice=f"making {rows} image(s) of {first.images.width}x"
             f"{first.images.height}{jobs}: ask for fewer num_outputs or a smaller width/height",
         )
     # The failed call's frames were cleared: give their memory back before reporting.
@@ -75,20 +84,42 @@ def generate(
     raise error from None
 
 
+def padded(works: list[Work], extra: int) -> list[Work]:
+    """``works`` with ``extra`` more rows: the last job's last seed again (images dropped after;
+    a job alone stays one prompt with more ``num_images_per_prompt``)."""
+    if extra <= 0:
+        return works
+    last = works[-1]
+    return [*works[:-1], dataclasses.replace(last, seeds=[*last.seeds, *[last.seeds[-1]] * extra])]
+
+
 def warm_up(
     call: Callable[[list[Work]], Any], spec: FamilySpec, sizes: Sequence[tuple[int, int]], *,
     max_rows: int, compiled: bool,
-) -> None:
+) -> int:
     """Run what jobs will run: with ``compiled``, one short call per graph a call can need (see
-    ``warmup_plan``: every size, every batch up to ``max_rows`` images); without, one image at
-    the first size. Raises ``ModelError`` ("warm-up failed: ...") or ``OutOfMemory``/...."""
+    ``warmup_plan``: every size, every padded batch up to ``max_rows`` images); without, one
+    image at the first size. Returns the most rows a call may make: ``max_rows``, or less when
+    a larger call ran out of memory while compiling (that row count and every larger one are
+    dropped, with a warning; one image that does not fit raises ``OutOfMemory``). Raises
+    ``ModelError`` ("warm-up failed: ...") or ``OutOfMemory``/``DeviceLost``."""
     plan = warmup_plan(sizes, max_rows) if compiled else [(*sizes[0], 1, True)]
+    fit = max_rows
     for width, height, outputs, guided in plan:
+        if outputs > fit:
+            continue
         params = pipelines.warmup_input(spec, width, height, outputs, guided)
         work = Work(params, JobImages("text2img", width, height), list(range(outputs)),
                     (params.num_inference_steps,))
         try:
             call([work])
         except PodworkerError as exc:
+            if isinstance(exc, OutOfMemory) and outputs > 1:
+                fit = max(n for n in batch_rows(max_rows) if n < outputs)
+                log.warning("warm-up: %d images of %dx%d in one call ran out of memory (%s): "
+                            "this worker makes at most %d per call", outputs, width, height,
+                            exc, fit, extra={"event": "warmup_rows_dropped"})
+                continue
             kind = type(exc) if isinstance(exc, ModelError) else ModelError
             raise kind(f"warm-up failed: {exc}") from None
+    return fit

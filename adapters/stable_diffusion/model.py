@@ -164,6 +164,7 @@ class StableDiffusionModel:
         self.device_queue: BatchQueue[Work] = BatchQueue(  # public for tests and the bench
             self._run_batch, max_rows=batch_max, wait_s=batch_wait_s)
         self._max_rows = max(self.limits.max_outputs, self.device_queue.max_rows)  # per call
+        self._rows_fit: int | None = None  # lowered by a warm-up that ran out of memory
 
     # --- the Model port ---------------------------------------------------------------------
 
@@ -231,14 +232,17 @@ class StableDiffusionModel:
                        else contextlib.nullcontext())
             try:
                 with warming:
-                    warm_up(lambda works: self._generate(works, None, warming=True), spec,
-                            self._warm_sizes(), max_rows=self._max_rows,
-                            compiled=self.compilation is not None and self.compilation.active)
+                    fit = warm_up(lambda works: self._generate(works, None, warming=True), spec,
+                                  self._warm_sizes(), max_rows=self._max_rows,
+                                  compiled=self.compilation is not None
+                                  and self.compilation.active)
             except ModelError:
                 self._pipe = None  # a later load() starts again rather than keep a broken pipe
                 self._variants = {}
                 free_memory(torch, on_cuda)
                 raise
+            if fit < self._max_rows:
+                self._fit_rows(fit)
 
     def run(self, job_input: dict[str, Any], ctx: JobContext) -> Any:
         """Generate the images one job asks for; see the module docstring for what it promises.
@@ -304,9 +308,20 @@ class StableDiffusionModel:
         if self._pipe is None:
             raise ModelError(NOT_LOADED)
 
+    def _fit_rows(self, fit: int) -> None:
+        """Calls make at most ``fit`` images from now on (larger ones ran out of memory at
+        warm-up): batches stay within it, and a job asking more images is refused."""
+        self._rows_fit = fit
+        self.device_queue.max_rows = min(self.device_queue.max_rows, fit)
+        if self.compilation is not None:
+            self.compilation.max_rows = fit
+
     def _check_servable(self, params: FamilyInput, images: JobImages | None = None) -> None:
         reason = pipelines.refusal(params, images, unavailable=self._unavailable,
                                    sizes=self.sizes)
+        if reason is None and self._rows_fit is not None and params.num_outputs > self._rows_fit:
+            reason = (f"num_outputs: at most {self._rows_fit} on this worker (more images in "
+                      "one call ran out of GPU memory at warm-up)")
         if reason is not None:
             raise InvalidInput(f"invalid input: {reason}")
 

@@ -123,7 +123,8 @@ def compile_denoiser(
     """The denoiser compiled (see :mod:`.acceleration`): a UNet whole, a transformer (SD3,
     Flux) by its repeated blocks. ``device`` and ``model`` key the compile cache."""
     return Compilation(torch, pipe, options, graphs=unet_graphs(sizes, max_outputs),
-                       denoiser=denoiser_name(spec), device=device, model=model)
+                       denoiser=denoiser_name(spec), device=device, model=model,
+                       max_rows=max_outputs)
 
 
 def first_block_cache(diffusers: Any, spec: FamilySpec, pipe: Any, threshold: float) -> bool:

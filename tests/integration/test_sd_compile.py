@@ -209,3 +209,63 @@ def test_with_batching_every_batch_the_warm_up_planned_runs_without_compiling(
     assert model.device_queue.batch_sizes == {3: 1}
     assert all(len(answer) == 1 for answer in answers.values()), answers
     assert graphs() == warmed, "a batch compiled a new graph"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_a_call_is_padded_to_a_warmed_row_count_and_its_extra_images_dropped(
+    tiny_sd_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.support.sd_batch_kit import assert_same_images, pixels
+
+    monkeypatch.setattr(acceleration, "JOB_STANCE", "fail_on_recompile")
+    compiled = StableDiffusionModel(
+        str(tiny_sd_path), device="cpu", limits=SdLimits(max_outputs=4), sizes=[(64, 64)],
+        compile=CompileOptions(backend="eager", vae=True),
+    )
+    compiled.load()
+    warmed = graphs()
+    assert warmed == 4 + 3  # UNet batches 1, 2, 4 and 8; VAE decoder batches 1, 2 and 4
+
+    three = compiled.run(job(num_outputs=3), QUIET)  # padded to 4 rows, one dropped
+
+    assert graphs() == warmed, "3 images compiled a graph of their own"
+    assert [item["seed"] for item in three] == [5, 6, 7]
+    plain = StableDiffusionModel(str(tiny_sd_path), device="cpu", limits=SdLimits(max_outputs=4))
+    plain.load()
+    alone = pixels(plain.run(job(num_outputs=3), QUIET))
+    assert_same_images(pixels(three), alone, other=pixels(plain.run(job(seed=99), QUIET))[0])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_rows_that_ran_out_of_memory_at_warm_up_are_not_served_and_the_rest_are(
+    tiny_sd_path: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    from adapters.stable_diffusion import model as model_module
+    from domain.errors import InvalidInput, OutOfMemory
+
+    real_generate = model_module.generate
+
+    def small_device(torch: Any, pipe: Any, spec: Any, works: list[Any], *args: Any,
+                     **kwargs: Any) -> Any:
+        if sum(len(work.seeds) for work in works) > 2:
+            raise OutOfMemory("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_generate(torch, pipe, spec, works, *args, **kwargs)
+
+    monkeypatch.setattr(model_module, "generate", small_device)
+    monkeypatch.setattr(acceleration, "JOB_STANCE", "fail_on_recompile")
+    model = StableDiffusionModel(
+        str(tiny_sd_path), device="cpu", limits=SdLimits(max_outputs=4), sizes=[(64, 64)],
+        compile=CompileOptions(backend="eager", state_dir=tmp_path), batch_max=4,
+    )
+
+    model.load()  # loads: 4 images in one call did not fit, 2 did
+
+    assert model.device_queue.max_rows == 2
+    assert model.compilation is not None and model.compilation.active
+    assert model.compilation.marker is not None
+    assert model.compilation.marker.crashed_before() is None, "the next start would run eager"
+    with pytest.raises(InvalidInput, match=r"num_outputs: at most 2 on this worker"):
+        model.run(job(num_outputs=3), QUIET)
+    assert len(model.run(job(num_outputs=2), QUIET)) == 2
