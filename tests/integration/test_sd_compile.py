@@ -242,10 +242,11 @@ def test_a_call_is_padded_to_a_warmed_row_count_and_its_extra_images_dropped(
 def test_rows_that_ran_out_of_memory_at_warm_up_are_not_served_and_the_rest_are(
     tiny_sd_path: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
 ) -> None:
+    from adapters.stable_diffusion import generation
     from adapters.stable_diffusion import model as model_module
     from domain.errors import InvalidInput, OutOfMemory
 
-    real_generate = model_module.generate
+    real_generate = generation.generate
 
     def small_device(torch: Any, pipe: Any, spec: Any, works: list[Any], *args: Any,
                      **kwargs: Any) -> Any:
