@@ -68,6 +68,13 @@ class RunningJob:
         if self._on_progress is not None:
             self._on_progress(self.job.id, update)
 
+    @property
+    def platform_fields(self) -> dict[str, Any]:
+        """The job's top-level fields beside ``id`` and ``input``, as taken (RunPod's
+        ``s3Config``...): an optional capability of a context, beyond ``JobContext``, read by
+        the SDK handler adapter, whose handlers see the whole job."""
+        return self.job.platform_fields
+
     def ask_for_fresh_worker(self) -> None:
         """Replace this worker once the job's result is delivered (RunPod's ``refresh_worker``):
         the result asks the platform for a fresh worker (``"stopPod": true``), and the controller,

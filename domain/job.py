@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 MAX_JOB_ID_LENGTH = 256
@@ -29,13 +29,17 @@ class Job:
 
     ``taken_at`` is the monotonic time (seconds) the worker received it. ``problem`` is set when
     the envelope was malformed (for example ``input`` was not a JSON object); such a job is
-    answered with an ``InvalidInput`` error and never reaches the model.
+    answered with an ``InvalidInput`` error and never reaches the model. ``platform_fields``
+    holds the job's other top-level fields as taken (RunPod's ``s3Config``, ``webhook``...):
+    an SDK handler sees them in its job, as under RunPod's SDK; they are kept out of ``repr``
+    (``s3Config`` holds credentials) and never logged.
     """
 
     id: str
     input: dict[str, Any]
     taken_at: float
     problem: str | None = None
+    platform_fields: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
 class Artifact:
@@ -183,7 +187,8 @@ def job_from_wire(payload: object, now: float) -> Job | None:
         if "input" not in payload:
             problem += unwrapped_hint(payload)
         return Job(job_id, {}, now, problem=problem)
-    return Job(job_id, raw_input, now)
+    fields = {key: value for key, value in payload.items() if key not in ("id", "input")}
+    return Job(job_id, raw_input, now, platform_fields=fields)
 
 
 def id_problem(job_id: str) -> str | None:

@@ -1,6 +1,6 @@
 """The client's side: what ``runpod.Endpoint`` calls under ``/v2/<endpoint id>/``.
 
-    POST /run {"input", "id"?}   {"id", "status": "IN_QUEUE"}
+    POST /run {"input", "id"?, "s3Config"?}   {"id", "status": "IN_QUEUE"}
     POST /runsync                waits up to ``runsync_wait_s`` for a final status, then
                                  answers the status as it is (not final: poll /status)
     GET  /status/<id>            {"id", "status", "delayTime", "executionTime", "workerId",
@@ -30,6 +30,11 @@ from fakeplatform.worker_routes import Request
 _UNKNOWN = Reply.json(404, {"error": "unknown job"})
 
 
+PASSED_ON = ("s3Config",)
+"""Fields of a run body the platform hands the worker with the job, beside ``id`` and ``input``:
+the bucket an SDK handler's ``rp_upload`` may upload to."""
+
+
 def _queue_from(state: PlatformState, req: Request) -> str | Reply:
     """Queue the job a run body describes: its id, or the 4xx answer saying what is wrong."""
     try:
@@ -42,7 +47,8 @@ def _queue_from(state: PlatformState, req: Request) -> str | Reply:
     if raw_id is not None and (not isinstance(raw_id, str) or not raw_id):
         return Reply.json(400, {"error": "id must be a non-empty string"})
     try:
-        return state.submit(data["input"], raw_id)
+        fields = {key: data[key] for key in PASSED_ON if key in data}
+        return state.submit(data["input"], raw_id, fields)
     except ValueError as exc:
         return Reply.json(409, {"error": str(exc)})
 

@@ -67,10 +67,12 @@ class PlatformState:
         self.retried: list[str] = []
 
     # --- jobs in --------------------------------------------------------------------------
-    def submit(self, job_input: Any, job_id: str | None = None) -> str:
-        """Queue ``{"id", "input"}``; returns the id. Raises ``ValueError`` on a taken id."""
+    def submit(self, job_input: Any, job_id: str | None = None,
+               fields: dict[str, Any] | None = None) -> str:
+        """Queue ``{"id", "input"}`` with the platform's other ``fields`` (``s3Config``...);
+        returns the id. Raises ``ValueError`` on a taken id."""
         job_id = job_id if job_id is not None else self.new_id()
-        self.submit_raw({"id": job_id, "input": job_input})
+        self.submit_raw({**(fields or {}), "id": job_id, "input": job_input})
         return job_id
 
     def submit_raw(self, payload: Any) -> str | None:

@@ -4,7 +4,8 @@ Exists so that a handler written for ``runpod.serverless.start`` runs under podw
 (outbox, deadlines, heartbeat, job-stop, idle TTL, metrics) without a change. What it promises:
 
 - ``load()`` runs the handler file (``handler_file.run_handler_file``): its import is the load;
-- each job calls the handler with ``{"id": <job id>, "input": <input>}``, as the SDK does. How
+- each job calls the handler with ``{"id": <job id>, "input": <input>}`` and the job's other
+  fields as the platform gave them (``s3Config``, for ``rp_upload``), as the SDK does. How
   it runs follows the handler: a plain ``def`` on the worker's threads (``CONCURRENCY`` or the
   handler's ``concurrency_modifier`` of them: sync handlers really run side by side, where the
   SDK runs them one at a time on its event loop), ``async def`` as tasks on the worker's event
@@ -146,7 +147,8 @@ class HandlerModel:
 
     @staticmethod
     def _job(job_input: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
-        return {"id": ctx.job_id, "input": job_input}
+        fields = getattr(ctx, "platform_fields", None) or {}
+        return {**fields, "id": ctx.job_id, "input": job_input}
 
     @contextlib.contextmanager
     def _running(self, ctx: JobContext) -> Iterator[None]:

@@ -49,6 +49,11 @@ class Case:
     env: dict[str, str] = field(default_factory=dict)
     progress: dict[str, int] = field(default_factory=dict)  # job id -> updates to wait for
     s3: bool = False  # rp_upload to a bucket (moto on loopback)
+    fields: dict[str, dict[str, Any]] = field(default_factory=dict)  # job id -> s3Config...
+
+
+JOB_BUCKET = "bucket-of-the-request"
+JOB_SECRET = "request-secret-Zq81vT"  # the request's own S3 secret: never in podworker's log
 
 
 CASES = [
@@ -69,6 +74,10 @@ CASES = [
         "pr-3": {"workflow": "upscale", "refresh": True},
     }, progress={"pr-1": 1, "pr-2": 1, "pr-3": 1}),
     Case("local_server.py", {"ls-1": {"text": "hello"}, "ls-2": {"text": "proxy me"}}),
+    Case("bucket_per_job.py", {"bk-1": {"text": "to the request's bucket"}, "bk-2": {}},
+         s3=True, fields={"bk-1": {"s3Config": {
+             "bucketName": JOB_BUCKET, "accessId": FAKE_ACCESS_KEY_ID,
+             "accessSecret": JOB_SECRET, "endpointUrl": "<s3>"}}}),
     Case("raises.py", {"rs-1": {"number": 4}, "rs-2": {}}),
     Case("raises.py", {"gen-1": {"count": 3}, "gen-2": {"count": 3, "raise_at": 1}},
          env={"HANDLER": "generator"}),
@@ -86,7 +95,7 @@ def run_side(side: Side, case: Case, python: Path, folder: Path,
     run (for its log) and the worker's exit code."""
     with FakeJobApiServer(long_poll_s=0.5, api_key=API_KEY) as platform:
         for job_id, job_input in case.jobs.items():
-            platform.submit(job_input, job_id=job_id)
+            platform.submit(job_input, job_id, with_endpoint(case.fields.get(job_id), env))
         run = HandlerRun(side, python, platform, case.handler, folder, case.args,
                          {**case.env, **env})
         try:
@@ -100,6 +109,15 @@ def run_side(side: Side, case: Case, python: Path, folder: Path,
         finally:
             code = run.stop()
     return views, run, code
+
+
+def with_endpoint(fields: dict[str, Any] | None, env: dict[str, str]) -> dict[str, Any] | None:
+    """``fields`` with the S3 server's address in place of ``<s3>`` in an ``s3Config``."""
+    if not fields or "s3Config" not in fields:
+        return fields
+    config = {key: env["BUCKET_ENDPOINT_URL"] if value == "<s3>" else value
+              for key, value in fields["s3Config"].items()}
+    return {**fields, "s3Config": config}
 
 
 def podworker_differences(sdk: View) -> View:
@@ -151,7 +169,9 @@ def test_each_handler_shows_a_client_what_the_sdk_shows_but_for_the_documented_d
     env: dict[str, str] = {}
     if case.s3:
         s3: S3Server = request.getfixturevalue("s3_server")
-        s3.create_bucket(time.strftime("%m-%y"))  # rp_upload's bucket when none is named
+        existing = {bucket["Name"] for bucket in s3.client().list_buckets()["Buckets"]}
+        for bucket in {time.strftime("%m-%y"), JOB_BUCKET} - existing:  # the session's server
+            s3.create_bucket(bucket)  # the month's: rp_upload's bucket when none is named
         env = {"BUCKET_ENDPOINT_URL": s3.endpoint_url, "BUCKET_ACCESS_KEY_ID": FAKE_ACCESS_KEY_ID,
                "BUCKET_SECRET_ACCESS_KEY": FAKE_SECRET_ACCESS_KEY}
     sdk, _, _ = run_side("sdk", case, python, tmp_path / "sdk", env)
@@ -198,6 +218,14 @@ def check_generator(case: Case, views: dict[str, View], run: HandlerRun, code: i
     assert views["gen-1"]["output"] == []  # not aggregated: an empty list, as the SDK sends
 
 
+def check_bucket_per_job(case: Case, views: dict[str, View], run: HandlerRun,
+                         code: int) -> None:
+    assert views["bk-1"]["status"] == "COMPLETED"
+    assert views["bk-1"]["output"]["bucket"] == JOB_BUCKET  # the request's s3Config reached it
+    assert views["bk-2"]["error"] == "this worker needs an s3Config with the request"
+    assert JOB_SECRET not in run.log()
+
+
 def check_async_stream(case: Case, views: dict[str, View], run: HandlerRun, code: int) -> None:
     chunks = [{"index": 0, "token": "one"}, {"index": 1, "token": "two"},
               {"index": 2, "token": "three"}]
@@ -212,6 +240,7 @@ CHECKS: dict[str, PodworkerCheck] = {
     "raises.py": check_raises,
     "raises.pygenerator": check_generator,
     "async_stream.py": check_async_stream,
+    "bucket_per_job.py": check_bucket_per_job,
 }
 
 

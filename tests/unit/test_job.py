@@ -17,6 +17,16 @@ def test_a_well_formed_job_is_read_with_its_id_input_and_time() -> None:
     assert (job.id, job.input, job.taken_at, job.problem) == ("abc-1", {"prompt": "x"}, 12.5, None)
 
 
+def test_the_platforms_other_fields_are_kept_for_handlers_and_never_shown_in_repr() -> None:
+    config = {"bucketName": "b", "accessId": "AKIAEXAMPLE", "accessSecret": "s3cr3t-value"}
+    job = job_from_wire({"id": "j", "input": {}, "s3Config": config, "webhook": "https://x"},
+                        now=0)
+
+    assert job is not None
+    assert job.platform_fields == {"s3Config": config, "webhook": "https://x"}
+    assert "s3cr3t" not in repr(job) and "AKIA" not in repr(job)
+
+
 def test_a_numeric_id_is_read_as_a_string() -> None:
     job = job_from_wire({"id": 42, "input": {}}, now=0)
     assert job is not None and job.id == "42"
