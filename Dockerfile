@@ -109,7 +109,7 @@ COPY domain ./domain
 COPY adapters/__init__.py ./adapters/
 COPY adapters/http ./adapters/http
 COPY adapters/stable_diffusion ./adapters/stable_diffusion
-COPY app/__init__.py app/__main__.py app/cli.py app/bake.py ./app/
+COPY app/__init__.py app/__main__.py app/cli.py app/signals.py app/bake.py ./app/
 # The hub's download cache is a BuildKit cache mount: kept between builds (a rebuild does not
 # download again), never in the image. The token secret is mounted only for this step, and so is
 # build-inputs/ (where a MODEL_ID of the form build-inputs/NAME is found, relative to /build).

@@ -284,7 +284,9 @@ class RedisJobApi:
         return job_from_wire({"id": job_id, "input": raw_input}, now)
 
     def _refuse_id(self, job_id: str, entry_id: bytes) -> None:
-        """An id the worker cannot carry (too long, control characters): failed here."""
+        """An id no job can be made of (over ``MAX_ANSWERED_ID_LENGTH`` characters, not UTF-8):
+        failed here. Ids the worker can answer but will not run (over 256 characters, control
+        characters) come out as jobs with a ``problem``, answered by the worker's loop."""
         problem = "invalid input: the job id must be printable and at most 256 characters"
         log.warning("job id refused (%s...): %s", job_id[:40].encode("unicode_escape").decode(),
                     problem, extra={"event": "job_id_refused"})

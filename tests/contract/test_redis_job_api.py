@@ -304,14 +304,17 @@ def test_entries_the_worker_cannot_use_are_answered_or_dropped_never_run_as_they
     client.xadd(keys.jobs, {"id": "bad\x07id", "job": json.dumps({"input": {}})})
     api = queue_apis(max_input_bytes=10_000)
     jobs = {j.id: j for j in api.take(job_in_progress=False, max_jobs=8)}
-    assert set(jobs) == {"not-json", "list-input", "huge"}
+    assert set(jobs) == {"not-json", "list-input", "huge", "bad\x07id"}
     assert jobs["not-json"].problem == "the job is not JSON"
+    # an id with a control character is answered with an error (the worker's loop posts it)
+    assert "control or unprintable characters" in (jobs["bad\x07id"].problem or "")
     assert jobs["list-input"].problem == "input must be a JSON object, got a JSON array"
     assert jobs["huge"].problem is not None and "over the limit" in jobs["huge"].problem
     assert jobs["huge"].input == {}
+    api.post_result(JobResult.failure("bad\x07id", jobs["bad\x07id"].problem or ""))
     refused = queue_client.status("bad\x07id")
     assert refused.status == layout.FAILED and "job id" in (refused.error or "")
-    assert pending_of(redis_server, redis_queue) == 3  # the unusable two are acknowledged
+    assert pending_of(redis_server, redis_queue) == 3  # the one without an id is acknowledged
 
 
 def test_redis_unreachable_is_a_transient_error_naming_the_host(queue_apis: QueueApis) -> None:
