@@ -31,26 +31,45 @@ class DeviceSetup:
     vae: str | None = None  # what was done to the VAE, if anything
 
 
-def place_and_speed_up(
-    torch: Any, pipe: Any, *, source: str, device: str, dtype: Any, channels_last: bool,
-    fuse_qkv: bool, batch_rows: int, upcasting_vae: bool = False,
+def offload_needed(
+    torch: Any, *, source: str, device: str, dtype: Any,
     free_bytes: Callable[[], int] | None = None,
-) -> tuple[Any, DeviceSetup]:
-    """``pipe`` on ``device`` and made fast there (module docstring); ``upcasting_vae`` says
-    the pipeline honours its VAE's ``force_upcast`` (SDXL's do; SD 1.x's never upcast);
-    ``free_bytes`` tells the GPU's free memory (default: CUDA's own count). Raises what torch
-    or diffusers raise."""
-    setup = DeviceSetup(device)
+) -> bool:
+    """Whether the weights under ``source`` (and room to run) exceed ``device``'s free memory:
+    decided from the files' headers before any weight is read (so weights that fit can load
+    straight onto the GPU), and said in the log when they do not. False off CUDA.
+    ``free_bytes`` tells the GPU's free memory (default: CUDA's own count)."""
     if not device.startswith("cuda"):
-        return pipe.to(device), setup
+        return False
     free = free_bytes() if free_bytes is not None else int(torch.cuda.mem_get_info(device)[0])
     weights = (placement.weights_bytes(Path(source), dtype.itemsize)
                if Path(source).is_dir() else 0)
-    if placement.needs_offload(weights, free):
-        log.warning(
-            "the weights (%s) do not fit the GPU's free memory (%s) with room to run: loading "
-            "with model CPU offload (each part moves to the GPU while it runs; slower)",
-            placement.gib(weights), placement.gib(free), extra={"event": "model_cpu_offload"})
+    if not placement.needs_offload(weights, free):
+        return False
+    log.warning(
+        "the weights (%s) do not fit the GPU's free memory (%s) with room to run: loading "
+        "with model CPU offload (each part moves to the GPU while it runs; slower)",
+        placement.gib(weights), placement.gib(free), extra={"event": "model_cpu_offload"})
+    return True
+
+
+def place_and_speed_up(
+    torch: Any, pipe: Any, *, source: str, device: str, dtype: Any, channels_last: bool,
+    fuse_qkv: bool, batch_rows: int, upcasting_vae: bool = False,
+    free_bytes: Callable[[], int] | None = None, offload: bool | None = None,
+) -> tuple[Any, DeviceSetup]:
+    """``pipe`` on ``device`` and made fast there (module docstring); ``upcasting_vae`` says
+    the pipeline honours its VAE's ``force_upcast`` (SDXL's do; SD 1.x's never upcast);
+    ``offload`` is :func:`offload_needed`'s answer when the caller asked before loading (else
+    it is asked here, with ``free_bytes``). A pipeline already loaded onto ``device`` is not
+    moved again (``to`` does nothing). Raises what torch or diffusers raise."""
+    setup = DeviceSetup(device)
+    if not device.startswith("cuda"):
+        return pipe.to(device), setup
+    if offload is None:
+        offload = offload_needed(torch, source=source, device=device, dtype=dtype,
+                                 free_bytes=free_bytes)
+    if offload:
         pipe.enable_model_cpu_offload(device=device)
         setup.offloaded = True
     else:

@@ -52,7 +52,7 @@ from adapters.stable_diffusion import pipelines
 from adapters.stable_diffusion.acceleration import Compilation, CompileOptions
 from adapters.stable_diffusion.batches import Work, batch_key
 from adapters.stable_diffusion.device_queue import BatchQueue, Member
-from adapters.stable_diffusion.device_setup import DeviceSetup, place_and_speed_up
+from adapters.stable_diffusion.device_setup import DeviceSetup, offload_needed, place_and_speed_up
 from adapters.stable_diffusion.families import Family, FamilySpec, detect_family
 from adapters.stable_diffusion.faults import describe, free_memory, job_error
 from adapters.stable_diffusion.generation import generate, warm_up
@@ -190,18 +190,18 @@ class StableDiffusionModel:
         quiet_progress_bars()
         dtype = pipelines.family_dtype(torch, spec, on_cuda=on_cuda)
         phase("weights")
-        pipe = pipelines.load_pipeline(
-            diffusers, spec, source, dtype=dtype, allow_download=self.allow_download
-        )
+        offload = self._offload_needed(torch, source, device, dtype)
+        pipe = self._read_weights(diffusers, spec, source, dtype,
+                                  straight_to=device if not offload else None)
         phase("device")
         try:
             pipe, self.setup = place_and_speed_up(
                 torch, pipe, source=source, device=device, dtype=dtype,
                 channels_last=self.channels_last, fuse_qkv=self.fuse_qkv,
-                batch_rows=self._max_rows, upcasting_vae=spec.family == Family.SDXL)
+                batch_rows=self._max_rows, upcasting_vae=spec.family == Family.SDXL,
+                offload=offload)
         except Exception as exc:
-            error = job_error(torch, exc, device=device, oom_advice="moving the pipeline there")
-            raise type(error)(f"could not move the pipeline to {device}: {describe(exc)}") from None
+            raise self._device_error(torch, exc, device) from None
         if self.loras is not None:
             self.adapters = LoraAdapters(self.loras.limits.cache_max, family_label=spec.label,
                                          unload_for_base=self.compile_options is not None)
@@ -307,6 +307,37 @@ class StableDiffusionModel:
             raise DeviceLost(self._lost)
         if self._pipe is None:
             raise ModelError(NOT_LOADED)
+
+    def _offload_needed(self, torch: Any, source: str, device: str, dtype: Any) -> bool:
+        """Model CPU offload or not, decided from the weights' files before they are read."""
+        try:
+            return offload_needed(torch, source=source, device=device, dtype=dtype)
+        except Exception as exc:  # the GPU cannot tell its free memory: it is not usable
+            raise self._device_error(torch, exc, device) from None
+
+    @staticmethod
+    def _device_error(torch: Any, exc: Exception, device: str) -> ModelError:
+        error = job_error(torch, exc, device=device, oom_advice="moving the pipeline there")
+        return type(error)(f"could not move the pipeline to {device}: {describe(exc)}")
+
+    def _read_weights(
+        self, diffusers: Any, spec: FamilySpec, source: str, dtype: Any, *,
+        straight_to: str | None,
+    ) -> Any:
+        """The pipeline, read straight onto ``straight_to`` where diffusers can (``cuda``: no
+        full copy in host memory first), else on the host; a straight load that fails is
+        tried once more on the host, with a warning (an older diffusers, no accelerate)."""
+        if straight_to == pipelines.DIRECT_DEVICE:
+            try:
+                return pipelines.load_pipeline(diffusers, spec, source, dtype=dtype,
+                                               allow_download=self.allow_download,
+                                               device=straight_to)
+            except ModelError as exc:
+                log.warning("loading the weights straight onto %s failed (%s): loading them "
+                            "on the host, then moving them", straight_to, exc,
+                            extra={"event": "direct_load_failed"})
+        return pipelines.load_pipeline(diffusers, spec, source, dtype=dtype,
+                                       allow_download=self.allow_download)
 
     def _fit_rows(self, fit: int) -> None:
         """Calls make at most ``fit`` images from now on (larger ones ran out of memory at

@@ -8,6 +8,7 @@ base layer alone).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,20 @@ def test_the_weights_load_straight_onto_the_gpu(
     assert modules
     for module in modules:
         assert {p.device.type for p in module.parameters()} == {"cuda"}
+
+
+def test_the_workers_load_reads_the_weights_straight_onto_the_gpu(
+    tiny_sd_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    model = StableDiffusionModel(str(tiny_sd_path), device="cuda")
+
+    with caplog.at_level(logging.WARNING, logger="podworker.model"):
+        model.load()
+
+    assert not [r for r in caplog.records if "straight onto" in r.getMessage()]
+    assert model.setup is not None and not model.setup.offloaded
+    assert {p.device.type for p in model.pipeline.unet.parameters()} == {"cuda"}
+    assert len(model.run(JOB, StepContext())) == 1
 
 
 def test_on_cuda_the_job_after_a_lora_job_is_the_base_image_bit_for_bit(
