@@ -13,16 +13,16 @@ What compiling promises (``MODEL_COMPILE=true``):
 - **No compile inside a job.** Graphs are static (``dynamic=False``) and made at load, on the
   model thread, for every shape a job can ask for: each size in ``SD_SIZES`` (512x512 when
   unset) times every denoiser batch (``n`` images without guidance, ``2n`` with). A call is
-  padded to a few row counts (:func:`batch_rows`: 1, 2, 4, 8... up to the most images a call may
-  make), its extra rows dropped after, so 8 images take 5 UNet graphs per size, not 12. A row
-  count that runs out of memory at warm-up is dropped with the larger ones (see
-  :func:`.generation.warm_up`): the worker serves the rest. The UNet's timestep is handed over
-  as float32 whatever the scheduler's dtype (int64 for DDIM, PNDM, DPM++; float for Euler, Heun,
-  K-LMS): the UNet embeds it in float32 anyway, so one graph serves every scheduler. Inputs are
-  handed over contiguous, whatever layout the pipeline made them in (img2img's latents come from
-  a channels-last VAE), so the layout the warm-up compiled for is the layout every job brings.
-  Jobs run under dynamo's ``eager_on_recompile`` stance: a shape nobody warmed runs uncompiled
-  rather than compiling mid-job, where a cancel could not interrupt it.
+  padded to a few row counts (:func:`.warmup_plan.batch_rows`: 1, 2, 4, 8... up to the most
+  images a call may make), its extra rows dropped after, so 8 images take 5 UNet graphs per
+  size, not 12. A row count that runs out of memory at warm-up is dropped with the larger ones
+  (see :func:`.generation.warm_up`): the worker serves the rest. The UNet's timestep is handed
+  over as float32 whatever the scheduler's dtype (int64 for DDIM, PNDM, DPM++; float for Euler,
+  Heun, K-LMS): the UNet embeds it in float32 anyway, so one graph serves every scheduler.
+  Inputs are handed over contiguous, whatever layout the pipeline made them in (img2img's
+  latents come from a channels-last VAE), so the layout the warm-up compiled for is the layout
+  every job brings. Jobs run under dynamo's ``eager_on_recompile`` stance: a shape nobody warmed
+  runs uncompiled rather than compiling mid-job, where a cancel could not interrupt it.
 - **UNets whole, transformers by block.** A UNet is compiled as one graph; a transformer (SD3,
   Flux) has its repeated blocks compiled (regional compilation: one graph serves every block of
   a kind, so compiling takes seconds, not minutes).
@@ -43,7 +43,7 @@ import contextlib
 import gc
 import importlib
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,7 @@ from adapters.stable_diffusion.compile_cache import (
     inductor_folder,
 )
 from adapters.stable_diffusion.faults import describe, forget, is_device_lost, is_out_of_memory
+from adapters.stable_diffusion.warmup_plan import padded_rows
 from domain.errors import DeviceLost, OutOfMemory
 
 log = logging.getLogger("podworker.model")
@@ -125,43 +126,6 @@ def speed_up(torch: Any, pipe: Any, *, channels_last: bool, fuse_qkv: bool) -> N
             module.to(memory_format=torch.channels_last)
 
 
-def batch_rows(max_rows: int) -> list[int]:
-    """The rows a compiled call is padded to: the powers of two below ``max_rows``, then
-    ``max_rows`` itself (1, 2, 4, 8 for 8; 1, 2, 4, 6 for 6), so a worker compiles a few graphs
-    per size rather than one per row count, and a call never has more rows than it allows."""
-    rows = [1 << k for k in range(max(1, max_rows).bit_length()) if 1 << k < max_rows]
-    return [*rows, max(1, max_rows)]
-
-
-def padded_rows(rows: int, max_rows: int) -> int:
-    """The smallest of :func:`batch_rows` that holds ``rows`` (``rows`` itself beyond them)."""
-    return next((n for n in batch_rows(max_rows) if n >= rows), rows)
-
-
-def warmup_plan(
-    sizes: Sequence[tuple[int, int]], max_outputs: int
-) -> list[tuple[int, int, int, bool]]:
-    """``(width, height, outputs, guided)`` jobs that make every graph a padded call can need
-    (:func:`batch_rows`), each once: per size, ``n`` outputs with guidance (UNet batch 2n, VAE
-    batch n), and without (UNet batch n) when no earlier job made that UNet batch."""
-    plan: list[tuple[int, int, int, bool]] = []
-    for width, height in sizes:
-        unet_batches: set[int] = set()
-        for n in batch_rows(max_outputs):
-            plan.append((width, height, n, True))
-            unet_batches.add(2 * n)
-            if n not in unet_batches:
-                plan.append((width, height, n, False))
-                unet_batches.add(n)
-    return plan
-
-
-def unet_graphs(sizes: Sequence[tuple[int, int]], max_outputs: int) -> int:
-    """How many UNet graphs :func:`warmup_plan` makes."""
-    served = batch_rows(max_outputs)
-    return len(sizes) * len(set(served) | {2 * n for n in served})
-
-
 def repeated_blocks(module: Any) -> list[Any]:
     """The blocks of the classes ``module._repeated_blocks`` names (diffusers marks a
     transformer's repeated blocks so; Flux's are), else the members of its
@@ -190,8 +154,8 @@ class Compilation:
 
     ``denoiser`` is ``"unet"`` (compiled whole) or ``"transformer"`` (its repeated blocks);
     ``device`` and ``model`` key the compile cache; ``probe`` tells whether the device still
-    answers (default :func:`device_alive`); calls are padded to :func:`batch_rows` of
-    ``max_rows``."""
+    answers (default :func:`device_alive`); calls are padded to ``batch_rows(max_rows)``
+    (:mod:`.warmup_plan`)."""
 
     def __init__(
         self, torch: Any, pipe: Any, options: CompileOptions, *, graphs: int,

@@ -1,7 +1,8 @@
 """The pipeline put on its device and made fast there, in one place for the model's load.
 
-In order: placed (all on the GPU, or with model CPU offload when the weights do not fit its
-free memory, :mod:`.placement`), sped up (SDPA, channels-last, fused QKV, :mod:`.acceleration`),
+In order: read (straight onto the GPU when the weights fit it, :func:`read_weights`), placed
+(all on the GPU, or with model CPU offload when the weights do not fit its free memory,
+:mod:`.placement`), sped up (SDPA, channels-last, fused QKV, :mod:`.acceleration`),
 the VAE made fp16-safe and sliced for batches (:mod:`.vae_precision`), and attention checked
 (:mod:`.attention_check`). On the CPU only placement happens. What was decided is returned, for
 the log, the tests and the benchmark.
@@ -15,10 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from adapters.stable_diffusion import placement
+from adapters.stable_diffusion import pipelines, placement
 from adapters.stable_diffusion.acceleration import speed_up
 from adapters.stable_diffusion.attention_check import AttentionReport, check_attention
+from adapters.stable_diffusion.families import FamilySpec
 from adapters.stable_diffusion.vae_precision import fp16_safe_vae
+from domain.errors import ModelError
 
 log = logging.getLogger("podworker.model")
 
@@ -29,6 +32,25 @@ class DeviceSetup:
     offloaded: bool = False  # model CPU offload instead of all weights on the GPU
     attention: AttentionReport | None = None  # CUDA only
     vae: str | None = None  # what was done to the VAE, if anything
+
+
+def read_weights(
+    diffusers: Any, spec: FamilySpec, source: str, *, dtype: Any, allow_download: bool,
+    straight_to: str | None,
+) -> Any:
+    """The pipeline, read straight onto ``straight_to`` where diffusers can (``cuda``: no full
+    copy in host memory first), else on the host; a straight load that fails is tried once more
+    on the host, with a warning (an older diffusers, no accelerate). Raises ``ModelError``."""
+    if straight_to == pipelines.DIRECT_DEVICE:
+        try:
+            return pipelines.load_pipeline(diffusers, spec, source, dtype=dtype,
+                                           allow_download=allow_download, device=straight_to)
+        except ModelError as exc:
+            log.warning("loading the weights straight onto %s failed (%s): loading them on the "
+                        "host, then moving them", straight_to, exc,
+                        extra={"event": "direct_load_failed"})
+    return pipelines.load_pipeline(diffusers, spec, source, dtype=dtype,
+                                   allow_download=allow_download)
 
 
 def offload_needed(

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from adapters.stable_diffusion import pipelines
-from adapters.stable_diffusion.acceleration import Compilation, batch_rows, warmup_plan
+from adapters.stable_diffusion.acceleration import Compilation
 from adapters.stable_diffusion.batches import Work, batch_arguments
 from adapters.stable_diffusion.families import FamilySpec
 from adapters.stable_diffusion.faults import free_memory, job_error
@@ -35,6 +35,7 @@ from adapters.stable_diffusion.job_images import JobImages
 from adapters.stable_diffusion.output_images import to_pixels
 from adapters.stable_diffusion.refiner import refiner_arguments
 from adapters.stable_diffusion.steps import StepReporter
+from adapters.stable_diffusion.warmup_plan import batch_rows, warmup_plan
 from domain.errors import DeviceLost, ModelError, OutOfMemory, PodworkerError
 
 log = logging.getLogger("podworker.model")

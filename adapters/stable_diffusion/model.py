@@ -52,7 +52,12 @@ from adapters.stable_diffusion import pipelines
 from adapters.stable_diffusion.acceleration import Compilation, CompileOptions
 from adapters.stable_diffusion.batches import Work, batch_key
 from adapters.stable_diffusion.device_queue import BatchQueue, Member
-from adapters.stable_diffusion.device_setup import DeviceSetup, offload_needed, place_and_speed_up
+from adapters.stable_diffusion.device_setup import (
+    DeviceSetup,
+    offload_needed,
+    place_and_speed_up,
+    read_weights,
+)
 from adapters.stable_diffusion.families import Family, FamilySpec, detect_family
 from adapters.stable_diffusion.faults import describe, free_memory, job_error
 from adapters.stable_diffusion.generation import generate, warm_up
@@ -191,8 +196,9 @@ class StableDiffusionModel:
         dtype = pipelines.family_dtype(torch, spec, on_cuda=on_cuda)
         phase("weights")
         offload = self._offload_needed(torch, source, device, dtype)
-        pipe = self._read_weights(diffusers, spec, source, dtype,
-                                  straight_to=device if not offload else None)
+        pipe = read_weights(diffusers, spec, source, dtype=dtype,
+                            allow_download=self.allow_download,
+                            straight_to=device if not offload else None)
         phase("device")
         try:
             pipe, self.setup = place_and_speed_up(
@@ -319,25 +325,6 @@ class StableDiffusionModel:
     def _device_error(torch: Any, exc: Exception, device: str) -> ModelError:
         error = job_error(torch, exc, device=device, oom_advice="moving the pipeline there")
         return type(error)(f"could not move the pipeline to {device}: {describe(exc)}")
-
-    def _read_weights(
-        self, diffusers: Any, spec: FamilySpec, source: str, dtype: Any, *,
-        straight_to: str | None,
-    ) -> Any:
-        """The pipeline, read straight onto ``straight_to`` where diffusers can (``cuda``: no
-        full copy in host memory first), else on the host; a straight load that fails is
-        tried once more on the host, with a warning (an older diffusers, no accelerate)."""
-        if straight_to == pipelines.DIRECT_DEVICE:
-            try:
-                return pipelines.load_pipeline(diffusers, spec, source, dtype=dtype,
-                                               allow_download=self.allow_download,
-                                               device=straight_to)
-            except ModelError as exc:
-                log.warning("loading the weights straight onto %s failed (%s): loading them "
-                            "on the host, then moving them", straight_to, exc,
-                            extra={"event": "direct_load_failed"})
-        return pipelines.load_pipeline(diffusers, spec, source, dtype=dtype,
-                                       allow_download=self.allow_download)
 
     def _fit_rows(self, fit: int) -> None:
         """Calls make at most ``fit`` images from now on (larger ones ran out of memory at

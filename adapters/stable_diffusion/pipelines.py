@@ -22,7 +22,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from adapters.stable_diffusion.acceleration import Compilation, CompileOptions, unet_graphs
+from adapters.stable_diffusion.acceleration import Compilation, CompileOptions
 from adapters.stable_diffusion.families import (
     Family,
     FamilySpec,
@@ -41,6 +41,7 @@ from adapters.stable_diffusion.loading import (
 )
 from adapters.stable_diffusion.schedulers import SCHEDULER_NAMES
 from adapters.stable_diffusion.schema import FamilyInput
+from adapters.stable_diffusion.warmup_plan import unet_graphs
 from domain.errors import ModelError
 
 log = logging.getLogger("podworker.model")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from adapters.stable_diffusion.device_setup import read_weights
 from adapters.stable_diffusion.families import detect_family
 from adapters.stable_diffusion.model import StableDiffusionModel
 
@@ -22,12 +23,11 @@ diffusers = pytest.importorskip("diffusers")
 def test_weights_that_cannot_load_straight_onto_the_gpu_are_read_on_the_host_with_a_warning(
     tiny_sd_path: Path, caplog: pytest.LogCaptureFixture,
 ) -> None:
-    model = StableDiffusionModel(str(tiny_sd_path), device="cpu")
     spec = detect_family(str(tiny_sd_path))
 
     with caplog.at_level(logging.WARNING, logger="podworker.model"):
-        pipe = model._read_weights(diffusers, spec, str(tiny_sd_path), torch.float32,
-                                   straight_to="cuda")
+        pipe = read_weights(diffusers, spec, str(tiny_sd_path), dtype=torch.float32,
+                            allow_download=False, straight_to="cuda")
 
     assert {p.device.type for p in pipe.unet.parameters()} == {"cpu"}
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]

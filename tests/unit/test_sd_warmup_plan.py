@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.stable_diffusion.acceleration import (
-    CompileOptions,
-    batch_rows,
-    padded_rows,
-    unet_graphs,
-    warmup_plan,
-)
+from adapters.stable_diffusion.acceleration import CompileOptions
+from adapters.stable_diffusion.warmup_plan import batch_rows, padded_rows, unet_graphs, warmup_plan
 
 
 @pytest.mark.parametrize(("max_rows", "rows"), [
