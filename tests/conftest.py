@@ -18,6 +18,7 @@ pytest_plugins: list[str] = [
     "tests.support.s3_server",
     "tests.support.s3_storage_kit",
     "tests.support.tiny_sd",
+    "tests.support.dynamo_kit",
     "tests.support.http_fixtures",
     "tests.support.fault_kit",
     "tests.support.hostile_server",

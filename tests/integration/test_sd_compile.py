@@ -8,7 +8,6 @@ resets dynamo first: its caches are process-wide.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,17 +24,13 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("scipy")  # K-LMS is one of the schedulers served
 counters = pytest.importorskip("torch._dynamo.utils").counters
 
+pytestmark = pytest.mark.usefixtures("fresh_dynamo")  # dynamo's caches are process-wide
+
 SIZE = {"width": 64, "height": 64}
 LIMITS = SdLimits(max_outputs=2)
 QUIET = DetachedContext("job-compile")  # never cancelled, progress dropped
 
 
-@pytest.fixture(autouse=True)
-def fresh_dynamo() -> Iterator[None]:
-    torch._dynamo.reset()
-    counters.clear()
-    yield
-    torch._dynamo.reset()
 
 
 def graphs() -> int:

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -31,17 +30,13 @@ from tests.support.sd_jobs import data_url, noise_image
 torch = pytest.importorskip("torch")
 counters = pytest.importorskip("torch._dynamo.utils").counters
 
+pytestmark = pytest.mark.usefixtures("fresh_dynamo")  # dynamo's caches are process-wide
+
 QUIET = DetachedContext("compile-safety")
 ONE = SdLimits(max_outputs=1)
 CAPTURE_ERROR = "CUDA error: operation not permitted when stream is capturing"
 
 
-@pytest.fixture(autouse=True)
-def fresh_dynamo() -> Iterator[None]:
-    torch._dynamo.reset()
-    counters.clear()
-    yield
-    torch._dynamo.reset()
 
 
 def job(**fields: Any) -> dict[str, Any]:

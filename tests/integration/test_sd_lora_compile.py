@@ -8,7 +8,7 @@ off, which the test checks did not happen).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +23,11 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 counters = pytest.importorskip("torch._dynamo.utils").counters
 
+pytestmark = pytest.mark.usefixtures("fresh_dynamo")  # dynamo's caches are process-wide
+
 JOB: dict[str, Any] = {"prompt": "a lighthouse", "seed": 5, **SMALL}
 
 
-@pytest.fixture(autouse=True)
-def fresh_dynamo() -> Iterator[None]:
-    torch._dynamo.reset()
-    counters.clear()
-    yield
-    torch._dynamo.reset()
 
 
 @pytest.mark.slow
