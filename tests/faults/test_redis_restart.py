@@ -133,7 +133,11 @@ def test_redis_killed_mid_run_with_aof_always_loses_nothing_acknowledged_and_wor
         assert worker.terminate() == 0
     taken_over = sum(int(record["attempt"]) > 1 for record in books.records.values())
     duplicates = books.stats.get("duplicate_results", 0)
-    assert duplicates <= taken_over  # a second result only from a lease that lapsed meanwhile
+    # A second result comes only from a lease that lapsed meanwhile, or from a post Redis wrote
+    # (fsynced) but whose answer the kill cut off: sent again once Redis is back, then dropped.
+    # Each worker has one post in flight per lane (a lane per model slot: CONCURRENCY=4).
+    in_flight_at_kill = 2 * 4
+    assert duplicates <= taken_over + in_flight_at_kill
     print(f"\nappendfsync always: {len(ids)} jobs, every one announced once; duplicate results "
           f"{duplicates} (counted, not delivered), taken over {taken_over} (Redis away past a "
           "lease)")
