@@ -76,21 +76,17 @@ def offload_needed(
 
 
 def place_and_speed_up(
-    torch: Any, pipe: Any, *, source: str, device: str, dtype: Any, channels_last: bool,
+    torch: Any, pipe: Any, *, device: str, dtype: Any, offload: bool, channels_last: bool,
     fuse_qkv: bool, batch_rows: int, upcasting_vae: bool = False,
-    free_bytes: Callable[[], int] | None = None, offload: bool | None = None,
 ) -> tuple[Any, DeviceSetup]:
-    """``pipe`` on ``device`` and made fast there (module docstring); ``upcasting_vae`` says
-    the pipeline honours its VAE's ``force_upcast`` (SDXL's do; SD 1.x's never upcast);
-    ``offload`` is :func:`offload_needed`'s answer when the caller asked before loading (else
-    it is asked here, with ``free_bytes``). A pipeline already loaded onto ``device`` is not
-    moved again (``to`` does nothing). Raises what torch or diffusers raise."""
+    """``pipe`` on ``device`` and made fast there (module docstring); ``offload`` is
+    :func:`offload_needed`'s answer, asked before the weights were read; ``upcasting_vae`` says
+    the pipeline honours its VAE's ``force_upcast`` (SDXL's do; SD 1.x's never upcast). A
+    pipeline already loaded onto ``device`` is not moved again (``to`` does nothing). Raises
+    what torch or diffusers raise."""
     setup = DeviceSetup(device)
     if not device.startswith("cuda"):
         return pipe.to(device), setup
-    if offload is None:
-        offload = offload_needed(torch, source=source, device=device, dtype=dtype,
-                                 free_bytes=free_bytes)
     if offload:
         pipe.enable_model_cpu_offload(device=device)
         setup.offloaded = True

@@ -168,8 +168,8 @@ class StableDiffusionModel:
         self._lost: str | None = None  # set once the device is lost: every job fails at once
         self.device_queue: BatchQueue[Work] = BatchQueue(  # public for tests and the bench
             self._run_batch, max_rows=batch_max, wait_s=batch_wait_s)
-        self._max_rows = max(self.limits.max_outputs, self.device_queue.max_rows)  # per call
-        self._rows_fit: int | None = None  # lowered by a warm-up that ran out of memory
+        # the most images per call (lowered by a warm-up that ran out of memory, _fit_rows)
+        self._max_rows = max(self.limits.max_outputs, self.device_queue.max_rows)
 
     # --- the Model port ---------------------------------------------------------------------
 
@@ -202,10 +202,9 @@ class StableDiffusionModel:
         phase("device")
         try:
             pipe, self.setup = place_and_speed_up(
-                torch, pipe, source=source, device=device, dtype=dtype,
+                torch, pipe, device=device, dtype=dtype, offload=offload,
                 channels_last=self.channels_last, fuse_qkv=self.fuse_qkv,
-                batch_rows=self._max_rows, upcasting_vae=spec.family == Family.SDXL,
-                offload=offload)
+                batch_rows=self._max_rows, upcasting_vae=spec.family == Family.SDXL)
         except Exception as exc:
             raise self._device_error(torch, exc, device) from None
         if self.loras is not None:
@@ -329,7 +328,7 @@ class StableDiffusionModel:
     def _fit_rows(self, fit: int) -> None:
         """Calls make at most ``fit`` images from now on (larger ones ran out of memory at
         warm-up): batches stay within it, and a job asking more images is refused."""
-        self._rows_fit = fit
+        self._max_rows = fit
         self.device_queue.max_rows = min(self.device_queue.max_rows, fit)
         if self.compilation is not None:
             self.compilation.max_rows = fit
@@ -337,8 +336,8 @@ class StableDiffusionModel:
     def _check_servable(self, params: FamilyInput, images: JobImages | None = None) -> None:
         reason = pipelines.refusal(params, images, unavailable=self._unavailable,
                                    sizes=self.sizes)
-        if reason is None and self._rows_fit is not None and params.num_outputs > self._rows_fit:
-            reason = (f"num_outputs: at most {self._rows_fit} on this worker (more images in "
+        if reason is None and params.num_outputs > self._max_rows:  # only once _fit_rows ran
+            reason = (f"num_outputs: at most {self._max_rows} on this worker (more images in "
                       "one call ran out of GPU memory at warm-up)")
         if reason is not None:
             raise InvalidInput(f"invalid input: {reason}")

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from adapters.stable_diffusion import placement
-from adapters.stable_diffusion.device_setup import place_and_speed_up
+from adapters.stable_diffusion.device_setup import offload_needed, place_and_speed_up
 
 GIB = 2**30
 
@@ -55,22 +55,23 @@ def test_a_model_larger_than_the_injected_free_memory_loads_with_model_cpu_offlo
                         lambda *a, **k: None)
     monkeypatch.setattr("adapters.stable_diffusion.device_setup.check_attention",
                         lambda *a, **k: None)
-    options: dict[str, Any] = {"source": str(tiny_sd_path), "device": "cuda",
-                               "dtype": torch.float16, "channels_last": True,
-                               "fuse_qkv": False, "batch_rows": 1}
+    options: dict[str, Any] = {"device": "cuda", "dtype": torch.float16,
+                               "channels_last": True, "fuse_qkv": False, "batch_rows": 1}
+
+    def offload(free: int) -> bool:
+        return offload_needed(torch, source=str(tiny_sd_path), device="cuda",
+                              dtype=torch.float16, free_bytes=lambda: free)
 
     small, small_setup = place_and_speed_up(torch, OffloadRecorder(), **options,
-                                            free_bytes=lambda: 1 * GIB)
+                                            offload=offload(1 * GIB))
     roomy, roomy_setup = place_and_speed_up(torch, OffloadRecorder(), **options,
-                                            free_bytes=lambda: 80 * GIB)
+                                            offload=offload(80 * GIB))
 
     assert small.calls == ["offload cuda"] and small_setup.offloaded
     assert roomy.calls == ["to cuda"] and not roomy_setup.offloaded
 
 
 def test_offload_is_decided_from_the_files_before_any_weight_is_read(tiny_sd_path: Path) -> None:
-    from adapters.stable_diffusion.device_setup import offload_needed
-
     torch = pytest.importorskip("torch")
     options: dict[str, Any] = {"source": str(tiny_sd_path), "dtype": torch.float16}
 
@@ -78,18 +79,3 @@ def test_offload_is_decided_from_the_files_before_any_weight_is_read(tiny_sd_pat
     assert not offload_needed(torch, device="cuda", free_bytes=lambda: 80 * GIB, **options)
     assert not offload_needed(torch, device="cpu", free_bytes=lambda: 0, **options)
 
-
-def test_an_offload_decided_before_loading_is_followed(tiny_sd_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    torch = pytest.importorskip("torch")
-    for name in ("speed_up", "fp16_safe_vae", "check_attention"):
-        monkeypatch.setattr(f"adapters.stable_diffusion.device_setup.{name}",
-                            lambda *a, **k: None)
-    options: dict[str, Any] = {"source": str(tiny_sd_path), "device": "cuda",
-                               "dtype": torch.float16, "channels_last": True,
-                               "fuse_qkv": False, "batch_rows": 1,
-                               "free_bytes": lambda: 80 * GIB}
-
-    offloaded, setup = place_and_speed_up(torch, OffloadRecorder(), **options, offload=True)
-
-    assert offloaded.calls == ["offload cuda"] and setup.offloaded
