@@ -33,7 +33,7 @@ from app.messages import Inbox
 from app.metrics import Metrics
 from app.model_runner import ModelRunner
 from app.plugins import OneByOneStorage, load_factory
-from app.posting import MAX_LANES, Poster
+from app.posting import Poster
 from app.recycling import Recycler
 from app.settings import Settings, StorageKind
 from app.stages import Board, Stages
@@ -254,7 +254,7 @@ def assemble(
     inbox = Inbox()
     memory = memory or ProcessMemory()
     poster = Poster(job_api=job_api, outbox=outbox, clock=clock, metrics=metrics, inbox=inbox,
-                    scrub=scrub, lanes=min(MAX_LANES, config.slots))
+                    scrub=scrub, lanes=config.slots)
     storer = Storer(storage=storage, outbox=outbox, marks=outbox, poster=poster, clock=clock,
                     metrics=metrics, max_result_bytes=config.max_result_bytes, scrub=scrub)
     board = Board()

@@ -58,20 +58,30 @@ class _Item:
 
 
 class _SharedBackoff:
-    """One backoff for every lane: the API is down for all of them at once."""
+    """One backoff for every lane: the API is down for all of them at once. The wait grows once
+    per round, not once per lane: a lane that fails before the current wait is over waits out
+    what is left of it, so 8 lanes failing together wait 0.2 s, not up to 26 s."""
 
-    def __init__(self, schedule: waiting.Schedule) -> None:
+    def __init__(self, schedule: waiting.Schedule, clock: Clock) -> None:
         self._backoff = waiting.Backoff(schedule)
+        self._clock = clock
         self._lock = threading.Lock()
+        self._retry_at = 0.0
 
     def failed(self, retry_after: float | None) -> tuple[float, bool]:
         """The wait after this failure, and whether it is the first of a run of failures."""
         with self._lock:
-            return self._backoff.failed(retry_after), self._backoff.failures == 1
+            now = self._clock.now()
+            if now < self._retry_at:
+                return self._retry_at - now, False
+            delay = self._backoff.failed(retry_after)
+            self._retry_at = now + delay
+            return delay, self._backoff.failures == 1
 
     def succeeded(self) -> None:
         with self._lock:
             self._backoff.succeeded()
+            self._retry_at = 0.0
 
 
 class Poster:
@@ -89,7 +99,7 @@ class Poster:
         schedule: waiting.Schedule | None = None,
         lanes: int = 1,
     ) -> None:
-        backoff = _SharedBackoff(schedule or waiting.RESULT_POST)
+        backoff = _SharedBackoff(schedule or waiting.RESULT_POST, clock)
         self._lanes = [
             _Lane(job_api=job_api, outbox=outbox, clock=clock, metrics=metrics, inbox=inbox,
                   scrub=scrub, backoff=backoff)

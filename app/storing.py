@@ -124,7 +124,6 @@ class Storer:
         self._broken_streams: dict[str, str] = {}  # job id -> why its stream was cut
         self._uploads: queue.SimpleQueue[Outcome | Chunk] = queue.SimpleQueue()
         self._upload_threads: list[threading.Thread] = []
-        self._parallel = STORE_PARALLEL
         self._thread = threading.Thread(target=self._run, name="store", daemon=True)
 
     def start(self) -> None:
@@ -185,7 +184,7 @@ class Storer:
         if not _needs_storage(item) or item.job.id in self._broken_streams:
             return False
         self._behind[item.job.id] = collections.deque()
-        if len(self._upload_threads) < self._parallel:
+        if len(self._upload_threads) < STORE_PARALLEL:
             thread = threading.Thread(target=self._upload, name="store-upload", daemon=True)
             self._upload_threads.append(thread)
             thread.start()

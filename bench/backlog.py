@@ -34,9 +34,14 @@ import psutil
 
 from bench.harness import API_KEY, LONG_POLL_S, BenchServer
 from bench.scenarios import run_jobs
-from bench.workers import Workers
+from bench.workers import REPO, Workers
 
-HELD_BOUND_DEFAULT = 256  # MAX_UNDELIVERED's default (app/settings.py)
+
+def held_bound_default() -> int:
+    """``MAX_UNDELIVERED``'s default, read from the settings (the bound the benchmark checks)."""
+    from app.settings import Settings
+
+    return int(Settings.model_fields["MAX_UNDELIVERED"].default)
 
 
 class _Sampler:
@@ -105,8 +110,7 @@ def run_backlog(server: BenchServer, workers: Workers, jobs: int, *, concurrency
     """``jobs`` no-op jobs at ``concurrency`` while job-done takes ``done_delay_s`` (``repo``:
     the podworker of another checkout, for an A/B)."""
     tag = f"pw-backlog-c{concurrency}"
-    launch = (workers.podworker(tag, concurrency=concurrency) if repo is None
-              else workers.podworker(tag, concurrency=concurrency, repo=repo))
+    launch = workers.podworker(tag, concurrency=concurrency, repo=repo or REPO)
     sampler = _Sampler(server, tag, jobs)
     server.inject_fault("done", delay_s=done_delay_s, count=10**9)
     sampler.start()
@@ -115,7 +119,7 @@ def run_backlog(server: BenchServer, workers: Workers, jobs: int, *, concurrency
     finally:
         sampler.stop()
         server.clear_faults()
-    bound = max(HELD_BOUND_DEFAULT, concurrency)
+    bound = max(held_bound_default(), concurrency)
     figure |= sampler.figures() | {"held_bound": bound, "concurrency": concurrency,
                                    "done_delay_ms": round(done_delay_s * 1000)}
     figure["held_within_bound"] = figure["most_held"] <= bound

@@ -76,10 +76,6 @@ STORAGE_UPLOAD = Schedule("storage_upload", initial=0.2, maximum=5.0, attempts=5
 POD_CONTROL = Schedule("pod_control", initial=1.0, maximum=15.0, attempts=5, within_s=60)
 BEST_EFFORT = Schedule("best_effort", initial=0.1, maximum=0.5, attempts=2, within_s=2)
 
-SCHEDULES = ("TAKE", "JOB_STOPS", "RESULT_POST", "STORAGE_UPLOAD", "POD_CONTROL", "BEST_EFFORT")
-"""The names of every schedule above (callers read them as ``waiting.NAME`` when they wait, so a
-test can swap in :meth:`Schedule.scaled` copies)."""
-
 
 class Backoff:
     """Consecutive failures of one activity and the wait each calls for.

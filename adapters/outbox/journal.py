@@ -92,7 +92,6 @@ class FileOutbox:
         self._size = 0
         self._compact_at = compact_bytes
         self._torn = False  # the journal may end mid-record: start the next one on a new line
-        self.compactions = 0
         with self._lock:
             try:
                 self._compact_locked()
@@ -246,7 +245,6 @@ class FileOutbox:
         # the next compaction once the journal is past the threshold and half of it is dead:
         # it rewrites ``size`` bytes after at least ``size`` more were appended (amortised)
         self._compact_at = max(self._compact_bytes, 2 * size)
-        self.compactions += 1
 
     def _open_as_it_is(self, exc: OSError) -> None:
         """The start-up compaction failed (a full disk): append to the journal as it stands."""

@@ -1,4 +1,5 @@
-"""The botocore S3 client, configured once: timeouts, retries off, quiet loggers.
+"""The botocore S3 client, configured once: retries off, checksums only where required, quiet
+loggers.
 
 boto3 is imported here, lazily (only when a bucket is configured), so a worker without one
 never pays for it.
@@ -19,7 +20,6 @@ CONNECT_TIMEOUT_S = 5.0
 #: 30 s leaves room for a slow server without letting a hung one hold a job for long (the retry
 #: policy bounds the total to about 30 s more). Enforced by :mod:`adapters.s3.transport`.
 CALL_TIMEOUT_S = 30.0
-READ_TIMEOUT_S = CALL_TIMEOUT_S  # botocore's own (per read); requests go through the transport
 
 #: botocore's DEBUG output carries credentials; these loggers are kept at WARNING or above.
 _SDK_LOGGERS = ("botocore", "boto3", "s3transfer")
@@ -30,22 +30,19 @@ def make_client(
     access_key_id: str | None,
     secret_access_key: str | None,
     region: str,
-    max_parallel: int,
 ) -> Any:
-    """A botocore S3 client with our timeouts, no retries of its own, path-style addressing for
-    custom endpoints, and the SDK's loggers kept quiet (at DEBUG they log credentials)."""
+    """A botocore S3 client with no retries of its own, path-style addressing for custom
+    endpoints, and the SDK's loggers kept quiet (at DEBUG they log credentials). It signs and
+    parses; :mod:`adapters.s3.transport` sends, with the timeouts and connection pool."""
     from botocore.config import Config  # lazily: boto3 is an optional dependency
     from botocore.exceptions import InvalidRegionError
 
     config = Config(
-        connect_timeout=CONNECT_TIMEOUT_S,
-        read_timeout=READ_TIMEOUT_S,
         # One attempt per call: domain.waiting.STORAGE_UPLOAD does the retrying.
         retries={"mode": "standard", "total_max_attempts": 1},
         signature_version="s3v4",
         # Custom endpoints (MinIO, moto, R2...) rarely resolve bucket subdomains.
         s3={"addressing_style": "path" if endpoint_url else "auto"},
-        max_pool_connections=max(10, max_parallel),
         # botocore >= 1.36 adds CRC checksums to every upload by default, which several
         # S3-compatible servers reject; send them only where the API requires them.
         request_checksum_calculation="when_required",

@@ -168,9 +168,7 @@ class S3Storage:
         self._sleep = sleep
         self._interrupt = interrupt
         self._today = today
-        self._client = make_client(
-            endpoint_url, access_key_id, secret_access_key, region, max_parallel
-        )
+        self._client = make_client(endpoint_url, access_key_id, secret_access_key, region)
         self._transport = S3Transport(timeout_s=timeout_s, connect_timeout_s=CONNECT_TIMEOUT_S,
                                       max_connections=max(10, max_parallel))
         self._transport.attach(self._client)

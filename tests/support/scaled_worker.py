@@ -14,9 +14,12 @@ from domain import waiting
 
 
 def scale_schedules(factor: float) -> None:
-    """Replace each named schedule with its copy scaled by ``factor`` (read at each wait)."""
-    for name in waiting.SCHEDULES:
-        setattr(waiting, name, getattr(waiting, name).scaled(factor))
+    """Replace each module-level schedule with its copy scaled by ``factor`` (callers read them
+    as ``waiting.NAME`` at each wait)."""
+    schedules = {name: value for name, value in vars(waiting).items()
+                 if isinstance(value, waiting.Schedule)}
+    for name, schedule in schedules.items():
+        setattr(waiting, name, schedule.scaled(factor))
 
 
 if __name__ == "__main__":
