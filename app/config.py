@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from app.settings import Settings
 from domain.lifecycle import LifecyclePolicy, RecyclePolicy
 from domain.waiting import MIN_POLL_INTERVAL
+from streamqueue.layout import DEFAULT_RESULT_TTL_S
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class QueueConfig:
     lease_s: float = 60.0
     block_s: float = 5.0
     timeout_s: float = 5.0  # connect, and each reply of a command that does not block
-    result_ttl_s: int = 86_400
+    result_ttl_s: int = DEFAULT_RESULT_TTL_S
     max_attempts: int = 3
 
 

@@ -23,6 +23,15 @@ LEASE_PINGS = 3
 """A lease must outlast this many heartbeats: one late ping must not cost a job its worker."""
 
 
+def lease_problem(settings: Settings) -> str | None:
+    """Why ``JOB_LEASE`` is too short for the heartbeat that renews it, or None."""
+    if settings.JOB_LEASE >= LEASE_PINGS * settings.PING_INTERVAL:
+        return None
+    return (f"invalid setting JOB_LEASE: must be at least {LEASE_PINGS} x PING_INTERVAL "
+            f"({LEASE_PINGS * settings.PING_INTERVAL} ms), since the heartbeat renews the lease "
+            f"(got {settings.JOB_LEASE} ms)")
+
+
 def build_queue_job_api(
     settings: Settings, clock: Clock, pod_id: str, scrub: Scrubber
 ) -> RedisJobApi:
@@ -31,12 +40,9 @@ def build_queue_job_api(
     from adapters.redis.job_api import RedisJobApi
 
     assert settings.JOB_QUEUE is not None
-    if settings.JOB_LEASE < LEASE_PINGS * settings.PING_INTERVAL:
-        raise ConfigurationError(
-            f"invalid setting JOB_LEASE: must be at least {LEASE_PINGS} x PING_INTERVAL "
-            f"({LEASE_PINGS * settings.PING_INTERVAL} ms), since the heartbeat renews the lease "
-            f"(got {settings.JOB_LEASE} ms)"
-        )
+    problem = lease_problem(settings)
+    if problem is not None:
+        raise ConfigurationError(problem)
     config = queue_config_from(settings)
     connections = connect(settings.JOB_QUEUE, password=settings.queue_password,
                           timeout_s=config.timeout_s, block_s=config.block_s)
@@ -66,6 +72,9 @@ def check_queue(settings: Settings) -> Check:
     from streamqueue.client import JobQueue, QueueError
 
     assert settings.JOB_QUEUE is not None
+    problem = lease_problem(settings)
+    if problem is not None:
+        return Check("job queue", FAIL, problem, "raise JOB_LEASE or lower PING_INTERVAL")
     scrub = Scrubber([settings.queue_password])
     queue = JobQueue.from_url(settings.JOB_QUEUE, settings.JOB_QUEUE_NAME,
                               password=settings.queue_password,

@@ -209,6 +209,8 @@ class JobQueue:
         key = self.layout.chunks(job_id)
         cursor: bytes = b"0-0"
         while True:
+            if deadline is not None and time.monotonic() >= deadline:  # even while chunks flow
+                raise WaitTimeout(f"job {job_id!r} not final within {timeout_s:g} s")
             with _translated("read a stream"):
                 answer = self._redis.xread({key: cursor}, count=1000,
                                            block=int(WAKE_S * 1000))
@@ -224,8 +226,6 @@ class JobQueue:
                     cursor = entry_id
                     yield chunk_of(fields)
                 return
-            if deadline is not None and time.monotonic() >= deadline:
-                raise WaitTimeout(f"job {job_id!r} not final within {timeout_s:g} s")
 
     # --- changing -----------------------------------------------------------------------
     def cancel(self, job_id: str) -> str:

@@ -50,6 +50,7 @@ from domain.ports import Clock
 from domain.scrubbing import Scrubber
 from streamqueue import layout, scripts
 from streamqueue.client import ensure_group
+from streamqueue.records import text
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +149,7 @@ class RedisJobApi:
         written, before = self._write_result(result.job_id, status, body)
         if not written:
             log.info("job %s was already %s: this result is a duplicate and is dropped",
-                     result.job_id, _text(before), extra={"event": "duplicate_result",
+                     result.job_id, text(before), extra={"event": "duplicate_result",
                                                           "job_id": result.job_id})
 
     def post_stream(self, job_id: str, chunk: Any) -> None:
@@ -199,7 +200,7 @@ class RedisJobApi:
             for _stream, entries in answer or []:
                 for entry_id, fields in entries:
                     self._cancel_cursor = entry_id
-                    job_id = _text(fields.get(b"id", b""))
+                    job_id = text(fields.get(b"id", b""))
                     if self.leases.holds(job_id):
                         acks += self.leases.release(job_id)
                         stop.append(job_id)
@@ -238,7 +239,7 @@ class RedisJobApi:
                 keys=[self.keys.jobs, self.keys.stats, self.keys.results], args=args), "take")
             taken = _Taken(reply[0], reply[1], reply[2], int(reply[3]))
             for entry_id, job_id, _body, attempt, _size in taken.entries:
-                self.leases.hold(_text(job_id), bytes(entry_id), int(attempt))
+                self.leases.hold(text(job_id), bytes(entry_id), int(attempt))
         return taken
 
     def _block_read(self, count: int, wait_s: float) -> list[bytes]:
@@ -252,15 +253,15 @@ class RedisJobApi:
     def _jobs_from(self, taken: _Taken) -> list[Job]:
         for entry_id in taken.dropped:
             log.warning("queue entry %s has no job id: acknowledged and dropped",
-                        _text(entry_id), extra={"event": "job_without_id"})
+                        text(entry_id), extra={"event": "job_without_id"})
         for job_id, runs in taken.poisoned:
             log.error("job %s failed without running: taken %d times, no worker answered it "
-                      "(JOB_MAX_ATTEMPTS=%d)", _text(job_id), int(runs), self._max_attempts,
-                      extra={"event": "poison_job", "job_id": _text(job_id)})
+                      "(JOB_MAX_ATTEMPTS=%d)", text(job_id), int(runs), self._max_attempts,
+                      extra={"event": "poison_job", "job_id": text(job_id)})
         now = self._clock.now()
         jobs: list[Job] = []
         for entry_id, raw_id, body, attempt, size in taken.entries:
-            job_id = _text(raw_id)
+            job_id = text(raw_id)
             if int(attempt) > 1:
                 log.warning("job %s taken over (attempt %d): its worker stopped renewing its "
                             "lease", job_id, int(attempt),
@@ -322,7 +323,3 @@ class RedisJobApi:
                 self._ready = False  # Redis lost its data: the group is made again
             error = translated(exc, self._conn.where, what)
             raise type(error)(self._scrub(str(error))) from None
-
-
-def _text(value: Any) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)

@@ -71,7 +71,3 @@ class Leases:
                     self._attempts.pop(job_id, None)
                     emptied.append(job_id)
         return emptied
-
-    def __len__(self) -> int:
-        with self.lock:
-            return len(self._entries)

@@ -175,19 +175,19 @@ def test_the_heartbeat_renews_the_lease_so_no_other_worker_takes_the_job_over(
     queue_apis: QueueApis, queue_client: JobQueue, redis_server: RedisServer, redis_queue: str
 ) -> None:
     queue_client.submit({"x": 1}, "long")
-    holder, other = queue_apis("holder", lease_s=0.4), queue_apis("other", lease_s=0.4)
+    holder, other = queue_apis("holder", lease_s=1.0), queue_apis("other", lease_s=1.0)
     take_until(holder, 1)
     stop = threading.Event()
 
     def heartbeat() -> None:  # the worker's heartbeat, at a tenth of the lease
         while not stop.is_set():
             holder.ping(["long"])
-            stop.wait(0.04)
+            stop.wait(0.1)
 
     beating = threading.Thread(target=heartbeat, daemon=True)
     beating.start()
     try:
-        deadline = time.monotonic() + 1.5  # several leases
+        deadline = time.monotonic() + 3.0  # several leases
         while time.monotonic() < deadline:
             assert other.take(job_in_progress=False, max_jobs=1) == []
     finally:

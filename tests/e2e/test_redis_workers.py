@@ -51,6 +51,8 @@ def test_workers_on_one_stream_deliver_2000_jobs_each_once_to_the_client(
     tmp_path: Path, workers: list[WorkerProcess],
 ) -> None:
     started = start_workers(count, redis_server, redis_queue, tmp_path, workers, CONCURRENCY="8")
+    for worker in started:  # all taking before the jobs come, so that each gets some
+        worker.wait_for("model_loaded", timeout=60)
     ids = [f"job-{i}" for i in range(JOBS)]
     began = time.monotonic()
     for first in range(0, JOBS, 250):  # submitted while the workers take

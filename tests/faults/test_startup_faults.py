@@ -19,8 +19,8 @@ import requests
 
 from app.startup import HARD_GRACE_S
 from fakeplatform import FakeJobApiServer
-from tests.support.fault_kit import free_port
 from tests.support.harness import eventually
+from tests.support.ports import free_port
 from tests.support.worker_process import JOB_API_KEY, WorkerProcess, worker_env
 
 MODELS = "tests.support.startup_models"

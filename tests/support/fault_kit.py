@@ -15,7 +15,6 @@ bucket or any HTTP service (over TLS too) and records what reached it.
 
 from __future__ import annotations
 
-import socket
 import ssl
 import threading
 import time
@@ -31,17 +30,12 @@ import requests
 from adapters.outbox.journal import peek, read_journal
 from domain.job import JobResult
 from fakeplatform import FakeJobApiServer
+from tests.support.ports import free_port
 from tests.support.replay_server import Captured
 from tests.support.worker_process import JOB_API_KEY, RUNPOD_KEY, WorkerProcess, worker_env
 
 LONG_POLL_S = 0.3
 POD_ID = "e2e-pod"  # what worker_env sets as RUNPOD_POD_ID
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def poll_until(

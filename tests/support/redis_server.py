@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -30,16 +29,11 @@ from typing import Any
 import pytest
 import redis
 
+from tests.support.ports import free_port
+
 START_DEADLINE_S = 20.0
 STOP_DEADLINE_S = 20.0
 _POLL_S = 0.01
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def redis_server_binary() -> str:
@@ -56,7 +50,7 @@ class RedisServer:
 
     def __init__(self, *, appendonly: bool = False, appendfsync: str = "everysec",
                  password: str | None = None, port: int | None = None) -> None:
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.password = password
         self.dir = Path(tempfile.mkdtemp(prefix="redis-test-"))
         self._appendonly = appendonly

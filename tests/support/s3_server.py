@@ -11,7 +11,6 @@ and messages for them.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,8 @@ from typing import Any
 
 import pytest
 import requests
+
+from tests.support.ports import free_port
 
 FAKE_ACCESS_KEY_ID = "AKIAPWTESTQ7Z3X9K5M2"
 FAKE_SECRET_ACCESS_KEY = "pwtest0Zq7wX3vN9kR2mL5bH8cJ4dF6gT1yS0aE"
@@ -74,13 +75,6 @@ def _client_config() -> Any:
     )
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class S3Server:
     """One moto server process on 127.0.0.1; ``stop()`` and ``start()`` it at will.
 
@@ -89,7 +83,7 @@ class S3Server:
     """
 
     def __init__(self, port: int | None = None) -> None:
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self._process: subprocess.Popen[bytes] | None = None
         self._log = Path(tempfile.mkstemp(prefix="moto-", suffix=".log")[1])
         self._clients: dict[tuple[str, Credentials], Any] = {}
