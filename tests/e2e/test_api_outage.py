@@ -6,7 +6,6 @@ measures the same thing."""
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from pathlib import Path
@@ -15,16 +14,11 @@ import requests
 
 from fakeplatform import FakeJobApiServer
 from tests.support.harness import wait_until
+from tests.support.ports import free_port
 from tests.support.worker_process import JOB_API_KEY, WorkerProcess, worker_env
 
 TIME_SCALE = 0.1
 OUTAGE_S = 30.0 * TIME_SCALE
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def take_errors(health_port: int) -> float:

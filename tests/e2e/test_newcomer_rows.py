@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 from fakeplatform import FakeJobApiServer
+from tests.support.ports import free_port
 from tests.support.worker_process import WorkerProcess, worker_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -159,9 +159,7 @@ def test_a_model_folder_that_is_not_there_exits_4_as_the_exit_code_table_says(
 def test_a_hub_id_that_cannot_be_downloaded_fails_at_once_each_warning_once(
     tmp_path: Path,
 ) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        closed = sock.getsockname()[1]
+    closed = free_port()  # nothing listens there
     write_jobs(tmp_path)
     done = podworker(tmp_path, "run", MODEL_PATH="someone/not-cached", HF_HUB_OFFLINE="0",
                      MODEL_ALLOW_DOWNLOAD="true", HF_ENDPOINT=f"http://127.0.0.1:{closed}",

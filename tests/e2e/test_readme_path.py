@@ -120,7 +120,8 @@ def test_the_readmes_commands_run_as_written_from_a_fresh_clone(tmp_path: Path) 
     worker = None
     try:
         wait_until(lambda: ("runpod_client.py" in fake_out.read_text()
-                            or fake_api.poll() is not None), timeout=60, what="fake-api's lines")
+                            or fake_api.poll() is not None), timeout=60, what="fake-api's lines",
+                   interval=0.05)
         worker_lines, client_lines = printed_blocks(fake_out.read_text().splitlines())
         assert worker_lines[-1].startswith(".venv/bin/podworker ")
         assert all(line.startswith("export ") for line in worker_lines[:-1] + client_lines[:-1])
@@ -132,7 +133,7 @@ def test_the_readmes_commands_run_as_written_from_a_fresh_clone(tmp_path: Path) 
                                       start_new_session=True)
         wait_until(lambda: ("result delivered" in worker_log.read_text()
                             or worker.poll() is not None),
-                   timeout=300, what="the worker to answer the queued job")
+                   timeout=300, what="the worker to answer the queued job", interval=0.05)
         assert "pod mode: taking jobs from the job API" in worker_log.read_text()
 
         done = run("\n".join(client_lines), clone, timeout=300)

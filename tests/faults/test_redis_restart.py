@@ -95,21 +95,20 @@ def run_with_a_crash(server: RedisServer, queue: str, tmp_path: Path, cleanup: l
                              tmp_path, f"w{n}", time_scale=0.1) for n in range(2)]
     cleanup += workers
     wait_until(lambda: len(reader.seen) >= JOBS // 4, timeout=120, what="a quarter done")
+    synced_at = time.monotonic()  # before the size: a result written between the two is late
     synced = server.aof_tail() if lose_tail else None  # what the last fsync covered
-    synced_at = time.monotonic()
     seen_then = len(reader.seen)
     wait_until(lambda: len(reader.seen) >= seen_then + 30, timeout=60, what="30 more results")
     late_ids = [f"late-{i}" for i in range(late)]
     if late_ids:
         client.submit_many([(job_id, {"late": True}) for job_id in late_ids])
     server.kill()
-    crashed_at = time.monotonic() if synced is None else synced_at
     if synced is not None:
         assert server.lose_aof_tail(synced) > 0
     for worker in workers:
         worker.wait_for("take_failed", timeout=60)
     server.start()  # the same port and folder: the append-only file is loaded
-    return client, reader, workers, crashed_at, ids + late_ids
+    return client, reader, workers, synced_at, ids + late_ids
 
 
 @pytest.mark.slow

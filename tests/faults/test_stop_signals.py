@@ -30,8 +30,8 @@ def build():
 def test_a_repeated_sigterm_is_ignored_and_the_job_in_flight_is_still_delivered(
     rig: Rig,
 ) -> None:
-    worker = rig.start()
-    running = rig.submit({"_echo": {"sleep_ms": 2500}})
+    worker = rig.start(SHUTDOWN_GRACE="20000")
+    running = rig.submit({"_echo": {"sleep_ms": 6000}})  # still running when the signals come
     rig.wait_taken(running)
     worker.proc.send_signal(signal.SIGTERM)
     worker.wait_for("stop_requested", timeout=10)

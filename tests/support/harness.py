@@ -26,14 +26,17 @@ from domain.ports import Clock, MemoryGauge, Model, StartHistory, Storage
 from domain.scrubbing import Scrubber
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
-    """Poll ``condition`` until true; fail the test after ``timeout`` seconds."""
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0, what: str = "",
+               interval: float = 0.002) -> None:
+    """Poll ``condition`` every ``interval`` seconds until true; fail the test after
+    ``timeout`` seconds. The short default suits in-process checks; a condition that reads a
+    file (a worker's log) polls less often, leaving the CPU to what it waits for."""
     deadline = time.monotonic() + timeout
     pause = threading.Event()
     while not condition():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what or condition}")
-        pause.wait(0.002)
+        pause.wait(interval)
 
 
 def eventually(condition: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:

@@ -85,7 +85,7 @@ class WorkerProcess:
 
     def wait_for(self, event: str, timeout: float = 30.0, **fields: Any) -> None:
         wait_until(lambda: self.saw(event, **fields) or self.proc.poll() is not None,
-                   timeout=timeout, what=f"log event {event} {fields}")
+                   timeout=timeout, what=f"log event {event} {fields}", interval=0.05)
         assert self.saw(event, **fields), f"worker exited first:\n{self.log_path.read_text()}"
 
     def terminate(self, timeout: float = 30.0) -> int:

@@ -5,7 +5,6 @@ once instead of after half a minute of retries, and the hub's warnings are print
 from __future__ import annotations
 
 import logging
-import socket
 from typing import Any
 
 import pytest
@@ -13,16 +12,11 @@ import pytest
 from adapters.stable_diffusion import pipelines
 from adapters.stable_diffusion.limits import SdLimits
 from domain.errors import ModelError
+from tests.support.ports import free_port
 
 pytest.importorskip("huggingface_hub")
 
 REPO = "someone/podworker-test-never-cached"
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_a_hub_id_not_in_the_cache_with_downloads_off_says_how_to_allow_them() -> None:
@@ -40,7 +34,7 @@ def test_a_hub_that_cannot_be_reached_fails_at_once_without_the_retrying_downloa
 ) -> None:
     import huggingface_hub
 
-    port = closed_port()
+    port = free_port()  # nothing listens there
     downloads: list[Any] = []
     monkeypatch.setattr(huggingface_hub, "hf_hub_url",
                         lambda repo, name: f"http://127.0.0.1:{port}/{repo}/resolve/main/{name}")
