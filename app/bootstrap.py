@@ -111,8 +111,7 @@ def build_pod_control(
     """RunPod's GraphQL pod control when a key and a pod id are set; else a recorder."""
     api_key = secret(settings.RUNPOD_API_KEY)
     if settings.local_mode or not api_key or not settings.RUNPOD_POD_ID:
-        never_terminates = settings.WORKER_ZERO or settings.TERMINATE_IDLE_TIME == 0
-        if not settings.local_mode and not never_terminates:
+        if not settings.local_mode and not settings.never_self_terminates:
             log.warning(
                 "RUNPOD_API_KEY or RUNPOD_POD_ID is not set: when idle, this worker will exit "
                 "but cannot delete its pod", extra={"event": "no_pod_control"},

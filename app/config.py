@@ -68,7 +68,7 @@ def queue_config_from(settings: Settings) -> QueueConfig:
 
 
 def lifecycle_from(settings: Settings) -> LifecyclePolicy:
-    never = settings.WORKER_ZERO or settings.TERMINATE_IDLE_TIME <= 0
+    never = settings.never_self_terminates
     return LifecyclePolicy(
         idle_ttl=None if never else settings.TERMINATE_IDLE_TIME / 1000,
         execution_timeout=settings.EXECUTION_TIMEOUT / 1000,

@@ -106,12 +106,15 @@ def check_self_termination(settings: Settings) -> Check:
     """Can an idle pod delete itself? It needs RUNPOD_API_KEY and RUNPOD_POD_ID."""
     if settings.local_mode:
         return Check("pod control", SKIP, "local mode: no pod to delete")
-    if settings.WORKER_ZERO or settings.TERMINATE_IDLE_TIME == 0:
+    if settings.never_self_terminates:
         why = "WORKER_ZERO=true" if settings.WORKER_ZERO else "TERMINATE_IDLE_TIME=0"
         return Check("pod control", OK, f"this pod never deletes itself ({why})")
-    missing = [name for name, value in (("RUNPOD_API_KEY", settings.RUNPOD_API_KEY),
-                                        ("RUNPOD_POD_ID", settings.RUNPOD_POD_ID))
-               if value is None]
+    if settings.JOB_QUEUE is not None:  # as bootstrap wires it: nothing to delete
+        return Check("pod control", OK, f"idle for {settings.TERMINATE_IDLE_TIME / 1000:g} s, "
+                     "the worker exits 0 and its Kubernetes Job completes")
+    key = settings.RUNPOD_API_KEY.get_secret_value() if settings.RUNPOD_API_KEY else ""
+    missing = [name for name, value in (("RUNPOD_API_KEY", key),
+                                        ("RUNPOD_POD_ID", settings.RUNPOD_POD_ID)) if not value]
     if missing:
         return Check("pod control", WARN, f"{' and '.join(missing)} not set: when idle, the "
                      "worker exits but cannot delete its pod, which goes on costing money",

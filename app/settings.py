@@ -318,6 +318,11 @@ class Settings(ModelSettings, WeightsSettings):
         return self.TEST_LOCAL or (self.WEBHOOK_GET_WORK is None and self.JOB_QUEUE is None)
 
     @property
+    def never_self_terminates(self) -> bool:
+        """True when an idle worker never ends its pod: WORKER_ZERO, or TERMINATE_IDLE_TIME=0."""
+        return self.WORKER_ZERO or self.TERMINATE_IDLE_TIME <= 0
+
+    @property
     def queue_password(self) -> str | None:
         """The Redis queue's password: REDIS_PASSWORD, else the one in JOB_QUEUE's URL."""
         if self.REDIS_PASSWORD is not None:
