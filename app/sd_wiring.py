@@ -31,8 +31,6 @@ from domain.errors import ConfigurationError
 from domain.ports import Model
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from adapters.stable_diffusion.families import FamilySpec
     from adapters.stable_diffusion.input_images import ImageLoader
     from adapters.stable_diffusion.limits import SdLimits
@@ -127,7 +125,6 @@ def build_stable_diffusion(settings: Settings) -> Model:
 def hub_caches(settings: Settings) -> tuple[Path, ...]:
     """Where a hub id is looked for, in order: MODEL_CACHE_DIRS, then Hugging Face's own cache
     (HF_HUB_CACHE, or HF_HOME/hub, as huggingface_hub reads them)."""
-    from pathlib import Path
 
     try:
         from huggingface_hub import constants
@@ -139,7 +136,6 @@ def hub_caches(settings: Settings) -> tuple[Path, ...]:
 
 def found_weights(path: str, settings: Settings) -> FoundWeights | None:
     """Where the hub id ``path`` is cached (None for a folder, or a hub id in no cache)."""
-    from pathlib import Path
 
     from adapters.stable_diffusion.loading import is_hub_id
     from adapters.stable_diffusion.weights_cache import find_in_caches

@@ -230,6 +230,9 @@ class StableDiffusionModel:
                 torch, spec, pipe, self.compile_options, sizes=self._warm_sizes(),
                 max_outputs=self._max_rows, device=device, model=source,
             )
+        if self.adapters is not None:  # unloading serves compiled graphs only: are there any?
+            self.adapters.unload_for_base = (self.compilation is not None
+                                             and self.compilation.active)
         if self.first_block_cache:
             pipelines.first_block_cache(diffusers, spec, pipe, self.first_block_cache)
         if on_cuda or self.compilation is not None:
