@@ -133,15 +133,19 @@ class RedisServer:
             raise RuntimeError("no append-only file: start the server with appendonly=True")
         return incr[-1], incr[-1].stat().st_size
 
-    def lose_aof_tail(self, since: tuple[Path, int]) -> int:
+    def lose_aof_tail(self, since: tuple[Path, int]) -> bytes:
         """After ``kill()``: cut the append-only file back to ``since`` (from ``aof_tail``), as
-        a machine crash loses what the last fsync did not cover. Returns the bytes cut."""
+        a machine crash loses what the last fsync did not cover. Returns what Redis will not
+        replay, in its wire format: the cut, from the start of the last transaction (a script's
+        writes) before it, which Redis reverts whole when the cut ends it halfway."""
         assert not self.running, "cut the file of a stopped server only"
         path, size = since
-        cut = path.stat().st_size - size
+        content = path.read_bytes()
+        assert len(content) > size, "nothing was written after that size: nothing to lose"
         with path.open("r+b") as handle:
             handle.truncate(size)
-        return cut
+        start = content.rfind(b"*1\r\n$5\r\nMULTI\r\n", 0, size)
+        return content[start if start >= 0 else size:]
 
     def client(self) -> Any:
         """A plain client (bytes in and out; typed Any: redis-py types each answer as
