@@ -75,6 +75,9 @@ def test_the_sdk_worker_streams_every_chunk_in_order_then_posts_the_final_result
     jobs = [platform.submit({"chunks": n}) for n in (3, 5)]
     sdk_worker("stream")
     assert platform.wait_for_results(2, timeout=60)
+    # an exchange is noted once its answer is made, just after the result it carries
+    wait_until(lambda: len(platform.seen("job-done")) >= 2, timeout=10, what="both job-dones",
+               interval=0.02)
     for job_id, n in zip(jobs, (3, 5), strict=True):
         assert chunks_of(platform, job_id) == [{"i": i, "text": f"chunk-{i}"} for i in range(n)]
         assert platform.results[job_id] == {"output": []}
@@ -182,7 +185,8 @@ def test_the_sdk_client_runs_jobs_that_podworker_does(
         assert answers[7] == {"id": bad, "status": "IN_QUEUE"}
         slow = answers[8]
         assert platform.wait_until(
-            lambda p: p.jobs[bad].status == "FAILED" and bool(p.jobs[slow].progress), timeout=30)
+            lambda p: p.jobs[bad].status == "FAILED"
+            and p.jobs[slow].progress[-1:] == [{"step": 2, "of": 2}], timeout=30)
         status = run_sdk_client(sdk_python, platform, tmp_path, [
             {"call": "status_raw", "job": "slow", "id": slow}, {"call": "health"}])
         assert status[0]["status"] == "IN_PROGRESS"

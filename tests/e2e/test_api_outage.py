@@ -52,7 +52,8 @@ def test_a_30_second_outage_costs_under_100_requests_and_the_worker_recovers_by_
         job = api.submit({"after": True})
         assert api.wait_for_results(1, timeout=15)
         recovered_in = time.monotonic() - back
-        assert recovered_in < 7.0, f"took {recovered_in:.1f} s to pick up the next job"
+        # by itself, without waiting out a long backoff; how fast is printed, not budgeted
+        assert recovered_in < 20.0, f"took {recovered_in:.1f} s to pick up the next job"
         print(f"take attempts during a {OUTAGE_S:.0f} s outage: {during:.0f}; next job done "
               f"{recovered_in:.2f} s after the API came back")
         assert api.status(job)["status"] == "COMPLETED"  # type: ignore[index]

@@ -80,8 +80,9 @@ def test_take_answering_429_waits_as_long_as_retry_after_asks(rig: Rig) -> None:
     rig.wait_taken(job, timeout=20)
     taken_after = time.monotonic()
     takes = rig.api.requests["take"] - base
-    # three Retry-After: 1 waits, then the take that gets the job (and perhaps the next one)
-    assert 3 * 1.0 - 0.1 <= taken_after - start < 3 * 1.2 + 1.5
+    # three Retry-After: 1 waits, then the take that gets the job (and perhaps the next one);
+    # the upper bound leaves room for a loaded machine, the lower one is the behaviour
+    assert 3 * 1.0 - 0.1 <= taken_after - start < 3 * 1.2 + 4.0, f"{taken_after - start:.2f} s"
     assert 4 <= takes <= 5, f"{takes} takes for three 429s"
     assert rig.wait_result(job) == {"output": {"n": 2}}
     assert worker.terminate() == 0
@@ -101,11 +102,12 @@ def test_takes_slower_than_the_take_timeout_are_abandoned_at_the_timeout_and_ret
     job = rig.submit({"n": 2})
     rig.wait_taken(job, timeout=20)
     taken_after = time.monotonic()
+    takes = rig.api.requests["take"] - base  # read now: the worker takes on while it posts
     # two 1 s read timeouts and two short backoffs, not two 2.5 s waits for the answers
     assert 2.0 <= taken_after - start < 12, f"{taken_after - start:.2f} s"
     assert rig.wait_result(job) == {"output": {"n": 2}}
     assert rig.metric("take_errors") >= 2
-    assert rig.api.requests["take"] - base <= 4
+    assert takes <= 4, f"{takes} takes for two slow ones and the one that got the job"
     timeouts = [e for e in worker.events() if e.get("event") == "take_failed"]
     assert any("timed out" in e["message"] for e in timeouts)
     assert worker.terminate() == 0

@@ -48,7 +48,7 @@ def test_a_job_past_the_work_timeout_is_interrupted_and_failed_and_the_next_job_
     rig.wait_taken(hung)
     taken = time.monotonic()
     assert rig.wait_result(hung, timeout=10) == {"error": "execution timeout after 1000 ms"}
-    assert time.monotonic() - taken < 3.0
+    assert time.monotonic() - taken < 8.0  # the 1 s timeout, not the 60 s job; room for load
     after = rig.submit({"n": 2})
     assert rig.wait_result(after) == {"output": {"n": 2}}
     assert worker.proc.poll() is None

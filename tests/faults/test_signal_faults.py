@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
 
 from fakeplatform import FakeJobApiServer
 from tests.support.fault_kit import Rig, poll_until, s3_settings
@@ -40,14 +39,13 @@ def test_sigterm_during_a_job_delivers_that_job_takes_no_other_and_exits_0(
     rig.assert_delivered_once()
 
 
-def test_sigterm_while_idle_exits_0_within_one_long_poll(rig: Rig) -> None:
+def test_sigterm_while_idle_exits_0_and_says_why(rig: Rig) -> None:
+    # How promptly a take held long is let go: the next test (a 20 s long poll).
     worker = rig.start()
     rig.wait_result(rig.submit({"n": 1}))
     takes = rig.api.requests["take"]
     rig.api.wait_until(lambda s: s.requests["take"] > takes, 5)  # idle, in a take
-    sent = time.monotonic()
     assert worker.terminate(timeout=10) == 0
-    assert time.monotonic() - sent < 0.3 + 2.0  # the fake's long poll, and slack for load
     assert worker.saw("exit", reason="SIGTERM received")
     rig.assert_delivered_once()
 

@@ -51,7 +51,7 @@ def test_with_the_outbox_disk_full_jobs_are_still_answered_and_the_worker_keeps_
 ) -> None:
     api = full_disk_worker.api
     api.submit({"n": 1}, job_id="on-a-full-disk")
-    answered = api.wait_for_results(1, timeout=3)
+    answered = api.wait_for_results(1, timeout=30)
     assert full_disk_worker.thread is not None and full_disk_worker.thread.is_alive()
     assert answered, "the result was lost"
     assert api.results["on-a-full-disk"].output == {"n": 1}

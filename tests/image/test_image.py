@@ -155,16 +155,18 @@ def test_with_webhooks_it_takes_and_answers_jobs_reports_healthy_and_serves_metr
         timeout=150, interval=2, what="docker inspect to show the container healthy",
     )
     assert health
-    # The fake shows a job COMPLETED as the result arrives; the worker counts it once the
-    # answer reaches it, so the count is polled for, not read once.
-    docker_kit.wait_for(
-        lambda: re.search(r"^podworker_jobs_done_total 3\.0$",
-                          get(f"http://127.0.0.1:{port}/metrics")[1], re.MULTILINE),
-        timeout=60, interval=1, what="/metrics to count the 3 jobs done",
-    )
-    code, metrics = get(f"http://127.0.0.1:{port}/metrics")
+
+    # The fake shows a job COMPLETED as the result arrives; the worker counts it (and turns
+    # ready) once the answer reaches it, so both are polled for, not read once.
+    def settled() -> bool:
+        metrics = get(f"http://127.0.0.1:{port}/metrics")[1]
+        return bool(re.search(r"^podworker_jobs_done_total 3\.0$", metrics, re.MULTILINE)
+                    and 'podworker_state{state="ready"} 1.0' in metrics)
+
+    docker_kit.wait_for(settled, timeout=60, interval=1,
+                        what="/metrics to count the 3 jobs done and show the worker ready")
+    code, _metrics = get(f"http://127.0.0.1:{port}/metrics")
     assert code == 200
-    assert 'podworker_state{state="ready"} 1.0' in metrics
     top = docker("top", container.id, "-o", "pid,uid,args").stdout.splitlines()
     worker_lines = [line for line in top if "-m app run" in line]
     assert worker_lines and all(line.split()[1] == "1000" for line in worker_lines), top

@@ -33,14 +33,19 @@ def test_health_and_metrics_answer_while_jobs_run_and_the_counters_move(tmp_path
         for n in range(3):
             h.api.submit({"_echo": {"fail": "x"}} if n == 0 else {}, job_id=f"j{n}")
         assert h.api.wait_for_results(4)
-        wait_until(lambda: metric(requests.get(f"{base}/metrics", timeout=5).text,
-                                  "podworker_jobs_done_total") == 3)
+        # The posting thread counts a job done before the loop hears it was delivered (and
+        # turns the gauge and the state): wait for both, then read once.
+        def settled() -> bool:
+            text = requests.get(f"{base}/metrics", timeout=5).text
+            return (metric(text, "podworker_jobs_done_total") == 3
+                    and metric(text, "podworker_undelivered_results") == 0
+                    and 'podworker_state{state="ready"} 1.0' in text)
+
+        wait_until(settled, what="3 jobs done, none undelivered, the worker ready")
         text = requests.get(f"{base}/metrics", timeout=5).text
         assert metric(text, "podworker_jobs_failed_total") == 1
         assert metric(text, "podworker_jobs_taken_total") == 4
         assert metric(text, 'podworker_stage_seconds_count{stage="post"}') == 4
-        assert metric(text, "podworker_undelivered_results") == 0
-        assert 'podworker_state{state="ready"} 1.0' in text
         h.worker.request_stop("test over")
         h.join()
         stopped = requests.get(f"{base}/health", timeout=5)
