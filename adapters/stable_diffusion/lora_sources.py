@@ -17,8 +17,9 @@ A :class:`LoraLibrary` turns a job's :class:`~.lora_fields.LoraRequest` s into
   rank (the inner size of its down/A matrices) at most ``LORA_MAX_RANK``. The device thread
   hands diffusers the checked file with ``use_safetensors=True``, so nothing is ever unpickled.
 - **One identity per content.** A LoRA is known by the SHA-256 of its bytes (memoised per file
-  size, mtime and inode): the same file under two names, or a URL and a file with the same bytes,
-  are one adapter in the device's cache.
+  size, mtime and inode; a fetched file's is the hash of what was fetched, so a fetch reads its
+  bytes once): the same file under two names, or a URL and a file with the same bytes, are one
+  adapter in the device's cache.
 
 Every problem is an ``InvalidInput`` naming the LoRA (``invalid input: loras[1] 'pixel-art': no
 such LoRA in LORA_DIR``), all of a job's in one line. Never a URL's query, which may hold a
@@ -97,6 +98,7 @@ class LoraLibrary:
         self.limits = limits or LoraLimits()
         self.fetcher = fetcher
         self.fetches = 0  # URLs fetched (a URL already on disk is not fetched again)
+        self.hashed = 0  # contents hashed (each file or fetch once, while it is unchanged)
         self._lock = threading.Lock()
         self._digests: dict[tuple[str, int, int, int], str] = {}
         self._fetched: dict[str, Path] = {}  # URL -> its file in cache_dir
@@ -177,13 +179,16 @@ class LoraLibrary:
             try:
                 with os.fdopen(handle, "wb") as out:
                     out.write(content)
-                self._check(Path(staging))  # a bad download is never cached
+                self._allowed_rank(Path(staging))  # a bad download is never cached
                 os.replace(staging, target)
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(staging)
         with self._lock:
+            self.hashed += 1
             self._fetched[request.value] = target
+            with contextlib.suppress(OSError):  # gone meanwhile: hashed again when checked
+                self._digests[self._memo(target, target.stat())] = digest
         return target
 
     # --- checks -------------------------------------------------------------------------------
@@ -197,11 +202,16 @@ class LoraLibrary:
         if stat.st_size > self.limits.max_bytes:
             raise _Refused(f"{stat.st_size} bytes, more than {self.limits.max_bytes} "
                            "(LORA_MAX_BYTES)")
+        rank = self._allowed_rank(file)
+        return self._digest(file, stat), rank
+
+    def _allowed_rank(self, file: Path) -> int:
+        """The file's rank, or ``_Refused`` when it is no LoRA or its rank is over the limit."""
         rank = self._rank(file)
         if rank > self.limits.max_rank:
             raise _Refused(f"rank {rank} is above the highest this worker takes "
                            f"({self.limits.max_rank}, LORA_MAX_RANK)")
-        return self._digest(file, stat), rank
+        return rank
 
     @staticmethod
     def _rank(file: Path) -> int:
@@ -223,8 +233,13 @@ class LoraLibrary:
                            "only, never from pickles)") from None
         return max(ranks, default=0)
 
+    @staticmethod
+    def _memo(file: Path, stat: os.stat_result) -> tuple[str, int, int, int]:
+        """What a digest is remembered by: the file as it is now (a rewrite changes it)."""
+        return (str(file), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+
     def _digest(self, file: Path, stat: os.stat_result) -> str:
-        memo = (str(file), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+        memo = self._memo(file, stat)
         with self._lock:
             known = self._digests.get(memo)
         if known is not None:
@@ -238,6 +253,7 @@ class LoraLibrary:
             raise _Refused(f"cannot be read ({exc.strerror or exc})") from None
         digest = sha.hexdigest()
         with self._lock:
+            self.hashed += 1
             self._digests[memo] = digest
         return digest
 

@@ -87,6 +87,7 @@ def test_an_allowed_lora_url_is_fetched_once_kept_by_content_hash_and_equals_the
     assert [path for path, _ in public_loras.requests] == ["/moved", "/style.safetensors"]
     assert same(first, second) and same(first, local)
     assert model.loras is not None and model.loras.fetches == 1
+    assert model.loras.hashed == 2  # the fetch's bytes once (not its file again), the copy once
     assert model.adapters is not None and model.adapters.loads == 1  # one content, one adapter
 
 
