@@ -70,8 +70,7 @@ def run_local(
     results = [api.results[str(job["id"])] for job in jobs if str(job["id"]) in api.results]
     if code in (ExitCode.MODEL_LOAD, ExitCode.STARTUP_TIMEOUT):
         failure = worker.start_failure
-        why = worker.model_load_error or (failure.error if failure is not None else "")
-        error = f"model could not be loaded: {why}"
+        error = f"model could not be loaded: {failure.error if failure is not None else ''}"
         results = [JobResult.failure(str(job["id"]), error) for job in jobs]
     records = [result.to_json() for result in results]
     print(json.dumps(records[0] if len(records) == 1 else records, indent=2), file=out)

@@ -102,7 +102,6 @@ class Worker:
         self.stop_reason: str | None = None
         self._retiring = False
         self._exit_code: ExitCode | None = None  # set once the model is lost (stuck, device)
-        self.model_load_error: str | None = None
         self.startup = stages.runner.startup  # the phases of this start (read by /health)
         self.start_failure: StartFailure | None = None
         self.failed_starts_before = 0  # failed starts in a row before this one
@@ -162,7 +161,6 @@ class Worker:
             wait = startup_wait(began, now, timeout)
             message = self._inbox.get(None if wait is None else min(wait, self.config.max_wait_s))
             if isinstance(message, msg.ModelLoaded):  # the model stage logged it
-                self.model_load_error = message.error
                 self._last_activity = self._last_finished = self.clock.now()
                 if message.error is not None:
                     self.start_failure = start_failed(self.startup, self._history,

@@ -152,7 +152,8 @@ def test_a_model_that_cannot_load_tells_one_waiting_job_why_and_ends_the_worker_
     assert h.api.taken == ["waiting"]  # one job, told why (tests/unit/test_failed_start.py)
     assert (h.api.results["waiting"].error or "").startswith(
         "the worker could not start: OSError: weights not found (phase load, after ")
-    assert h.worker.model_load_error == "OSError: weights not found"
+    assert h.worker.start_failure is not None
+    assert h.worker.start_failure.error == "OSError: weights not found"
 
 
 def test_a_job_api_that_answers_no_job_at_once_is_not_hammered(tmp_path: Path) -> None:
