@@ -9,7 +9,8 @@ process until it dies. Here every request has
   that keeps receiving a byte at a time (under TLS too, where per-read timeouts cannot change
   mid-request);
 - a **size cap** on the answer, read as a stream: past it the connection is dropped and
-  ``AnswerTooLarge`` raised, having held at most the cap plus one chunk in memory;
+  ``AnswerTooLarge`` raised, having held at most the cap plus one chunk in memory (or, with a
+  ``sink``, one chunk: a 2xx body is written there as it arrives, never held whole);
 - no hidden retries and no redirects (the callers' schedules retry; a redirect could carry the
   key elsewhere), TLS always verified (certifi's bundle, or ``SSL_CERT_FILE`` /
   ``REQUESTS_CA_BUNDLE``), keep-alive connections pooled per host, proxies from the standard
@@ -33,7 +34,7 @@ import time
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import certifi
@@ -68,9 +69,16 @@ class AnswerTooLarge(HttpFailure):
         self.status = status
 
 
+class Sink(Protocol):
+    """Where a large body goes as it arrives (an open file, a hashing writer)."""
+
+    def write(self, chunk: bytes, /) -> object: ...
+
+
 @dataclass(frozen=True)
 class Response:
-    """A complete answer: status, headers (lower-case names), the whole (capped) body."""
+    """A complete answer: status, headers (lower-case names), the whole (capped) body (empty
+    when a 2xx body went to the request's ``sink``)."""
 
     status: int
     headers: Mapping[str, str]
@@ -151,9 +159,12 @@ class HttpClient:
         body: bytes | None = None,
         headers: Mapping[str, str] | None = None,
         connect_timeout_s: float | None = None,
+        sink: Sink | None = None,
     ) -> Response:
         """Send one request; the whole answer within ``deadline_s`` seconds and
-        ``max_answer_bytes`` bytes, or ``HttpFailure``."""
+        ``max_answer_bytes`` bytes, or ``HttpFailure``. With ``sink``, a 2xx body is written
+        there chunk by chunk (an answer cut short leaves part of it written: the caller
+        discards it) and the response's ``content`` is empty."""
         started = time.monotonic()
         guard = Guard(started + deadline_s)
         connect = min(connect_timeout_s or deadline_s, deadline_s)
@@ -169,7 +180,7 @@ class HttpClient:
             )
             ok = 200 <= response.status < 300
             content = _read_capped(response, max_answer_bytes if ok else ERROR_EXCERPT_BYTES,
-                                   guard, truncate=not ok)
+                                   guard, truncate=not ok, sink=sink if ok else None)
             answer_headers = {k.lower(): v for k, v in response.headers.items()}
             result = Response(response.status, answer_headers, content, url)
             response.release_conn()
@@ -195,8 +206,11 @@ class HttpClient:
                 manager.clear()
 
 
-def _read_capped(response: Any, cap: int, guard: Guard, *, truncate: bool) -> bytes:
-    """The body, at most ``cap`` bytes: past it, cut (``truncate``) or ``AnswerTooLarge``."""
+def _read_capped(response: Any, cap: int, guard: Guard, *, truncate: bool,
+                 sink: Sink | None = None) -> bytes:
+    """The body, at most ``cap`` bytes: past it, cut (``truncate``) or ``AnswerTooLarge``.
+    With ``sink`` (never together with ``truncate``) each chunk is written there instead of
+    kept, and the body returned is empty."""
     declared = response.headers.get("Content-Length")
     if not truncate and declared is not None and declared.isdigit() and int(declared) > cap:
         raise AnswerTooLarge(f"answer of {int(declared)} bytes is over the {cap}-byte limit",
@@ -216,7 +230,10 @@ def _read_capped(response: Any, cap: int, guard: Guard, *, truncate: bool) -> by
                 break
             raise AnswerTooLarge(f"answer over the {cap}-byte limit (abandoned unread)",
                                  response.status)
-        parts.append(chunk)
+        if sink is None:
+            parts.append(chunk)
+        else:
+            sink.write(chunk)
         if guard.expired:
             raise DeadlineExceeded(f"no complete answer by the deadline ({size} bytes read)")
     return b"".join(parts)

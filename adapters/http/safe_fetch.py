@@ -47,6 +47,7 @@ from adapters.http.client import (
     HttpClient,
     HttpFailure,
     Response,
+    Sink,
 )
 
 IMAGE_TYPES = "image/png, image/jpeg, image/webp"
@@ -79,7 +80,7 @@ class FetchPolicy:
 
 @dataclass(frozen=True)
 class Fetched:
-    content: bytes
+    content: bytes  # empty when the body went to the fetch's ``sink``
     content_type: str  # lower case, without parameters; "" when the answer named none
     url: str  # the final URL, after redirects
 
@@ -110,10 +111,12 @@ class SafeFetcher:
         self._monotonic = monotonic
         self._classify = classify
 
-    def fetch(self, url: str, *, accept: str = IMAGE_TYPES) -> Fetched:
+    def fetch(self, url: str, *, accept: str = IMAGE_TYPES, sink: Sink | None = None) -> Fetched:
         """The body at ``url``, following redirects. Raises :class:`FetchRefused`.
 
-        ``accept`` is the ``Accept`` header sent (images by default)."""
+        ``accept`` is the ``Accept`` header sent (images by default). ``sink``: the final
+        answer's body is written there as it arrives, never held whole (a large file); after
+        a refusal, what it got is incomplete and the caller drops it."""
         deadline = self._monotonic() + self.policy.deadline_s
         for _hop in range(self.policy.max_redirects + 1):
             host, port = _checked_url(url)
@@ -122,7 +125,7 @@ class SafeFetcher:
             if left <= 0:
                 raise FetchRefused(f"{host}: no answer within {self.policy.deadline_s:g} s")
             response = _get(url, address, left, self.policy.max_bytes, self.policy.deadline_s,
-                            accept)
+                            accept, sink)
             if response.status in self.REDIRECTS:
                 location = response.headers.get("location")
                 if not location:
@@ -194,12 +197,12 @@ def _resolve_by(resolve: Resolver, host: str, port: int, timeout_s: float) -> li
 
 
 def _get(url: str, address: str, left_s: float, max_bytes: int, whole_s: float,
-         accept: str) -> Response:
+         accept: str, sink: Sink | None) -> Response:
     host = urlsplit(url).hostname or "?"
     client = _PinnedClient(address)
     try:
         return client.request("GET", url, deadline_s=left_s, max_answer_bytes=max_bytes,
-                              headers={"Accept": accept})
+                              headers={"Accept": accept}, sink=sink)
     except DeadlineExceeded:
         raise FetchRefused(f"{host}: no complete answer within {whole_s:g} s") from None
     except HttpFailure as exc:

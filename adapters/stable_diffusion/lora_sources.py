@@ -9,9 +9,10 @@ A :class:`LoraLibrary` turns a job's :class:`~.lora_fields.LoraRequest` s into
   path: ``..``, an absolute path or a symlink pointing out never reach a file elsewhere.
 - **URLs only with a fetcher** (``LORA_URL_FETCH``): the SSRF-safe fetcher of input images
   (:class:`adapters.http.safe_fetch.SafeFetcher`: no private or metadata addresses, one
-  overall deadline, ``LORA_MAX_BYTES``). What comes back is checked like a file, then kept under
-  the cache folder as ``<sha256>.safetensors`` (written beside and renamed, so a reader never
-  sees half a file); the same URL is not fetched again while that file is there.
+  overall deadline, ``LORA_MAX_BYTES``). The body is written to a file beside the cache as it
+  arrives (hashed on the way: memory holds a chunk, not the file), checked like a file, then
+  renamed to ``<sha256>.safetensors``, so a reader never sees half a file; the same URL is not
+  fetched again while that file is there.
 - **safetensors only, never a pickle.** Every file must parse as safetensors (the header is read,
   no tensor is), hold LoRA tensors (a ``lora`` key), be at most ``LORA_MAX_BYTES`` and have a
   rank (the inner size of its down/A matrices) at most ``LORA_MAX_RANK``. The device thread
@@ -37,6 +38,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from adapters.http.safe_fetch import FetchRefused, SafeFetcher
 from adapters.stable_diffusion.lora_fields import LoraPolicy, LoraRequest
@@ -163,27 +165,21 @@ class LoraLibrary:
             known = self._fetched.get(request.value)
         if known is not None and known.is_file():
             return known
+        download = _Download(self.cache_dir)
         try:
-            fetched = self.fetcher.fetch(request.value, accept=ACCEPT)
-        except FetchRefused as exc:
-            raise _Refused(f"could not be fetched: {exc}") from None
-        self.fetches += 1
-        content = fetched.content
-        if len(content) > self.limits.max_bytes:
-            raise _Refused(f"more than {self.limits.max_bytes} bytes (LORA_MAX_BYTES)")
-        digest = hashlib.sha256(content).hexdigest()
-        target = self.cache_dir / f"{digest}{SUFFIX}"
-        if not target.is_file():
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
-            handle, staging = tempfile.mkstemp(prefix=".fetching-", dir=self.cache_dir)
             try:
-                with os.fdopen(handle, "wb") as out:
-                    out.write(content)
-                self._allowed_rank(Path(staging))  # a bad download is never cached
+                self.fetcher.fetch(request.value, accept=ACCEPT, sink=download)
+            except FetchRefused as exc:
+                raise _Refused(f"could not be fetched: {exc}") from None
+            staging = download.finish()
+            self.fetches += 1
+            digest = download.sha.hexdigest()
+            target = self.cache_dir / f"{digest}{SUFFIX}"
+            if not target.is_file():
+                self._allowed_rank(staging)  # a bad download is never cached
                 os.replace(staging, target)
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(staging)
+        finally:
+            download.discard()
         with self._lock:
             self.hashed += 1
             self._fetched[request.value] = target
@@ -256,6 +252,42 @@ class LoraLibrary:
             self.hashed += 1
             self._digests[memo] = digest
         return digest
+
+
+class _Download:
+    """A fetched body, written to a hidden file in ``folder`` as it arrives and hashed on the
+    way (one pass; memory holds a chunk). The file is made at the first chunk, so a URL refused
+    before any answer leaves nothing behind; ``discard`` removes it unless it was renamed."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.sha = hashlib.sha256()
+        self._path: Path | None = None
+        self._out: BinaryIO | None = None
+
+    def write(self, chunk: bytes) -> None:
+        self.sha.update(chunk)
+        self._open().write(chunk)
+
+    def finish(self) -> Path:
+        """The complete file (empty when the body was)."""
+        self._open().close()
+        assert self._path is not None
+        return self._path
+
+    def discard(self) -> None:
+        if self._out is not None:
+            self._out.close()
+        if self._path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self._path.unlink()
+
+    def _open(self) -> BinaryIO:
+        if self._out is None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            handle, name = tempfile.mkstemp(prefix=".fetching-", dir=self.folder)
+            self._path, self._out = Path(name), os.fdopen(handle, "wb")
+        return self._out
 
 
 class _Refused(Exception):
