@@ -3,7 +3,9 @@
 ``configure_logging`` installs one handler on the root logger with a filter that runs the
 settings' :class:`~domain.scrubbing.Scrubber` over the message, the arguments, the exception
 text and every string field: no piece of six or more characters of a secret is written. Record
-attributes passed with ``extra=`` (``job_id``, ``event``, ``seconds`` ...) become JSON fields.
+attributes passed with ``extra=`` (``job_id``, ``event``, ``seconds`` ...) become JSON fields; a
+record about one job may carry that job's own credentials as ``_secrets`` (never written), and
+they are scrubbed too.
 """
 
 from __future__ import annotations
@@ -27,16 +29,24 @@ class RedactingFilter(logging.Filter):
         self._redact = redact
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self._redact:
+        job_secrets = getattr(record, "_secrets", None)  # a job's own credentials (s3Config)
+        scrubbers = [s for s in (self._redact, Scrubber(job_secrets or ())) if s]
+        if not scrubbers:
             return True
-        record.msg = self._redact(record.getMessage())
+
+        def redact(text: str) -> str:
+            for scrub in scrubbers:
+                text = scrub(text)
+            return text
+
+        record.msg = redact(record.getMessage())
         record.args = None
         if record.exc_info and record.exc_info[1] is not None:
-            record.exc_text = self._redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
             record.exc_info = None
         for key, value in list(vars(record).items()):
             if key not in _STANDARD and isinstance(value, str):
-                setattr(record, key, self._redact(value))
+                setattr(record, key, redact(value))
         return True
 
 

@@ -52,6 +52,7 @@ from domain.execution import RunningJob
 from domain.job import Job
 from domain.outputs import describe_error
 from domain.ports import Clock, Model
+from domain.scrubbing import Scrubber
 
 log = logging.getLogger("podworker.model")
 
@@ -180,7 +181,7 @@ class ModelRunner:
             if running.timed_out(self._clock.now()):  # finished past its deadline
                 raise ExecutionTimeout(round(running.timeout_s * 1000))
 
-        error, fatal = self._outcome_of(call, job_id=running.job_id)
+        error, fatal = self._outcome_of(call, job=running.job)
         self._done(running, result, error, fatal, started)
 
     def _aggregates(self) -> bool:
@@ -232,7 +233,7 @@ class ModelRunner:
             else:
                 error = self._scrub("TimeoutError")
         except BaseException as exc:
-            error, fatal = self._described(exc, running.job_id)
+            error, fatal = self._described(exc, running.job)
         self._done(running, result, error, fatal, started)
 
     async def _stream_async(self, running: RunningJob, chunks: AsyncIterator[Any]) -> Any:
@@ -254,6 +255,8 @@ class ModelRunner:
     # --- outcomes ----------------------------------------------------------------------------
     def _done(self, running: RunningJob, result: dict[str, Any], error: str | None,
               fatal: bool, started: float) -> None:
+        if error is not None and running.job.secrets():  # the request's own credentials
+            error = Scrubber(running.job.secrets())(error)
         self._inbox.put(ModelDone(
             running=running, output=None if error else result.get("output"), error=error,
             seconds=self._clock.now() - started, device_lost=fatal,
@@ -262,20 +265,21 @@ class ModelRunner:
         ))
 
     def _outcome_of(
-        self, call: Callable[[], object], job_id: str | None = None
+        self, call: Callable[[], object], job: Job | None = None
     ) -> tuple[str | None, bool]:
         """Run ``call``: (None, False) when it returned, else (its error described, whether the
         device is lost). Never raises."""
         try:
             call()
         except BaseException as exc:  # a model's SystemExit is its job's error, too
-            return self._described(exc, job_id)
+            return self._described(exc, job)
         return None, False
 
-    def _described(self, exc: BaseException, job_id: str | None) -> tuple[str, bool]:
+    def _described(self, exc: BaseException, job: Job | None) -> tuple[str, bool]:
         if not isinstance(exc, QUIET_ERRORS) and log.isEnabledFor(logging.DEBUG):
             with contextlib.suppress(BaseException):  # a hostile exception may break logging
-                log.debug("model raised", exc_info=exc, extra={"job_id": job_id})
+                log.debug("model raised", exc_info=exc, extra={
+                    "job_id": job.id if job else None, "_secrets": job.secrets() if job else ()})
         described = self._scrub(describe_error(exc))
         fatal = isinstance(exc, DeviceLost)
         if fatal:

@@ -41,6 +41,21 @@ class Job:
     problem: str | None = None
     platform_fields: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
+    def secrets(self) -> tuple[str, ...]:
+        """The credentials the platform sent with this job (:func:`secrets_in`)."""
+        return secrets_in(self.platform_fields)
+
+
+def secrets_in(platform_fields: dict[str, Any]) -> tuple[str, ...]:
+    """The credentials a job's platform fields carry (``s3Config``'s ``accessId`` and
+    ``accessSecret``, strings only): scrubbed from that job's error and from what is logged of
+    it, like the worker's own secrets (a log record carries them as ``_secrets``)."""
+    config = platform_fields.get("s3Config")
+    if not isinstance(config, dict):
+        return ()
+    return tuple(v for k in ("accessId", "accessSecret")
+                 if isinstance(v := config.get(k), str) and v)
+
 
 class Artifact:
     """A binary output (an image, say) the model produced, to be stored before the result is sent.

@@ -1,4 +1,6 @@
-"""Pod control for local runs and tests: records the request instead of deleting anything."""
+"""Pod control that records the request instead of deleting anything: the local run's and the
+tests', and production's when ``RUNPOD_API_KEY`` or ``RUNPOD_POD_ID`` is missing (bootstrap warns
+then that an idle worker exits without deleting its pod)."""
 
 from __future__ import annotations
 

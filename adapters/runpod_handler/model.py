@@ -14,7 +14,7 @@ Exists so that a handler written for ``runpod.serverless.start`` runs under podw
 - ``concurrency_modifier`` is asked between takes with the concurrency it last answered (it
   starts from 1, as in the SDK); ``return_aggregate_stream`` makes a stream's output its chunks;
 - ``refresh_worker`` (in the config, or ``True`` in a returned dict) asks for a fresh worker once
-  that job's result is delivered (``"stopPod": true``, then this worker drains and exits 0);
+  that job's result is delivered (``"stopPod": true``, this worker then drains and exits 7);
 - what the handler returns or yields is read as the SDK reads it (``sdk_results``); an
   exception fails the job with a short ``<Type>: <message>`` and its traceback goes to the log
   (scrubbed of secrets by the worker's logging), where the SDK puts it in the job's error.
@@ -33,6 +33,7 @@ from typing import Any
 from adapters.runpod_handler.handler_file import HandlerConfig, run_handler_file
 from adapters.runpod_handler.sdk_results import HandlerFailed, check_chunk, read_return
 from domain.errors import ExecutionTimeout, JobCancelled, ModelError
+from domain.job import secrets_in
 from domain.ports import JobContext
 
 log = logging.getLogger("podworker.handler")
@@ -188,7 +189,8 @@ class HandlerModel:
         self._after(ctx)
         with contextlib.suppress(BaseException):  # a hostile exception may break logging
             log.error("the handler raised on job %s", ctx.job_id, exc_info=exc,
-                      extra={"event": "handler_raised", "job_id": ctx.job_id})
+                      extra={"event": "handler_raised", "job_id": ctx.job_id,
+                             "_secrets": secrets_in(getattr(ctx, "platform_fields", None) or {})})
 
 
 def _ask_for_fresh_worker(ctx: JobContext) -> None:

@@ -27,6 +27,17 @@ def test_the_platforms_other_fields_are_kept_for_handlers_and_never_shown_in_rep
     assert "s3cr3t" not in repr(job) and "AKIA" not in repr(job)
 
 
+def test_a_jobs_own_credentials_are_its_s3configs_access_id_and_secret() -> None:
+    config = {"bucketName": "b", "accessId": "AKIAEXAMPLE", "accessSecret": "s3cr3t-value",
+              "endpointUrl": "https://s3.example"}
+    job = job_from_wire({"id": "j", "input": {}, "s3Config": config}, now=0)
+    assert job is not None and job.secrets() == ("AKIAEXAMPLE", "s3cr3t-value")
+    for odd in ({"id": "j", "input": {}}, {"id": "j", "input": {}, "s3Config": "x"},
+                {"id": "j", "input": {}, "s3Config": {"accessId": 3, "accessSecret": ""}}):
+        plain = job_from_wire(odd, now=0)
+        assert plain is not None and plain.secrets() == ()
+
+
 def test_a_numeric_id_is_read_as_a_string() -> None:
     job = job_from_wire({"id": 42, "input": {}}, now=0)
     assert job is not None and job.id == "42"

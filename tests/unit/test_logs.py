@@ -38,6 +38,24 @@ def test_secrets_are_redacted_from_messages_arguments_extras_and_tracebacks() ->
     assert Scrubber(["abc"])("abc") == "abc"  # under 4 characters: not a key, left alone
 
 
+def test_a_records_own_secrets_are_redacted_too_even_where_the_worker_has_none() -> None:
+    job_secret = "job-access-secret-9f8e7d"  # a job's s3Config credential, say
+    stream = io.StringIO()
+    configure_logging(debug=True, fmt="text", redactor=Scrubber([]), stream=stream)
+    log = logging.getLogger("podworker.test")
+    try:
+        raise RuntimeError(f"upload refused for {job_secret}")
+    except RuntimeError as exc:
+        log.error("raised on %s", job_secret[:12], exc_info=exc,
+                  extra={"job_id": "j", "_secrets": (job_secret,)})
+    log.info("a later record without it: %s", job_secret[:12])
+    first, later = stream.getvalue().split("a later record")
+    assert job_secret[:6] not in first and job_secret[-6:] not in first
+    assert first.count("[redacted]") >= 2 and "RuntimeError: upload refused for" in first
+    assert job_secret[:12] in later  # scrubbed only where the record carries it
+    assert "_secrets" not in stream.getvalue()
+
+
 def test_summaries_for_debug_logs_cut_long_values_such_as_base64_images() -> None:
     from app.logs import summarize
 

@@ -9,6 +9,7 @@ end the test, and ``serverless.progress_update``) shows what the adapter does wi
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -21,9 +22,11 @@ from adapters.runpod_handler.model import HandlerModel
 from adapters.runpod_handler.sdk import import_sdk, split_sdk_flags
 from adapters.runpod_handler.sdk_results import HandlerFailed, Returned, check_chunk, read_return
 from app.handler_command import local_job
+from app.logs import RedactingFilter
 from domain.errors import ConfigurationError, ModelError
 from domain.job import JobResult
 from domain.ports import Model
+from domain.scrubbing import Scrubber
 from tests.support.harness import Harness, make_harness
 
 FAKE_SDK = {
@@ -220,6 +223,39 @@ def test_an_exception_fails_the_job_briefly_and_logs_the_traceback(
     assert len(raised) == 1 and raised[0].job_id == "k"  # type: ignore[attr-defined]
     assert "Traceback (most recent call last)" in caplog.text
     assert 'raise KeyError("missing_field")' in caplog.text
+
+
+def test_the_requests_own_s3_credentials_never_reach_its_error_or_the_log(
+    sdk: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    secret = "request-secret-4b3c2d1e"
+    path = handler_file(sdk, '''\
+        import runpod
+        def handler(job):
+            config = job["s3Config"]
+            if job["input"].get("returns"):
+                return {"error": f"bucket refused {config['accessSecret']}"}
+            raise PermissionError(f"{config['accessId']}:{config['accessSecret']} denied")
+        runpod.serverless.start({"handler": handler})
+        ''')
+    logging.getLogger().addFilter(filter_ := RedactingFilter(Scrubber([])))
+    caplog.handler.addFilter(filter_)
+    try:
+        h = make_harness(sdk, model=HandlerModel(path)).start()
+        config = {"bucketName": "b", "accessId": "AKIAREQUEST0001", "accessSecret": secret}
+        for job_id, job_input in (("raises", {}), ("returns", {"returns": True})):
+            h.api.submit_raw({"id": job_id, "input": job_input, "s3Config": config})
+        assert h.api.wait_for_results(2, timeout=30)
+        h.stop()
+    finally:
+        logging.getLogger().removeFilter(filter_)
+        caplog.handler.removeFilter(filter_)
+    raised, returned = h.api.results["raises"].error, h.api.results["returns"].error
+    assert raised is not None and raised.startswith("PermissionError: [redacted]")
+    assert returned is not None and returned.startswith("bucket refused [redacted]")
+    for text in (raised, returned, caplog.text):
+        assert secret[:6] not in text and secret[-6:] not in text and "AKIAREQ" not in text
+    assert "Traceback (most recent call last)" in caplog.text  # the traceback is still logged
 
 
 class _Context:
