@@ -32,7 +32,7 @@ from app.job_stops import JobStops
 from app.messages import Inbox
 from app.metrics import Metrics
 from app.model_runner import ModelRunner
-from app.plugins import OneByOneStorage, load_factory
+from app.plugins import FactoryFailed, FactoryRaised, OneByOneStorage, load_factory
 from app.posting import Poster
 from app.recycling import Recycler
 from app.settings import Settings, StorageKind
@@ -165,7 +165,8 @@ def build_storage(settings: Settings, interrupt: threading.Event | None = None) 
 
 
 def build_model(settings: Settings) -> Model:
-    """``echo``, ``stable_diffusion``, or ``module:factory`` (called with the settings)."""
+    """``echo``, ``stable_diffusion``, or ``module:factory`` (called with the settings; one that
+    raises gives :class:`~app.plugins.FactoryFailed`, a model whose load fails with its error)."""
     name = settings.MODEL  # validated and normalised by the settings
     if name == "echo":
         return EchoModel(delay_s=settings.ECHO_DELAY_MS / 1000, fail=settings.ECHO_FAIL)
@@ -173,7 +174,10 @@ def build_model(settings: Settings) -> Model:
         from app.sd_wiring import build_stable_diffusion
 
         return build_stable_diffusion(settings)
-    return load_factory(name, "MODEL", settings, ("load", "run"))  # type: ignore[no-any-return]
+    try:
+        return load_factory(name, "MODEL", settings, ("load", "run"))  # type: ignore[no-any-return]
+    except FactoryRaised as exc:  # a model that could not start, not a mistaken setting
+        return FactoryFailed(name, exc.error)
 
 
 def build_worker(

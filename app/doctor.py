@@ -217,6 +217,8 @@ def check_model(settings: Settings) -> Check:
         where, scrub = phases.current()[0], redactor_for(settings)  # a model's error may
         return Check("model", FAIL,  # carry a key: scrubbed like every other text
                      scrub(f"{settings.MODEL} did not load (phase {where}): {exc}"),
+                     "the model's module or factory raised: fix it (or its libraries)"
+                     if where == "import" else
                      "check MODEL_PATH holds the weights (baked into the image)")
     seconds = phases.finish()
     slow = settings.STARTUP_TIMEOUT and seconds * 1000 > settings.STARTUP_TIMEOUT / 2

@@ -5,6 +5,12 @@ the settings when its signature takes an argument (or with nothing), and what it
 checked for the port's methods, so a mistake is one clear start-up error (exit code 2) rather
 than a failure at the first job. A ``TypeError`` raised *inside* a factory is reported as it is,
 never mistaken for a call with the wrong arguments.
+
+An error the factory itself raises (:class:`FactoryRaised`: weights read in a constructor, say)
+is not a mistaken setting but a model that could not start: the worker builds
+:class:`FactoryFailed` in its place, whose load fails in phase ``import``, so the start fails as
+a load does (one job told why, the start recorded, exit code 4) rather than exiting 2 in a crash
+loop that only the pod's log shows.
 """
 
 from __future__ import annotations
@@ -15,9 +21,34 @@ from collections.abc import Sequence
 from typing import Any
 
 from app.settings import Settings
-from domain.errors import ConfigurationError
+from domain.errors import ConfigurationError, ModelError
 from domain.job import Artifact
 from domain.outputs import describe_error, store_one_by_one
+from domain.ports import JobContext, StartupReport
+
+
+class FactoryRaised(ConfigurationError):
+    """The factory was found and called, and raised: ``error`` is its error, described."""
+
+    def __init__(self, message: str, error: str) -> None:
+        super().__init__(message)
+        self.error = error
+
+
+class FactoryFailed:
+    """Stands in for a model whose factory raised: its ``load`` reports phase ``import`` and
+    fails with the factory's error; it never runs a job."""
+
+    def __init__(self, spec: str, error: str) -> None:
+        self.spec, self.error = spec, error
+
+    def load(self, startup: StartupReport | None = None) -> None:
+        if startup is not None:
+            startup.phase("import")
+        raise ModelError(f"MODEL={self.spec}: the factory raised {self.error}")
+
+    def run(self, job_input: dict[str, Any], ctx: JobContext) -> Any:
+        raise ModelError(f"MODEL={self.spec}: the factory raised {self.error}")
 
 
 def load_factory(spec: str, setting: str, settings: Settings, methods: tuple[str, ...]) -> Any:
@@ -37,8 +68,9 @@ def load_factory(spec: str, setting: str, settings: Settings, methods: tuple[str
     except ConfigurationError:
         raise
     except Exception as exc:  # the factory's own error, as it said it: a start-up error
-        raise ConfigurationError(
-            f"invalid setting {setting} ({spec!r}): the factory raised {describe_error(exc)}"
+        error = describe_error(exc)
+        raise FactoryRaised(
+            f"invalid setting {setting} ({spec!r}): the factory raised {error}", error
         ) from None
     for method in methods:
         if not callable(getattr(built, method, None)):

@@ -21,6 +21,7 @@ from app.startup import HARD_GRACE_S
 from fakeplatform import FakeJobApiServer
 from tests.support.harness import eventually
 from tests.support.ports import free_port
+from tests.support.startup_models import FACTORY_ERROR
 from tests.support.worker_process import JOB_API_KEY, WorkerProcess, worker_env
 
 MODELS = "tests.support.startup_models"
@@ -89,6 +90,27 @@ def test_a_failed_start_fails_one_job_with_why_and_exits_with_its_code(
     logged_at = datetime.strptime(failed["time"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
     assert exited_at - logged_at.timestamp() < EXIT_GRACE_S  # one take, one post, exit
     assert took < DEADLINE_S + GRACE_S, took
+
+
+def test_a_model_factory_that_raises_fails_one_job_in_phase_import_and_exits_4(
+    api: FakeJobApiServer, tmp_path: Path
+) -> None:
+    jobs = [api.submit({"n": n}) for n in range(3)]
+    worker = start(api, tmp_path, "factory_raises")
+    try:
+        assert worker.wait(GRACE_S + 30) == 4  # the model did not load, not a mistaken setting
+    finally:
+        worker.close()
+    assert api.taken == jobs[:1]
+    assert [api.status(job)["status"] for job in jobs[1:]] == ["IN_QUEUE"] * 2  # type: ignore[index]
+    status: dict[str, Any] = api.status(jobs[0])  # type: ignore[assignment]
+    error = str(status["error"])
+    assert status["status"] == "FAILED"
+    assert error.startswith(f"the worker could not start: MODEL={MODELS}:factory_raises: "
+                            f"the factory raised RuntimeError: {FACTORY_ERROR}; key [redacted]")
+    assert "(phase import, after " in error
+    assert JOB_API_KEY[:6] not in error and JOB_API_KEY[:6] not in worker.log_path.read_text()
+    assert worker.saw("startup_failed", phase="import"), worker.events()
 
 
 def _phase(url: str) -> str | None:

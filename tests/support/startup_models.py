@@ -12,7 +12,9 @@ the failed start's job error must carry the log's tail without it. Then, by fact
 - ``hangs_holding_the_gil``: the same sleep called so that it keeps the GIL (``ctypes.PyDLL``):
   no Python thread runs until it returns;
 - ``load_raises``: ``OSError`` in phase ``weights``;
-- ``warmup_raises``: ``RuntimeError`` in phase ``warmup``.
+- ``warmup_raises``: ``RuntimeError`` in phase ``warmup``;
+- ``factory_raises``: the factory itself raises (a model that reads its weights in its
+  constructor, say), with the key in its message.
 
 ``PhasedModel`` (no factory: tests build it) waits at each phase for the test to let it go, so a
 test can read ``/health`` and ``/metrics`` in every phase.
@@ -96,6 +98,13 @@ def load_raises(settings: Any) -> FailingStart:
 
 def warmup_raises(settings: Any) -> FailingStart:
     return FailingStart(settings, "warmup", "raise")
+
+
+FACTORY_ERROR = "no CUDA driver found (raised in the factory)"
+
+
+def factory_raises(settings: Any) -> FailingStart:
+    raise RuntimeError(f"{FACTORY_ERROR}; key {_key(settings)}")
 
 
 class PhasedModel:
