@@ -32,7 +32,7 @@ import ssl
 import threading
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -67,6 +67,14 @@ class AnswerTooLarge(HttpFailure):
     def __init__(self, message: str, status: int) -> None:
         super().__init__(message)
         self.status = status
+
+
+class Cancelled(HttpFailure):
+    """The caller cancelled the request (its job was stopped) before the answer was whole."""
+
+
+OnCancel = Callable[[Callable[[], object]], object]
+"""Registers a hook to call when the caller's work is cancelled (``RunningJob.on_cancel``)."""
 
 
 class Sink(Protocol):
@@ -160,11 +168,13 @@ class HttpClient:
         headers: Mapping[str, str] | None = None,
         connect_timeout_s: float | None = None,
         sink: Sink | None = None,
+        on_cancel: OnCancel | None = None,
     ) -> Response:
         """Send one request; the whole answer within ``deadline_s`` seconds and
         ``max_answer_bytes`` bytes, or ``HttpFailure``. With ``sink``, a 2xx body is written
         there chunk by chunk (an answer cut short leaves part of it written: the caller
-        discards it) and the response's ``content`` is empty."""
+        discards it) and the response's ``content`` is empty. With ``on_cancel``, a cancel
+        cuts the request at once (``Cancelled``), whatever it is waiting for."""
         started = time.monotonic()
         guard = Guard(started + deadline_s)
         connect = min(connect_timeout_s or deadline_s, deadline_s)
@@ -172,6 +182,14 @@ class HttpClient:
         all_headers = {**self._headers, **(headers or {})}
         _current.guard = guard
         WATCHDOG.arm(guard)
+        cancelled = threading.Event()
+        if on_cancel is not None:
+
+            def cut() -> None:
+                cancelled.set()
+                WATCHDOG.expire(guard)
+
+            on_cancel(cut)
         response: Any = None
         try:
             response = self._for(url).urlopen(
@@ -187,9 +205,13 @@ class HttpClient:
             return result
         except HttpFailure:
             _discard(response)
+            if cancelled.is_set():
+                raise Cancelled("cancelled before the answer was whole") from None
             raise
         except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
             _discard(response)
+            if cancelled.is_set():
+                raise Cancelled("cancelled before the answer was whole") from None
             if guard.expired:
                 raise DeadlineExceeded(
                     f"timed out: no complete answer within {deadline_s:g} s"

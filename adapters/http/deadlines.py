@@ -61,6 +61,14 @@ class _Watchdog:
             if earliest is None or guard.deadline < earliest:
                 self._cond.notify()
 
+    def expire(self, guard: Guard) -> None:
+        """Cut ``guard``'s request now, as if its deadline had passed (a cancelled job's)."""
+        with self._cond:
+            if guard.done:
+                return
+            heapq.heappush(self._heap, (time.monotonic(), next(self._order), guard))
+            self._cond.notify()
+
     def _run(self) -> None:
         while True:
             with self._cond:

@@ -46,6 +46,7 @@ from adapters.http.client import (
     GuardedHTTPSPool,
     HttpClient,
     HttpFailure,
+    OnCancel,
     Response,
     Sink,
 )
@@ -111,12 +112,14 @@ class SafeFetcher:
         self._monotonic = monotonic
         self._classify = classify
 
-    def fetch(self, url: str, *, accept: str = IMAGE_TYPES, sink: Sink | None = None) -> Fetched:
+    def fetch(self, url: str, *, accept: str = IMAGE_TYPES, sink: Sink | None = None,
+              on_cancel: OnCancel | None = None) -> Fetched:
         """The body at ``url``, following redirects. Raises :class:`FetchRefused`.
 
         ``accept`` is the ``Accept`` header sent (images by default). ``sink``: the final
         answer's body is written there as it arrives, never held whole (a large file); after
-        a refusal, what it got is incomplete and the caller drops it."""
+        a refusal, what it got is incomplete and the caller drops it. ``on_cancel`` (a job's
+        ``on_cancel``): a cancel cuts the fetch at once, a refusal."""
         deadline = self._monotonic() + self.policy.deadline_s
         for _hop in range(self.policy.max_redirects + 1):
             host, port = _checked_url(url)
@@ -125,7 +128,7 @@ class SafeFetcher:
             if left <= 0:
                 raise FetchRefused(f"{host}: no answer within {self.policy.deadline_s:g} s")
             response = _get(url, address, left, self.policy.max_bytes, self.policy.deadline_s,
-                            accept, sink)
+                            accept, sink, on_cancel)
             if response.status in self.REDIRECTS:
                 location = response.headers.get("location")
                 if not location:
@@ -197,12 +200,12 @@ def _resolve_by(resolve: Resolver, host: str, port: int, timeout_s: float) -> li
 
 
 def _get(url: str, address: str, left_s: float, max_bytes: int, whole_s: float,
-         accept: str, sink: Sink | None) -> Response:
+         accept: str, sink: Sink | None, on_cancel: OnCancel | None) -> Response:
     host = urlsplit(url).hostname or "?"
     client = _PinnedClient(address)
     try:
         return client.request("GET", url, deadline_s=left_s, max_answer_bytes=max_bytes,
-                              headers={"Accept": accept}, sink=sink)
+                              headers={"Accept": accept}, sink=sink, on_cancel=on_cancel)
     except DeadlineExceeded:
         raise FetchRefused(f"{host}: no complete answer within {whole_s:g} s") from None
     except HttpFailure as exc:

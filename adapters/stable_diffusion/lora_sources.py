@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from adapters.http.client import OnCancel
 from adapters.http.safe_fetch import FetchRefused, SafeFetcher
 from adapters.stable_diffusion.lora_fields import LoraPolicy, LoraRequest
 from domain.errors import InvalidInput
@@ -111,14 +112,17 @@ class LoraLibrary:
         return LoraPolicy(folder=self.folder is not None, urls=self.fetcher is not None,
                           max_per_job=self.limits.max_per_job)
 
-    def resolve(self, wanted: Sequence[LoraRequest]) -> tuple[ResolvedLora, ...]:
+    def resolve(self, wanted: Sequence[LoraRequest],
+                on_cancel: OnCancel | None = None) -> tuple[ResolvedLora, ...]:
         """The checked file of each request, in order. Raises ``InvalidInput`` naming every
-        LoRA that cannot be used, in one line."""
+        LoRA that cannot be used, in one line. ``on_cancel`` (the job's): a job-stop cuts a
+        download at once (the caller checks its context after a refusal)."""
         resolved: list[ResolvedLora] = []
         problems: list[str] = []
         for request in wanted:
             try:
-                file = self._fetch(request) if request.source == "url" else self._find(request)
+                file = (self._fetch(request, on_cancel) if request.source == "url"
+                        else self._find(request))
                 key, rank = self._check(file)
             except _Refused as exc:
                 problems.append(f"{request.label}: {exc}")
@@ -158,7 +162,7 @@ class LoraLibrary:
             raise _Refused("not a file")
         return real
 
-    def _fetch(self, request: LoraRequest) -> Path:
+    def _fetch(self, request: LoraRequest, on_cancel: OnCancel | None) -> Path:
         if self.fetcher is None:
             raise _Refused("URLs are not fetched by this worker (LORA_URL_FETCH is off)")
         with self._lock:
@@ -168,7 +172,8 @@ class LoraLibrary:
         download = _Download(self.cache_dir)
         try:
             try:
-                self.fetcher.fetch(request.value, accept=ACCEPT, sink=download)
+                self.fetcher.fetch(request.value, accept=ACCEPT, sink=download,
+                                   on_cancel=on_cancel)
             except FetchRefused as exc:
                 raise _Refused(f"could not be fetched: {exc}") from None
             staging = download.finish()

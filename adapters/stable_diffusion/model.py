@@ -72,7 +72,7 @@ from adapters.stable_diffusion.loading import (
     resolve_device,
 )
 from adapters.stable_diffusion.lora_fields import OFF, LoraPolicy
-from adapters.stable_diffusion.lora_sources import LoraLibrary
+from adapters.stable_diffusion.lora_sources import LoraLibrary, ResolvedLora
 from adapters.stable_diffusion.loras import LoraAdapters
 from adapters.stable_diffusion.output_images import PNG_COMPRESS_LEVEL, png_artifact
 from adapters.stable_diffusion.refiner import Refiner, job_stages, load_refiner
@@ -252,6 +252,19 @@ class StableDiffusionModel:
             if fit < self._max_rows:
                 self._fit_rows(fit)
 
+    def _loras_of(self, params: FamilyInput, ctx: JobContext) -> tuple[ResolvedLora, ...]:
+        """The job's LoRAs, found or fetched; a job-stop cuts a download (``on_cancel``, where
+        the context offers it), and then the job is cancelled, not failed for its LoRA."""
+        if not self.loras or not params.adapters:
+            return ()
+        try:
+            loras = self.loras.resolve(params.adapters, on_cancel=getattr(ctx, "on_cancel", None))
+        except InvalidInput:
+            ctx.check_cancelled()  # a download cut by a job-stop: the stop is the answer
+            raise
+        ctx.check_cancelled()
+        return loras
+
     def run(self, job_input: dict[str, Any], ctx: JobContext) -> Any:
         """Generate the images one job asks for; see the module docstring for what it promises.
 
@@ -267,8 +280,7 @@ class StableDiffusionModel:
         self._require_loaded()
         self._check_servable(params)
         ctx.check_cancelled()
-        loras = self.loras.resolve(params.adapters) if self.loras and params.adapters else ()
-        ctx.check_cancelled()
+        loras = self._loras_of(params, ctx)
         images = prepare_images(params, spec, self.images, self.limits)
         self._check_servable(params, images)
         ctx.check_cancelled()

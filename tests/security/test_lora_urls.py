@@ -135,3 +135,34 @@ def test_a_token_in_a_lora_url_never_reaches_the_error(
 
     assert "answered HTTP 404" in message
     assert "hunter2" not in message and "token=" not in message
+
+
+def test_a_job_stopped_while_its_lora_downloads_is_cancelled_not_failed_for_its_lora(
+    tiny_sd_path: Path, lora_bytes: bytes, tmp_path: Path,
+) -> None:
+    import threading
+    import time
+
+    from adapters.clock import SystemClock
+    from domain.errors import JobCancelled
+    from domain.execution import RunningJob
+    from domain.job import Job
+
+    slow = {"/slow.safetensors": Route(body=lora_bytes, headers=BINARY, trickle_s=0.2)}
+    with ImageServer(slow, host=STAND_IN_PUBLIC) as server:
+        model = lora_model(tiny_sd_path, tmp_path / "loras", cache_dir=tmp_path / "cache",
+                           fetcher=fetcher(deadline_s=120.0))
+        job = RunningJob(Job(id="j", input={}, taken_at=time.monotonic()),
+                         started=time.monotonic(), timeout_s=600, clock=SystemClock())
+
+        def stop_once_asked() -> None:
+            deadline = time.monotonic() + 60
+            while not server.requests and time.monotonic() < deadline:
+                time.sleep(0.02)
+            job.cancel("stopped by the platform")
+
+        threading.Thread(target=stop_once_asked, daemon=True).start()
+        started = time.monotonic()
+        with pytest.raises(JobCancelled):
+            model.run({**JOB, "lora": server.url("/slow.safetensors")}, job)
+        assert time.monotonic() - started < 30  # the stop, not the fetch's 120 s deadline
