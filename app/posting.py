@@ -6,8 +6,10 @@ It runs on ``lanes`` threads ("post"), each job always on the same one, so a job
 - a job's items are posted in the order they were handed over (its chunks before its result);
   an item the API does not accept (down, 5xx, 429, a trickling answer cut at its deadline) is
   retried on ``domain.waiting.RESULT_POST`` (0.2 s doubling to 30 s, for as long as it takes,
-  the lanes backing off together), holding its lane's later items behind it; a stop request
-  retries at once (``retry_now``);
+  the lanes backing off together), holding its own job's later items behind it; other jobs'
+  items in its lane go first at the next try (a result the API fails for ever, alone, delays
+  the others by a backoff, never stalls them); a stop request retries at once
+  (``retry_now``);
 - a result is in the outbox before it gets here and leaves it only once the API accepted it;
   then the controller is told (``Delivered``), which lets the idle TTL run and the process exit;
 - a result the API refuses for good (a 4xx) is replaced by an error result saying why, so the
@@ -248,6 +250,11 @@ class _Lane:
         self._backoff.succeeded()
 
     def _defer(self, item: _Item, exc: BaseException) -> None:
+        # its job's items (in their order) go behind the other jobs' items waiting in this lane
+        mine = [i for i in self._pending if i.job_id == item.job_id]
+        if len(mine) < len(self._pending):
+            others = [i for i in self._pending if i.job_id != item.job_id]
+            self._pending = collections.deque([*others, *mine])
         delay, first = self._backoff.failed(getattr(exc, "retry_after", None))
         self._retry_at = self._clock.now() + delay
         self._metrics.count("result_post_retries")

@@ -13,6 +13,7 @@ import pytest
 from adapters.clock import SystemClock
 from adapters.local.job_api import InMemoryJobApi
 from app.stages import ExitCode
+from domain.errors import ApiUnavailable
 from domain.job import JobResult
 from domain.lifecycle import LifecyclePolicy
 from domain.ports import JobContext
@@ -160,3 +161,35 @@ def test_an_item_the_adapter_can_never_send_fails_its_job_and_never_blocks_the_o
     assert h.api.results["fine"].ok
     assert [c for j, c in h.api.streamed if j == "fine"] == [{"n": 3}]
     assert h.stop() is ExitCode.OK
+
+
+class OneResultFailsForEverApi(InMemoryJobApi):
+    """A job API whose job-done endpoint answers 5xx for one job, every time."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.refused = 0
+
+    def post_result(self, result: JobResult) -> None:
+        if result.job_id == "refused-for-ever":
+            with self._cond:
+                self.refused += 1
+            raise ApiUnavailable("job-done answered HTTP 503 (for this job only)")
+        super().post_result(result)
+
+
+def test_a_result_the_api_fails_for_ever_never_stalls_the_other_jobs_of_its_lane(
+    tmp_path: Path,
+) -> None:
+    api = OneResultFailsForEverApi(SystemClock(), poll_timeout=0.3)
+    h = make_harness(tmp_path, api=api, slots=1).start()  # one slot: one post lane
+    h.api.submit({"n": 0}, job_id="refused-for-ever")
+    wait_until(lambda: api.refused >= 1, timeout=20, what="the first refused post")
+    for n in range(1, 4):
+        h.api.submit({"n": n}, job_id=f"after-{n}")
+    wait_until(lambda: all(f"after-{n}" in api.results for n in range(1, 4)), timeout=60,
+               what="the later jobs' results, past the refused one")
+    assert "refused-for-ever" not in api.results
+    assert api.refused >= 2  # still retried: kept, never dropped
+    assert [r.job_id for r in h.outbox.pending()] == ["refused-for-ever"]
+    h.stop()
