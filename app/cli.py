@@ -195,16 +195,18 @@ def configure_for(settings: Settings, *, local: bool) -> None:
 
 
 def serve(settings: Settings, *, model: Model | None = None,
-          storage: Storage | None = None, env_file: str | None = ".env") -> int:
+          storage: Storage | None = None, env_file: str | None = ".env",
+          handler: bool = False) -> int:
     """The worker on the job API (``model`` and ``storage``, or those the settings name),
-    until it stops. ``env_file`` is the settings file, checked for mistyped names."""
+    until it stops. ``env_file`` is the settings file, checked for mistyped names (``handler``:
+    a RunPod handler file's, whose own settings are not flagged)."""
     from app.bootstrap import build_worker
     from app.signals import install_stop_handlers
     from app.start_notes import log_start
     from app.startup import HardDeadline
 
     configure_for(settings, local=False)
-    log_start(settings, test_input=None, env_file=env_file, environ=os.environ)
+    log_start(settings, test_input=None, env_file=env_file, environ=os.environ, handler=handler)
     deadline = HardDeadline(settings.STARTUP_TIMEOUT / 1000).arm()  # the last resort
     try:
         worker = build_worker(settings, model=model, storage=storage)

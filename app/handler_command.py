@@ -58,7 +58,8 @@ def _run(path: Path, handler_argv: list[str], env_file: str) -> int:
     model = HandlerModel(path, handler_argv, concurrency=settings.CONCURRENCY)
     local = settings.local_mode or sdk_flags["test_input"] is not None
     if not local:  # a handler's outputs hold no Artifact: podworker's storage is never used
-        return serve(settings, model=model, storage=DataUrlStorage())  # (its uploads: rp_upload)
+        return serve(settings, model=model, storage=DataUrlStorage(),  # (uploads: rp_upload)
+                     env_file=env_file, handler=True)
     from app.cli import configure_for
 
     configure_for(settings, local=True)

@@ -93,13 +93,15 @@ def known_prefixes(names: Iterable[str]) -> frozenset[str]:
 
 
 def suspicious_settings(
-    environ: Mapping[str, str], env_file: str | Path | None = None
+    environ: Mapping[str, str], env_file: str | Path | None = None, *, prefixes: bool = True
 ) -> list[Suspect]:
     """The names in ``environ`` and in ``env_file`` (when it exists) that look like podworker
-    settings but are not any, each once, the ``.env`` file's first, sorted by name."""
+    settings but are not any, each once, the ``.env`` file's first, sorted by name.
+    ``prefixes=False`` flags only names close to a known one: for a RunPod handler, whose own
+    settings (``MODEL_NAME``, ``MAX_MODEL_LEN``...) share podworker's prefixes."""
     known = known_names()
     dual = two_namings()
-    prefixes = known_prefixes(known)
+    under = tuple(known_prefixes(known)) if prefixes else ()
     sources: dict[str, str] = {}
     for name in _dotenv_names(env_file):
         sources.setdefault(name, str(env_file))
@@ -110,7 +112,7 @@ def suspicious_settings(
         if name in known:
             continue
         suggestion = closest_known(name, known, dual)
-        if suggestion is not None or name.startswith(tuple(prefixes)):
+        if suggestion is not None or (under and name.startswith(under)):
             suspects.append(Suspect(name, sources[name], suggestion))
     return suspects
 

@@ -20,11 +20,12 @@ log = logging.getLogger("podworker.start")
 
 def log_start(
     settings: Settings, *, test_input: Path | None, env_file: str | Path | None,
-    environ: Mapping[str, str],
+    environ: Mapping[str, str], handler: bool = False,
 ) -> None:
-    """Log the mode line, then one warning per setting that looks mistyped."""
+    """Log the mode line, then one warning per setting that looks mistyped (for a RunPod
+    ``handler``, whose environment is its own too, only near-misses of podworker's names)."""
     log.info(mode_line(settings, test_input), extra={"event": "mode"})
-    for suspect in suspicious_settings(environ, env_file):
+    for suspect in suspicious_settings(environ, env_file, prefixes=not handler):
         log.warning(suspect.describe(), extra={"event": "unknown_setting"})
 
 

@@ -8,7 +8,7 @@ and a ``requirements.txt`` of ``runpod==1.12.0``, installed from PyPI at build t
 bundle mounted for pip, as the production build does). Then, on the real container: a local run
 with ``--test_input`` and no network prints the result and exits 0; as a worker against
 ``python -m app fake-api`` it answers jobs, and a job that asks for ``refresh_worker`` is
-delivered before the container exits 0; the worker image holds no weights.
+delivered before the container exits 7 (renewed); the worker image holds no weights.
 """
 
 from __future__ import annotations

@@ -207,6 +207,23 @@ def test_an_async_generator_streams_aggregates_and_its_concurrency_modifier_is_a
     assert h.worker.stages.runner.slots == 3
 
 
+def test_a_plain_async_handler_runs_and_refresh_worker_in_its_config_renews_after_its_job(
+    sdk: Path,
+) -> None:
+    path = handler_file(sdk, '''\
+        import asyncio
+        import runpod
+        async def handler(job):
+            await asyncio.sleep(0)
+            return {"double": job["input"]["n"] * 2}
+        runpod.serverless.start({"handler": handler, "refresh_worker": True})
+        ''')
+    h = run_jobs(sdk, HandlerModel(path), {"a": {"n": 21}})
+    assert h.api.results["a"] == JobResult("a", output={"double": 42}, stop_pod=True)
+    assert h.join(timeout=30) == 7  # refresh_worker in the config: renewed after each job
+    assert h.api.taken == ["a"]
+
+
 def test_an_exception_fails_the_job_briefly_and_logs_the_traceback(
     sdk: Path, caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -256,6 +273,26 @@ def test_the_requests_own_s3_credentials_never_reach_its_error_or_the_log(
     for text in (raised, returned, caplog.text):
         assert secret[:6] not in text and secret[-6:] not in text and "AKIAREQ" not in text
     assert "Traceback (most recent call last)" in caplog.text  # the traceback is still logged
+
+
+def test_a_handler_worker_checks_its_env_file_and_flags_only_near_misses_of_podworkers_names(
+    sdk: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import app.cli
+    from app.handler_command import handler_main
+
+    path = handler_file(sdk, """\
+        import runpod
+        runpod.serverless.start({"handler": lambda job: job["input"]})
+        """)
+    (sdk / "other.env").write_text("MODLE_PATH=/models\n")
+    monkeypatch.setenv("WEBHOOK_GET_WORK", "http://127.0.0.1:9/take")  # a worker, not local
+    served: dict[str, Any] = {}
+    monkeypatch.setattr(app.cli, "serve", lambda settings, **kw: served.update(kw) or 0)
+
+    assert handler_main(["--env-file", str(sdk / "other.env"), str(path)]) == 0
+
+    assert served["env_file"] == str(sdk / "other.env") and served["handler"] is True
 
 
 class _Context:

@@ -108,3 +108,12 @@ def test_the_edit_distance_counts_a_swap_of_neighbours_as_one_edit(
     a: str, b: str, distance: int
 ) -> None:
     assert edit_distance(a, b) == edit_distance(b, a) == distance
+
+
+def test_for_a_handler_only_near_misses_are_flagged_never_the_handlers_own_settings() -> None:
+    environ = {"MODEL_NAME": "llama", "MAX_MODEL_LEN": "8192", "SD_ANYTHING": "x",
+               "MODLE_PATH": "/models/sd", "CONCURENCY": "4"}
+    flagged = {s.name: s.suggestion for s in suspicious_settings(environ, prefixes=False)}
+    assert flagged == {"MODLE_PATH": "MODEL_PATH", "CONCURENCY": "CONCURRENCY"}
+    everything = {s.name for s in suspicious_settings(environ)}
+    assert {"MODEL_NAME", "MAX_MODEL_LEN", "SD_ANYTHING"} <= everything  # a worker's own run
