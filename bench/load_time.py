@@ -15,8 +15,8 @@ from ``from_pretrained`` to the pipeline on the device, and its process's peak R
   template does;
 - ``podworker``: :func:`adapters.stable_diffusion.pipelines.load_pipeline` with ``device``, then
   ``.to(device)``: on CUDA the weights go straight onto the GPU (``device_map="cuda"``), with no
-  full host copy first; on the CPU both are a host load. (The worker's ``load`` still reads on
-  the host: its offload decision must see the GPU before the weights are on it.)
+  full host copy first; on the CPU both are a host load. (The worker's ``load`` reads this way
+  too on CUDA, once it has decided from the files' headers that no offload is needed.)
 
 The two run in turns (plain, podworker, plain, ...) and medians are reported. ``make bench``
 runs one small round of it (``bench/compare.py``).

@@ -41,6 +41,10 @@ def read_weights(
     """The pipeline, read straight onto ``straight_to`` where diffusers can (``cuda``: no full
     copy in host memory first), else on the host; a straight load that fails is tried once more
     on the host, with a warning (an older diffusers, no accelerate). Raises ``ModelError``."""
+    if straight_to is not None and straight_to.startswith("cuda:"):
+        log.warning("the weights are read on the host, then moved to %s (they load straight "
+                    "only onto %r, the current device)", straight_to, pipelines.DIRECT_DEVICE,
+                    extra={"event": "direct_load_skipped"})
     if straight_to == pipelines.DIRECT_DEVICE:
         try:
             return pipelines.load_pipeline(diffusers, spec, source, dtype=dtype,

@@ -36,6 +36,21 @@ def test_weights_that_cannot_load_straight_onto_the_gpu_are_read_on_the_host_wit
     assert warnings[0].endswith("): loading them on the host, then moving them")
 
 
+def test_weights_for_a_numbered_cuda_device_are_read_on_the_host_with_a_warning(
+    tiny_sd_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    spec = detect_family(str(tiny_sd_path))
+
+    with caplog.at_level(logging.WARNING, logger="podworker.model"):
+        pipe = read_weights(diffusers, spec, str(tiny_sd_path), dtype=torch.float32,
+                            allow_download=False, straight_to="cuda:1")
+
+    assert {p.device.type for p in pipe.unet.parameters()} == {"cpu"}
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == ["the weights are read on the host, then moved to cuda:1 (they load "
+                        "straight only onto 'cuda', the current device)"]
+
+
 def test_on_the_cpu_the_weights_are_read_on_the_host_without_a_word(
     tiny_sd_path: Path, caplog: pytest.LogCaptureFixture,
 ) -> None:
