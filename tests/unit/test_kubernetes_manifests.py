@@ -170,6 +170,9 @@ def test_a_worker_pod_stops_well_and_its_lease_outlasts_its_heartbeats() -> None
     assert lease >= 3 * ping
     assert int(env["TERMINATE_IDLE_TIME"]) > 0  # idle pods exit 0: their Jobs complete
     assert worker_container(scaled_job)["resources"]["limits"]["nvidia.com/gpu"] == 1
+    rules = scaled_job["spec"]["jobTargetRef"]["podFailurePolicy"]["rules"]
+    actions = {code: rule["action"] for rule in rules for code in rule["onExitCodes"]["values"]}
+    assert actions == {2: "FailJob", 4: "FailJob", 7: "Ignore"}  # a renewal never fails the Job
 
 
 def test_the_pod_gets_only_podworkers_settings_and_every_secret_it_names_exists() -> None:
@@ -197,6 +200,10 @@ def test_redis_keeps_every_write_synced_and_never_evicts_a_job() -> None:
     assert options["--appendonly"] == "yes"
     assert options["--appendfsync"] == "always"
     assert options["--maxmemory-policy"] == "noeviction"
+    # a limit below the container's, so that a full Redis refuses writes rather than dies
+    limit = container["resources"]["limits"]["memory"]
+    assert limit.endswith("Gi") and options["--maxmemory"].endswith("mb")
+    assert int(options["--maxmemory"][:-2]) < int(limit[:-2]) * 1024
     image_tag = container["image"].split(":")[1]
     assert int(image_tag.split(".")[0]) >= 7  # the lag KEDA scales on needs Redis 7
 
