@@ -6,7 +6,8 @@ checked for the port's methods, so a mistake is one clear start-up error (exit c
 than a failure at the first job. A ``TypeError`` raised *inside* a factory is reported as it is,
 never mistaken for a call with the wrong arguments.
 
-An error the factory itself raises (:class:`FactoryRaised`: weights read in a constructor, say)
+An error the module's import or the factory itself raises (:class:`FactoryRaised`: weights
+read at import or in a constructor, say; a module or name that is not there stays a bad setting)
 is not a mistaken setting but a model that could not start: the worker builds
 :class:`FactoryFailed` in its place, whose load fails in phase ``import``, so the start fails as
 a load does (one job told why, the start recorded, exit code 4) rather than exiting 2 in a crash
@@ -28,7 +29,7 @@ from domain.ports import JobContext, StartupReport
 
 
 class FactoryRaised(ConfigurationError):
-    """The factory was found and called, and raised: ``error`` is its error, described."""
+    """The module's import or the factory raised: ``error`` says which, and its error."""
 
     def __init__(self, message: str, error: str) -> None:
         super().__init__(message)
@@ -45,10 +46,10 @@ class FactoryFailed:
     def load(self, startup: StartupReport | None = None) -> None:
         if startup is not None:
             startup.phase("import")
-        raise ModelError(f"MODEL={self.spec}: the factory raised {self.error}")
+        raise ModelError(f"MODEL={self.spec}: {self.error}")
 
     def run(self, job_input: dict[str, Any], ctx: JobContext) -> Any:
-        raise ModelError(f"MODEL={self.spec}: the factory raised {self.error}")
+        raise ModelError(f"MODEL={self.spec}: {self.error}")
 
 
 def load_factory(spec: str, setting: str, settings: Settings, methods: tuple[str, ...]) -> Any:
@@ -63,15 +64,16 @@ def load_factory(spec: str, setting: str, settings: Settings, methods: tuple[str
         factory = getattr(module, attr)
     except (ImportError, AttributeError) as exc:
         raise ConfigurationError(f"invalid setting {setting} ({spec!r}): {exc}") from None
+    except Exception as exc:  # the module's own code raised while it was imported
+        error = f"importing {module_name} raised {describe_error(exc)}"
+        raise FactoryRaised(f"invalid setting {setting} ({spec!r}): {error}", error) from None
     try:
         built = factory(settings) if _takes_an_argument(factory) else factory()
     except ConfigurationError:
         raise
     except Exception as exc:  # the factory's own error, as it said it: a start-up error
-        error = describe_error(exc)
-        raise FactoryRaised(
-            f"invalid setting {setting} ({spec!r}): the factory raised {error}", error
-        ) from None
+        error = f"the factory raised {describe_error(exc)}"
+        raise FactoryRaised(f"invalid setting {setting} ({spec!r}): {error}", error) from None
     for method in methods:
         if not callable(getattr(built, method, None)):
             raise ConfigurationError(

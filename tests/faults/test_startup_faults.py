@@ -113,6 +113,24 @@ def test_a_model_factory_that_raises_fails_one_job_in_phase_import_and_exits_4(
     assert worker.saw("startup_failed", phase="import"), worker.events()
 
 
+def test_a_model_module_whose_import_raises_fails_one_job_in_phase_import_and_exits_4(
+    api: FakeJobApiServer, tmp_path: Path
+) -> None:
+    job = api.submit({"n": 1})
+    env = worker_env(api, tmp_path / "state", MODEL="tests.support.model_import_raises:build")
+    worker = WorkerProcess(env, tmp_path)
+    try:
+        assert worker.wait(GRACE_S + 30) == 4
+    finally:
+        worker.close()
+    status: dict[str, Any] = api.status(job)  # type: ignore[assignment]
+    assert status["status"] == "FAILED"
+    assert str(status["error"]).startswith(
+        "the worker could not start: MODEL=tests.support.model_import_raises:build: importing "
+        "tests.support.model_import_raises raised OSError: weights.safetensors is truncated")
+    assert "(phase import, after " in str(status["error"])
+
+
 def _phase(url: str) -> str | None:
     try:
         answer = requests.get(url, timeout=2)
