@@ -8,8 +8,8 @@ interrupt (Ctrl-C again, or SIGQUIT) stops it at once.
 - **A repeated SIGTERM or SIGHUP is logged and ignored**: supervisors that send SIGTERM again
   while waiting must not turn a drain into lost work (the platform's SIGKILL ends it anyway).
 - A SIGINT once a stop is under way (Ctrl-C twice), or SIGQUIT at any time (Ctrl-\\), stops at
-  once with exit code 130: results not yet delivered stay in the outbox and are sent at the next
-  start.
+  once with exit code 130: results already written down stay in the outbox and are sent at the
+  next start (jobs still running or storing outputs are not finished).
 - **Before the worker exists** (imports, settings, building the model, opening the outbox and
   its start-up compaction), the first stop signal raises :class:`StopBeforeStart` in the main
   thread, which unwinds whatever start-up was doing (the compaction removes its temporary copy
@@ -72,8 +72,9 @@ class StopSignals:
         name = signal.Signals(signum).name
         if signum == signal.SIGQUIT or (signum == signal.SIGINT and self._received):
             again = " again" if self._received else ""
-            os.write(2, f"{name}{again}: stopping now; undelivered results stay in the outbox "
-                        "and are sent at the next start\n".encode())
+            os.write(2, f"{name}{again}: stopping now; results already written down stay in "
+                        "the outbox and are sent at the next start (jobs still running or "
+                        "storing outputs are not finished)\n".encode())
             os._exit(FORCED_EXIT)
         first = not self._received
         self._received.append(name)
@@ -94,7 +95,8 @@ class StopSignals:
 
 def _ignored(name: str) -> None:
     log.warning("%s again while stopping: ignored, the drain goes on (Ctrl-C again or SIGQUIT "
-                "stops at once, leaving undelivered results in the outbox)", name,
+                "stops at once: results already written down stay in the outbox, jobs still "
+                "running or storing outputs are not finished)", name,
                 extra={"event": "stop_signal_ignored"})
 
 
