@@ -30,11 +30,15 @@ def test_kill_after_the_model_finished_and_before_the_post_then_restart_delivers
 ) -> None:
     state = tmp_path / "state"
     api.inject_fault("done", status=503, count=10_000)  # every result post fails for now
-    first = WorkerProcess(worker_env(api, state), tmp_path, name="first")
+    # retries a hundred times slower: once its first post was refused, the first worker sends
+    # none for 20 s, so none is on its way to the fake when it is killed (one that was would be
+    # served after the faults are cleared: a second post, and a legitimate one)
+    first = WorkerProcess(worker_env(api, state), tmp_path, name="first", time_scale=100)
     try:
         job = api.submit({"answer": 42})
         outbox = state / "outbox"
         wait_until(lambda: bool(peek(outbox)), timeout=30, what="the result in the outbox")
+        first.wait_for("result_deferred", timeout=30)  # its post was answered 503
         assert job not in api.results
         assert first.kill() == -9
     finally:
@@ -43,9 +47,7 @@ def test_kill_after_the_model_finished_and_before_the_post_then_restart_delivers
     second = WorkerProcess(worker_env(api, state), tmp_path, name="second")
     try:
         assert api.wait_for_results(1, timeout=30)
-        # a post of the first worker that reached the server just before the kill may be the
-        # one that delivered it: SIGTERM only a second worker that is up (its handlers set)
-        second.wait_for("model_loaded", timeout=30)
+        second.wait_for("model_loaded", timeout=30)  # SIGTERM a worker that is up
         assert second.terminate() == 0
         assert peek(outbox) == []
     finally:
