@@ -10,8 +10,10 @@ Settings (milliseconds) become a frozen :class:`~app.config.WorkerConfig` (secon
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from adapters.clock import SystemClock
@@ -60,13 +62,23 @@ def secret(value: Any) -> str | None:
     return value.get_secret_value() if value is not None else None
 
 
-def redactor_for(settings: Settings) -> Scrubber:
-    """The scrubber that knows every secret in ``settings``."""
+LIBRARY_SECRETS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "AWS_SECRET_ACCESS_KEY",
+                   "AWS_SESSION_TOKEN")
+"""Secrets that libraries a model uses read from the environment (Hugging Face's hub, boto's
+credential chain): scrubbed too, since a library may log them while the model loads, and a
+failed start's job error carries the log's tail."""
+
+
+def redactor_for(settings: Settings, environ: Mapping[str, str] | None = None) -> Scrubber:
+    """The scrubber that knows every secret in ``settings``, and the :data:`LIBRARY_SECRETS`
+    set in ``environ`` (the process's environment by default)."""
+    environ = os.environ if environ is None else environ
     return Scrubber(
         [*(secret(getattr(settings, name))
            for name in ("AI_API_KEY", "RUNPOD_API_KEY", "BUCKET_ACCESS_KEY_ID",
                         "BUCKET_SECRET_ACCESS_KEY")),
-         settings.queue_password]
+         settings.queue_password,
+         *(environ.get(name) for name in LIBRARY_SECRETS)]
     )
 
 

@@ -33,3 +33,20 @@ def test_any_piece_anywhere_is_scrubbed(prefix: str, suffix: str, start: int, le
     for secret in (KEY, "s3-secret-Zy81"):
         for i in range(len(secret) - 5):
             assert secret[i : i + 6] not in cleaned
+
+
+def test_the_workers_scrubber_knows_the_secrets_libraries_read_from_the_environment() -> None:
+    from app.bootstrap import redactor_for
+    from app.settings import Settings
+
+    environ = {"HF_TOKEN": "hf_QbXf8mYtNw2LdA7c", "AWS_SESSION_TOKEN": "IQoJb3JpZ2luX2VjEXAMPLE",
+               "HOME": "/home/worker"}
+    scrub = redactor_for(Settings(_env_file=None), environ)
+
+    line = ("GET https://huggingface.co/api/models (token hf_QbXf8mYtNw2LdA7c) from /home/worker"
+            " with IQoJb3JpZ2luX2VjEXAMPLE")
+    out = scrub(line)
+    assert "QbXf8m" not in out and "IQoJb3" not in out
+    assert "/home/worker" in out  # not a secret: left alone
+    assert redactor_for(Settings(_env_file=None), {})("hf_QbXf8mYtNw2LdA7c") == (
+        "hf_QbXf8mYtNw2LdA7c")  # scrubbed only when set
