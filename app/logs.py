@@ -30,7 +30,9 @@ class RedactingFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         job_secrets = getattr(record, "_secrets", None)  # a job's own credentials (s3Config)
-        scrubbers = [s for s in (self._redact, Scrubber(job_secrets or ())) if s]
+        scrubbers = [self._redact] if self._redact else []
+        if job_secrets:  # only a record about such a job pays for a scrubber of its own
+            scrubbers.append(Scrubber(job_secrets))
         if not scrubbers:
             return True
 

@@ -255,8 +255,8 @@ class ModelRunner:
     # --- outcomes ----------------------------------------------------------------------------
     def _done(self, running: RunningJob, result: dict[str, Any], error: str | None,
               fatal: bool, started: float) -> None:
-        if error is not None and running.job.secrets():  # the request's own credentials
-            error = Scrubber(running.job.secrets())(error)
+        if error is not None and (job_secrets := running.job.secrets()):
+            error = Scrubber(job_secrets)(error)  # the request's own credentials
         self._inbox.put(ModelDone(
             running=running, output=None if error else result.get("output"), error=error,
             seconds=self._clock.now() - started, device_lost=fatal,
